@@ -1,0 +1,5 @@
+import sys
+
+from codeb.cli import main
+
+sys.exit(main())

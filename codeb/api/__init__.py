@@ -1,0 +1,1 @@
+"""HTTP only: Falcon resources, middleware and the one error shape."""

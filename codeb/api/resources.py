@@ -1,0 +1,132 @@
+"""Resources: small classes that translate HTTP to one service call and back."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import falcon
+
+from codeb import __version__
+from codeb.api.body import query_choice, query_int, read_json
+from codeb.api.openapi import build_document
+from codeb.services import keys, projects, servers
+from codeb.services.context import Deps
+
+
+class Resource:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+
+class Health(Resource):
+    auth_required = False
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        try:
+            self.deps.db.execute_sql("SELECT 1")
+            database = "ok"
+        except Exception:
+            database = "unavailable"
+        resp.media = {
+            "status": "ok" if database == "ok" else "degraded",
+            "version": __version__,
+            "database": database,
+        }
+
+
+class OpenApi(Resource):
+    def __init__(self, deps: Deps) -> None:
+        super().__init__(deps)
+        self._document = build_document()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self._document
+
+
+class Projects(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = projects.list_projects(
+            limit=query_int(req, "limit", 100, 1, 500),
+            offset=query_int(req, "offset", 0, 0, 2**31),
+            status=query_choice(req, "status", ("active", "archived")),
+        )
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "ProjectCreate")
+        resp.media = projects.create_project(self.deps, req.context.actor, body)
+        resp.status = falcon.HTTP_201
+        # The answer carries the generated passwords: it must never be cached.
+        resp.cache_control = ["no-store"]
+
+
+class Project(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, project: str) -> None:
+        resp.media = projects.get_project(project)
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, project: str) -> None:
+        body = read_json(req, "ProjectUpdate")
+        resp.media = projects.update_project(self.deps, req.context.actor, project, body)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, project: str) -> None:
+        resp.media = projects.delete_project(self.deps, req.context.actor, project)
+
+
+class Environments(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, project: str) -> None:
+        resp.media = projects.list_environments(project)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, project: str) -> None:
+        body = read_json(req, "EnvironmentCreate")
+        resp.media = projects.create_environment(self.deps, req.context.actor, project, body)
+        resp.status = falcon.HTTP_201
+        resp.cache_control = ["no-store"]
+
+
+class Environment(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, project: str, env: str) -> None:
+        resp.media = projects.get_environment(project, env)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, project: str, env: str) -> None:
+        resp.media = projects.delete_environment(self.deps, req.context.actor, project, env)
+
+
+class Servers(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        role = query_choice(req, "role", servers.SERVER_ROLES)
+        resp.media = {"servers": servers.list_servers(role)}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "ServerCreate")
+        resp.media = servers.register_server(self.deps, req.context.actor, body)
+        resp.status = falcon.HTTP_201
+
+
+class Server(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, ip: str) -> None:
+        resp.media = servers.get_server(ip)
+
+
+class Keys(Resource):
+    admin_methods = ("GET", "POST")
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"keys": keys.list_keys(self.deps)}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "ApiKeyCreate")
+        expires_at = None
+        if "expires_in_days" in body:
+            expires_at = self.deps.clock.now() + dt.timedelta(days=body["expires_in_days"])
+        record, plaintext = keys.create_key(
+            self.deps, req.context.actor, body["name"], body["role"], expires_at
+        )
+        resp.media = {"key": record, "api_key": plaintext}
+        resp.status = falcon.HTTP_201
+        resp.cache_control = ["no-store"]
+
+
+class Key(Resource):
+    admin_methods = ("DELETE",)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        resp.media = keys.revoke_key(self.deps, req.context.actor, name)

@@ -1,0 +1,80 @@
+"""Settings, read once: environment variables win over an optional TOML file, which wins
+over the defaults. Every setting is listed in SETTINGS so the README can be checked against it."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_data_dir() -> Path:
+    return REPO_ROOT / "var"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Environment names are CODEB_<FIELD> upper-cased."""
+
+    data_dir: Path = field(default_factory=_default_data_dir)
+    # Empty means sqlite:///<data_dir>/codeb.db.
+    database_url: str = ""
+    # Fernet key used for stored passwords; kept outside the database.
+    secret_key_file: Path | None = None
+    templates_dir: Path = REPO_ROOT / "templates"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    threads: int = 8
+    sqlite_busy_timeout_ms: int = 10_000
+    log_level: str = "INFO"
+    # Shown in .env files until servers with these roles are registered.
+    default_db_host: str = "127.0.0.1"
+    default_cache_host: str = "127.0.0.1"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'codeb.db'}"
+
+    @property
+    def resolved_secret_key_file(self) -> Path:
+        return self.secret_key_file or (self.data_dir / "secret.key")
+
+
+_CASTS: dict[str, Any] = {
+    "data_dir": Path,
+    "secret_key_file": Path,
+    "templates_dir": Path,
+    "port": int,
+    "threads": int,
+    "sqlite_busy_timeout_ms": int,
+}
+
+SETTINGS = tuple(f.name for f in fields(Settings))
+
+
+def load_settings(
+    environ: dict[str, str] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Build Settings from a TOML file (CODEB_CONFIG or `config_file`) and CODEB_* variables."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or (Path(env["CODEB_CONFIG"]) if env.get("CODEB_CONFIG") else None)
+    if path is not None:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        unknown = set(raw) - set(SETTINGS)
+        if unknown:
+            raise ValueError(f"unknown settings in {path}: {', '.join(sorted(unknown))}")
+        values.update(raw)
+    for name in SETTINGS:
+        key = f"CODEB_{name.upper()}"
+        if key in env and env[key] != "":
+            values[name] = env[key]
+    for name, cast in _CASTS.items():
+        if name in values and values[name] is not None:
+            values[name] = cast(values[name])
+    return Settings(**values)

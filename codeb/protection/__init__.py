@@ -1,0 +1,1 @@
+"""The Protection Layer: danger levels, requirements and the append-only operation log."""

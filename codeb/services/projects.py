@@ -1,0 +1,386 @@
+"""Projects and their environments: creation allocates ports, generates passwords (stored
+encrypted) and renders the .env files; the deletes are dangerous and go through protection."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from peewee import IntegrityError
+
+from codeb.errors import Conflict, NotFound, ProtectionRefused, ValidationFailed
+from codeb.protection import audit
+from codeb.render import EnvFileValues, render_env_file
+from codeb.secretbox import generate_password
+from codeb.services import ports
+from codeb.services.context import Actor, Deps
+from codeb.services.validation import validate_choice, validate_dns_label
+from codeb.store.models import Environment, Project, Server
+
+PROJECT_TYPES = ("nextjs", "remix", "nodejs", "static")
+# PostgreSQL identifiers stop at 63 bytes; "<user>_preview" must fit.
+PROJECT_NAME_MAX = 48
+DB_NAME_SUFFIX = {"staging": "staging", "production": "prod", "preview": "preview"}
+DEFAULT_ENVIRONMENTS = ("staging", "production")
+UPDATABLE_FIELDS = ("type", "git_repo")
+
+
+def db_user_for(project_name: str) -> str:
+    return project_name.replace("-", "_")
+
+
+def db_name_for(project_name: str, environment: str) -> str:
+    suffix = "dev" if environment == "local" else DB_NAME_SUFFIX[environment]
+    return f"{db_user_for(project_name)}_{suffix}"
+
+
+def new_id(prefix: str) -> str:
+    # An underscore never occurs in a project name, so an id can't be mistaken for a name.
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def project_view(project: Project, environments: list[Environment] | None = None) -> dict:
+    envs = environments if environments is not None else active_environments(project)
+    return {
+        "id": project.id,
+        "name": project.name,
+        "type": project.type,
+        "git_repo": project.git_repo,
+        "status": project.status,
+        "created_at": project.created_at.isoformat() + "Z",
+        "updated_at": project.updated_at.isoformat() + "Z",
+        "environments": {env.name: environment_ports(env) for env in envs},
+    }
+
+
+def environment_ports(env: Environment) -> dict:
+    return {
+        "app_port": env.app_port,
+        "db_port": env.db_port,
+        "redis_port": env.redis_port,
+        "redis_db": env.redis_db,
+    }
+
+
+def environment_view(env: Environment, project: Project) -> dict:
+    return {
+        "id": env.id,
+        "project_id": project.id,
+        "project": project.name,
+        "name": env.name,
+        **environment_ports(env),
+        "domain": env.domain,
+        "status": env.status,
+        "db_name": db_name_for(project.name, env.name),
+        "db_user": db_user_for(project.name),
+        "created_at": env.created_at.isoformat() + "Z",
+    }
+
+
+def active_environments(project: Project) -> list[Environment]:
+    return list(
+        Environment.select()
+        .where((Environment.project == project.id) & (Environment.status == "active"))
+        .order_by(Environment.created_at, Environment.name)
+    )
+
+
+def find_project(ref: str) -> Project:
+    """A project by id or by name; deleted projects are gone for the API."""
+    project = (
+        Project.select()
+        .where(((Project.id == ref) | (Project.name == ref)) & (Project.status != "deleted"))
+        .first()
+    )
+    if project is None:
+        raise NotFound(f"project {ref!r} not found", {"project": ref})
+    return project
+
+
+def _server_ip(role: str, fallback: str) -> str:
+    server = (
+        Server.select(Server.ip)
+        .where((Server.role == role) & (Server.status != "deleted"))
+        .order_by(Server.id)
+        .first()
+    )
+    return server.ip if server else fallback
+
+
+def _env_file(deps: Deps, project: Project, env: Environment) -> str:
+    box = deps.box
+    return render_env_file(
+        deps.settings.templates_dir,
+        EnvFileValues(
+            environment=env.name,
+            app_port=env.app_port,
+            db_user=db_user_for(project.name),
+            db_password=box.decrypt(env.db_password),
+            db_name=db_name_for(project.name, env.name),
+            db_host=_server_ip("db", deps.settings.default_db_host),
+            db_port=env.db_port,
+            cache_host=_server_ip("cache", deps.settings.default_cache_host),
+            redis_port=env.redis_port,
+            redis_db=env.redis_db,
+            redis_password=box.decrypt(env.redis_password),
+        ),
+    )
+
+
+def _local_env_file(deps: Deps, project: Project) -> str:
+    return render_env_file(
+        deps.settings.templates_dir,
+        EnvFileValues(
+            environment="local",
+            app_port=3000,
+            db_user=db_user_for(project.name),
+            db_password=deps.box.decrypt(project.local_db_password),
+            db_name=db_name_for(project.name, "local"),
+        ),
+    )
+
+
+def _new_environment(deps: Deps, project: Project, name: str) -> Environment:
+    allocated = ports.allocate_ports(deps.db, name, project.id)
+    env = Environment(
+        id=new_id("env"),
+        project=project.id,
+        name=name,
+        app_port=allocated["app"],
+        db_port=allocated["db"],
+        redis_port=allocated["redis"],
+        # Every environment has a Redis of its own, so database 0 is always free.
+        redis_db=0,
+        db_password=deps.box.encrypt(generate_password()),
+        redis_password=deps.box.encrypt(generate_password()),
+        created_at=deps.clock.now(),
+    )
+    env.save(force_insert=True)
+    return env
+
+
+def create_project(deps: Deps, actor: Actor, body: dict[str, Any]) -> dict:
+    """Create a project with its staging and production environments (and preview on request).
+    The answer is the only place the generated passwords are ever shown."""
+    name = validate_dns_label(body.get("name"), "name", PROJECT_NAME_MAX)
+    ptype = validate_choice(body.get("type", "nodejs"), PROJECT_TYPES, "type")
+    git_repo = body.get("git_repo")
+    wanted = list(DEFAULT_ENVIRONMENTS)
+    if body.get("preview"):
+        wanted.append("preview")
+    now = deps.clock.now()
+    try:
+        with deps.write():
+            if Project.select().where(Project.name == name).exists():
+                raise Conflict(f"a project named {name!r} already exists", {"name": name})
+            project = Project(
+                id=new_id("prj"),
+                name=name,
+                type=ptype,
+                git_repo=git_repo,
+                local_db_password=deps.box.encrypt(generate_password()),
+                created_at=now,
+                updated_at=now,
+            )
+            project.save(force_insert=True)
+            envs = [_new_environment(deps, project, env_name) for env_name in wanted]
+            audit.record(
+                deps.db,
+                operation="project_create",
+                danger_level=1,
+                status="executed",
+                requested_by=actor.requested_by,
+                key_name=actor.key_name,
+                now=now,
+                project_id=project.id,
+                target=name,
+                details={
+                    "environments": {e.name: environment_ports(e) for e in envs},
+                    "type": ptype,
+                },
+                executed=True,
+            )
+    except IntegrityError:
+        # Lost a race on the unique name with a concurrent request.
+        raise Conflict(f"a project named {name!r} already exists", {"name": name}) from None
+    env_files = {"local": _local_env_file(deps, project)}
+    env_files.update({env.name: _env_file(deps, project, env) for env in envs})
+    return {
+        "project": project_view(project, envs),
+        "environments": {env.name: environment_ports(env) for env in envs},
+        "env_files": env_files,
+    }
+
+
+def list_projects(limit: int = 100, offset: int = 0, status: str | None = None) -> dict:
+    query = Project.select().where(Project.status != "deleted")
+    if status:
+        query = query.where(Project.status == status)
+    total = query.count()
+    projects = list(query.order_by(Project.created_at, Project.name).limit(limit).offset(offset))
+    envs_by_project: dict[str, list[Environment]] = {p.id: [] for p in projects}
+    if projects:
+        for env in (
+            Environment.select()
+            .where(
+                Environment.project.in_(list(envs_by_project)) & (Environment.status == "active")
+            )
+            .order_by(Environment.created_at, Environment.name)
+        ):
+            envs_by_project[env.project_id].append(env)
+    return {
+        "projects": [project_view(p, envs_by_project[p.id]) for p in projects],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+def get_project(ref: str) -> dict:
+    return project_view(find_project(ref))
+
+
+def update_project(deps: Deps, actor: Actor, ref: str, body: dict[str, Any]) -> dict:
+    """Change a project's descriptive fields. Name and status are not editable here: a rename
+    would orphan databases, and a status change is what the protected delete is for."""
+    forbidden = sorted(set(body) - set(UPDATABLE_FIELDS))
+    if forbidden:
+        raise ValidationFailed(
+            f"these fields cannot be changed: {', '.join(forbidden)}",
+            {"fields": forbidden, "updatable": list(UPDATABLE_FIELDS)},
+        )
+    changes: dict[str, Any] = {}
+    if "type" in body:
+        changes["type"] = validate_choice(body["type"], PROJECT_TYPES, "type")
+    if "git_repo" in body:
+        changes["git_repo"] = body["git_repo"]
+    with deps.write():
+        project = find_project(ref)
+        if changes:
+            now = deps.clock.now()
+            for field, value in changes.items():
+                setattr(project, field, value)
+            project.updated_at = now
+            project.save()
+            audit.record(
+                deps.db,
+                operation="project_update",
+                danger_level=1,
+                status="executed",
+                requested_by=actor.requested_by,
+                key_name=actor.key_name,
+                now=now,
+                project_id=project.id,
+                target=project.name,
+                details={"changed": sorted(changes)},
+                executed=True,
+            )
+    return project_view(project)
+
+
+def delete_project(deps: Deps, actor: Actor, ref: str) -> dict:
+    project = find_project(ref)
+    _refuse_dangerous(deps, actor, "project_delete", 4, project, project.name)
+    raise AssertionError("unreachable")
+
+
+def list_environments(ref: str) -> dict:
+    project = find_project(ref)
+    return {"environments": [environment_view(e, project) for e in active_environments(project)]}
+
+
+def get_environment(ref: str, env_name: str) -> dict:
+    project = find_project(ref)
+    return environment_view(_find_environment(project, env_name), project)
+
+
+def _find_environment(project: Project, env_name: str) -> Environment:
+    env = (
+        Environment.select()
+        .where(
+            (Environment.project == project.id)
+            & (Environment.name == env_name)
+            & (Environment.status == "active")
+        )
+        .first()
+    )
+    if env is None:
+        raise NotFound(
+            f"environment {env_name!r} of project {project.name!r} not found",
+            {"project": project.name, "environment": env_name},
+        )
+    return env
+
+
+def create_environment(deps: Deps, actor: Actor, ref: str, body: dict[str, Any]) -> dict:
+    """Add an environment (typically preview) to a project; answers with its .env file."""
+    env_name = validate_choice(body.get("name"), ports.ENVIRONMENTS, "name")
+    now = deps.clock.now()
+    try:
+        with deps.write():
+            project = find_project(ref)
+            if (
+                Environment.select()
+                .where((Environment.project == project.id) & (Environment.name == env_name))
+                .exists()
+            ):
+                raise Conflict(
+                    f"project {project.name!r} already has a {env_name} environment",
+                    {"project": project.name, "environment": env_name},
+                )
+            env = _new_environment(deps, project, env_name)
+            project.updated_at = now
+            project.save()
+            audit.record(
+                deps.db,
+                operation="environment_create",
+                danger_level=1,
+                status="executed",
+                requested_by=actor.requested_by,
+                key_name=actor.key_name,
+                now=now,
+                project_id=project.id,
+                target=f"{project.name}/{env_name}",
+                details={"ports": environment_ports(env)},
+                executed=True,
+            )
+    except IntegrityError:
+        raise Conflict(
+            f"project already has a {env_name} environment", {"environment": env_name}
+        ) from None
+    return {
+        "environment": environment_view(env, project),
+        "env_file": _env_file(deps, project, env),
+    }
+
+
+def delete_environment(deps: Deps, actor: Actor, ref: str, env_name: str) -> dict:
+    project = find_project(ref)
+    env = _find_environment(project, env_name)
+    _refuse_dangerous(deps, actor, "environment_delete", 3, project, f"{project.name}/{env.name}")
+    raise AssertionError("unreachable")
+
+
+def _refuse_dangerous(
+    deps: Deps, actor: Actor, operation: str, level: int, project: Project, target: str
+) -> None:
+    """Until the confirmation queue exists, a dangerous delete is refused and the refusal
+    logged: never silently executed."""
+    with deps.write():
+        audit.record(
+            deps.db,
+            operation=operation,
+            danger_level=level,
+            status="rejected",
+            requested_by=actor.requested_by,
+            key_name=actor.key_name,
+            now=deps.clock.now(),
+            project_id=project.id,
+            target=target,
+            details={"reason": "protection_queue_unavailable"},
+        )
+    raise ProtectionRefused(
+        f"{operation} of {target!r} is a dangerous operation and is refused: it needs the "
+        "Protection Layer's confirmation queue",
+        {"operation": operation, "danger_level": level, "target": target},
+    )

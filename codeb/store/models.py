@@ -1,0 +1,243 @@
+"""The state of codeb: the original design's tables plus the registry of servers, API keys,
+operations and their runner events. Schema changes go through `migrations/`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from peewee import (
+    AutoField,
+    BooleanField,
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from codeb.store.fields import JSONField
+
+database = DatabaseProxy()
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Project(BaseModel):
+    id = CharField(primary_key=True, max_length=40)
+    name = CharField(unique=True, max_length=63)
+    type = CharField(max_length=20)  # nextjs, remix, nodejs, static
+    git_repo = TextField(null=True)
+    # Encrypted (Fernet) password of the developer's local database, for .env.local.
+    local_db_password = TextField()
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+    status = CharField(max_length=20, default="active")  # active, archived, deleted
+
+    class Meta:
+        table_name = "projects"
+
+
+class Environment(BaseModel):
+    id = CharField(primary_key=True, max_length=40)
+    project = ForeignKeyField(Project, backref="environments", column_name="project_id")
+    name = CharField(max_length=20)  # staging, production, preview
+    app_port = IntegerField(null=True)
+    db_port = IntegerField(null=True)
+    redis_port = IntegerField(null=True)
+    redis_db = IntegerField(null=True)
+    domain = CharField(null=True, max_length=253)
+    # Encrypted (Fernet); never returned except in the creation answer's .env files.
+    db_password = TextField()
+    redis_password = TextField()
+    status = CharField(max_length=20, default="active")  # active, deleted
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "environments"
+        indexes = ((("project", "name"), True),)
+
+
+class Server(BaseModel):
+    id = AutoField()
+    name = CharField(unique=True, max_length=63)
+    ip = CharField(unique=True, max_length=45)
+    role = CharField(max_length=20)  # control, app, db, cache, storage
+    ssh_user = CharField(max_length=32, default="root")
+    ssh_port = IntegerField(default=22)
+    provider = CharField(max_length=40, default="manual")
+    provider_id = CharField(null=True, max_length=100)
+    status = CharField(max_length=20, default="registered")
+    facts = JSONField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "servers"
+
+
+class Container(BaseModel):
+    id = CharField(primary_key=True, max_length=40)
+    project = ForeignKeyField(Project, backref="containers", column_name="project_id")
+    environment = CharField(max_length=20)
+    server_type = CharField(max_length=20)  # app, db, redis
+    server_ip = CharField(max_length=45)
+    container_name = CharField(max_length=200)
+    image = TextField()
+    port_external = IntegerField(null=True)
+    port_internal = IntegerField(null=True)
+    status = CharField(max_length=20, default="created")  # created, running, stopped, removed
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "containers"
+
+
+class Backup(BaseModel):
+    id = CharField(primary_key=True, max_length=40)
+    project = ForeignKeyField(Project, backref="backups", column_name="project_id")
+    environment = CharField(max_length=20)
+    type = CharField(max_length=20)  # full, incremental, wal
+    size_bytes = IntegerField(null=True)
+    location = TextField()
+    created_at = DateTimeField(default=utcnow)
+    verified_at = DateTimeField(null=True)
+    status = CharField(max_length=20, default="completed")
+
+    class Meta:
+        table_name = "backups"
+
+
+class ApiKey(BaseModel):
+    id = AutoField()
+    name = CharField(unique=True, max_length=64)
+    role = CharField(max_length=20)  # admin, operator, readonly
+    # SHA-256 of the whole key; the key itself is shown once and never stored.
+    key_hash = CharField(unique=True, max_length=64)
+    prefix = CharField(max_length=16)
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField(null=True)
+    revoked_at = DateTimeField(null=True)
+    last_used_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "api_keys"
+
+
+class OperationLog(BaseModel):
+    id = AutoField()
+    project = ForeignKeyField(
+        Project, null=True, backref="operation_logs", column_name="project_id"
+    )
+    operation = CharField(max_length=64)
+    danger_level = IntegerField()
+    requested_by = CharField(max_length=10)  # mcp, cli, api
+    key_name = CharField(null=True, max_length=64)
+    target = CharField(null=True, max_length=200)
+    status = CharField(max_length=20)
+    details = JSONField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    executed_at = DateTimeField(null=True)
+    # Hash chain: each row's hash covers its content and the previous row's hash.
+    prev_hash = CharField(null=True, max_length=64)
+    entry_hash = CharField(null=True, max_length=64)
+
+    class Meta:
+        table_name = "operation_logs"
+
+
+class PortAllocation(BaseModel):
+    # The primary key is the guard against two projects holding one port.
+    port = IntegerField(primary_key=True)
+    server_type = CharField(max_length=10)  # app, db, redis
+    environment = CharField(max_length=20)
+    project = ForeignKeyField(
+        Project, null=True, backref="port_allocations", column_name="project_id"
+    )
+    allocated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "port_allocations"
+
+
+class ProtectionQueue(BaseModel):
+    id = CharField(primary_key=True, max_length=40)
+    operation = CharField(max_length=64)
+    danger_level = IntegerField()
+    project = ForeignKeyField(
+        Project, null=True, backref="protection_entries", column_name="project_id"
+    )
+    details = JSONField()
+    # Hash of the confirm token; the token itself is shown once.
+    confirm_token = CharField(null=True, unique=True, max_length=64)
+    expires_at = DateTimeField()
+    status = CharField(max_length=20, default="pending")
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "protection_queue"
+
+
+class Operation(BaseModel):
+    """A long-running piece of work (a playbook run) that clients follow by id."""
+
+    id = CharField(primary_key=True, max_length=40)
+    kind = CharField(max_length=64)
+    status = CharField(max_length=20, default="queued")
+    project = ForeignKeyField(Project, null=True, backref="operations", column_name="project_id")
+    server = ForeignKeyField(Server, null=True, backref="operations", column_name="server_id")
+    requested_by = CharField(max_length=10)
+    key_name = CharField(null=True, max_length=64)
+    params = JSONField(null=True)
+    result = JSONField(null=True)
+    rc = IntegerField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "operations"
+
+
+class OperationEvent(BaseModel):
+    id = AutoField()
+    operation = ForeignKeyField(Operation, backref="events", column_name="operation_id")
+    seq = IntegerField()
+    event = CharField(max_length=64)
+    host = CharField(null=True, max_length=100)
+    task = TextField(null=True)
+    changed = BooleanField(default=False)
+    failed = BooleanField(default=False)
+    duration = FloatField(null=True)
+    data = JSONField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "operation_events"
+        indexes = ((("operation", "seq"), True),)
+
+
+ALL_MODELS: tuple[type[BaseModel], ...] = (
+    Project,
+    Environment,
+    Server,
+    Container,
+    Backup,
+    ApiKey,
+    OperationLog,
+    PortAllocation,
+    ProtectionQueue,
+    Operation,
+    OperationEvent,
+)

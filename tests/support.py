@@ -1,0 +1,75 @@
+"""Helpers for tests: a real waitress server on a loopback port over a real SQLite file."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import waitress
+
+from codeb.app import build_deps, create_app
+from codeb.clock import Clock, FrozenClock
+from codeb.config import Settings
+from codeb.services import keys
+from codeb.services.context import SYSTEM, Deps
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveApi:
+    base_url: str
+    deps: Deps
+    admin_key: str
+    clock: Clock
+
+    def client(self, key: str | None = "admin", **headers: str) -> httpx.Client:
+        """An HTTP client; `key` is "admin" (the bootstrap key), None, or a literal key."""
+        h = {"Content-Type": "application/json", **headers}
+        if key == "admin":
+            h["X-API-Key"] = self.admin_key
+        elif key is not None:
+            h["X-API-Key"] = key
+        return httpx.Client(base_url=self.base_url, headers=h, timeout=30)
+
+    def new_key(self, name: str, role: str) -> str:
+        with self.deps.db.connection_context():
+            _, plaintext = keys.create_key(self.deps, SYSTEM, name, role)
+        return plaintext
+
+
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    return Settings(data_dir=data_dir, **overrides)  # type: ignore[arg-type]
+
+
+@contextmanager
+def live_api(
+    data_dir: Path, clock: Clock | None = None, threads: int = 8, **overrides: object
+) -> Iterator[LiveApi]:
+    settings = make_settings(data_dir, **overrides)
+    clock = clock or FrozenClock()
+    deps = build_deps(settings, clock)
+    with deps.db.connection_context():
+        admin = keys.ensure_admin_key(deps)
+    assert admin
+    server = waitress.create_server(
+        create_app(deps), host="127.0.0.1", port=0, threads=threads, ident="codeb-test"
+    )
+    port = server.effective_port  # type: ignore[union-attr]
+    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
+    thread.start()
+    try:
+        yield LiveApi(f"http://127.0.0.1:{port}", deps, admin, clock)
+    finally:
+        server.close()
+        thread.join(timeout=10)
+        deps.db.close()
