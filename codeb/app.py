@@ -8,10 +8,18 @@ import logging
 import falcon
 
 from codeb.api import errors, resources
-from codeb.api.middleware import Authentication, DatabaseSession, RequestId
+from codeb.api import protection as protection_api
+from codeb.api.middleware import (
+    Authentication,
+    DatabaseSession,
+    KnownQueryParameters,
+    RequestId,
+)
+from codeb.api.openapi import build_document
 from codeb.clock import Clock, SystemClock
 from codeb.config import Settings, load_settings
 from codeb.secretbox import SecretBox
+from codeb.services import protection
 from codeb.services.context import Deps
 from codeb.store.db import migrate, open_database
 
@@ -19,13 +27,21 @@ ROUTES: tuple[tuple[str, type[resources.Resource]], ...] = (
     ("/api/health", resources.Health),
     ("/api/openapi.json", resources.OpenApi),
     ("/api/projects", resources.Projects),
-    ("/api/projects/{project}", resources.Project),
+    ("/api/projects/{project}", protection_api.ProtectedProject),
     ("/api/projects/{project}/environments", resources.Environments),
-    ("/api/projects/{project}/environments/{env}", resources.Environment),
+    ("/api/projects/{project}/environments/{env}", protection_api.ProtectedEnvironment),
     ("/api/servers", resources.Servers),
     ("/api/servers/{ip}", resources.Server),
     ("/api/keys", resources.Keys),
     ("/api/keys/{name}", resources.Key),
+    ("/api/protection/queue", protection_api.Queue),
+    ("/api/protection/queue/{entry_id}", protection_api.QueueEntry),
+    ("/api/protection/confirm", protection_api.Confirm),
+    ("/api/protection/approve", protection_api.Approve),
+    ("/api/protection/cancel", protection_api.Cancel),
+    ("/api/protection/logs", protection_api.Logs),
+    ("/api/protection/logs/verify", protection_api.LogsVerify),
+    ("/api/protection/rules", protection_api.Rules),
 )
 
 
@@ -36,12 +52,20 @@ def build_deps(settings: Settings, clock: Clock | None = None) -> Deps:
     )
     migrate(db)
     box = SecretBox.from_key_file(settings.resolved_secret_key_file)
-    return Deps(settings=settings, db=db, box=box, clock=clock or SystemClock())
+    deps = Deps(settings=settings, db=db, box=box, clock=clock or SystemClock())
+    # Checks the configured protection rules (a bad one stops the start) and logs overrides.
+    protection.log_rule_overrides(deps)
+    return deps
 
 
 def create_app(deps: Deps) -> falcon.App:
     app = falcon.App(
-        middleware=[RequestId(), DatabaseSession(deps), Authentication(deps)],
+        middleware=[
+            RequestId(),
+            DatabaseSession(deps),
+            Authentication(deps),
+            KnownQueryParameters(build_document()),
+        ],
         cors_enable=False,
     )
     app.req_options.strip_url_path_trailing_slash = True

@@ -3,6 +3,7 @@ over the defaults. Every setting is listed in SETTINGS so the README can be chec
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -34,6 +35,14 @@ class Settings:
     # Shown in .env files until servers with these roles are registered.
     default_db_host: str = "127.0.0.1"
     default_cache_host: str = "127.0.0.1"
+    # Protection Layer. A MEDIUM confirm token lives this long.
+    protection_token_ttl_minutes: int = 15
+    # A HIGH/CRITICAL queue entry expires this long after its cooldown ended.
+    protection_queue_window_hours: int = 168
+    # Stricter rules: {"operation": {"level": "HIGH", "requires": [...]}}; only adds.
+    protection_rules: dict[str, Any] = field(default_factory=dict)
+    # Weaker rules: replaces a rule outright; every start-up logs each one applied.
+    protection_rule_overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def resolved_database_url(self) -> str:
@@ -44,6 +53,14 @@ class Settings:
         return self.secret_key_file or (self.data_dir / "secret.key")
 
 
+def _json_table(value: Any) -> dict[str, Any]:
+    """A table from TOML arrives as a dict; from an environment variable as JSON text."""
+    parsed = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(parsed, dict):
+        raise ValueError("expected a table of rules (a JSON object)")
+    return parsed
+
+
 _CASTS: dict[str, Any] = {
     "data_dir": Path,
     "secret_key_file": Path,
@@ -51,6 +68,10 @@ _CASTS: dict[str, Any] = {
     "port": int,
     "threads": int,
     "sqlite_busy_timeout_ms": int,
+    "protection_token_ttl_minutes": int,
+    "protection_queue_window_hours": int,
+    "protection_rules": _json_table,
+    "protection_rule_overrides": _json_table,
 }
 
 SETTINGS = tuple(f.name for f in fields(Settings))

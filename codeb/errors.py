@@ -60,3 +60,28 @@ class ProtectionRefused(CodebError):
 
     status = 403
     code = "protection_refused"
+
+
+class ConfirmationNameMismatch(ValidationFailed):
+    """The confirmation that must type the target's name typed something else (or nothing)."""
+
+    code = "typed_name_mismatch"
+
+
+class ConfirmTokenUnknown(NotFound):
+    code = "confirm_token_unknown"
+
+
+class ProtectionEntryClosed(Conflict):
+    """The queue entry was already executed, cancelled or failed: its token is spent."""
+
+    code = "protection_entry_closed"
+
+
+class ProtectionEntryExpired(CodebError):
+    status = 410
+    code = "protection_entry_expired"
+
+
+class AlreadyQueued(Conflict):
+    code = "already_queued"

@@ -62,14 +62,31 @@ def live_api(
         admin = keys.ensure_admin_key(deps)
     assert admin
     server = waitress.create_server(
-        create_app(deps), host="127.0.0.1", port=0, threads=threads, ident="codeb-test"
+        create_app(deps),
+        host="127.0.0.1",
+        port=0,
+        threads=threads,
+        ident="codeb-test",
+        asyncore_loop_timeout=0.05,
     )
     port = server.effective_port  # type: ignore[union-attr]
-    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
+    stopping = threading.Event()
+
+    def serve() -> None:
+        try:
+            server.run()
+        except OSError:
+            # close() from another thread pulls the sockets from under select(): expected.
+            if not stopping.is_set():
+                raise
+
+    thread = threading.Thread(target=serve, name="waitress", daemon=True)
     thread.start()
     try:
         yield LiveApi(f"http://127.0.0.1:{port}", deps, admin, clock)
     finally:
+        stopping.set()
+        server.task_dispatcher.shutdown(timeout=5)  # type: ignore[union-attr]
         server.close()
         thread.join(timeout=10)
         deps.db.close()

@@ -14,6 +14,11 @@ from codeb.services.context import CLIENTS, Deps
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def has_responder(resource: object, method: str) -> bool:
+    """False for methods the resource does not serve: Falcon then answers 405 by itself."""
+    return resource is not None and hasattr(resource, f"on_{method.lower()}")
+
+
 class RequestId:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.request_id = secrets.token_hex(8)
@@ -51,7 +56,9 @@ class Authentication:
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
     ) -> None:
-        if resource is None or not getattr(resource, "auth_required", True):
+        if not has_responder(resource, req.method) or not getattr(
+            resource, "auth_required", True
+        ):
             return
         client = req.get_header("X-Codeb-Client") or "api"
         if client not in CLIENTS:
@@ -67,3 +74,31 @@ class Authentication:
         if req.method in getattr(resource, "admin_methods", ()) and not actor.has_role("admin"):
             raise Forbidden("this needs an admin key", {"role": actor.role})
         req.context.actor = actor
+
+
+class KnownQueryParameters:
+    """Unknown query parameters are refused (422) rather than ignored: `?limt=5` is a typo the
+    caller wants to hear about. What is known comes from the OpenAPI document."""
+
+    def __init__(self, document: dict) -> None:
+        self._known: dict[tuple[str, str], frozenset[str]] = {}
+        for path, item in document["paths"].items():
+            shared = [p for p in item.get("parameters", []) if p.get("in") == "query"]
+            for method, op in item.items():
+                if method == "parameters":
+                    continue
+                params = shared + [p for p in op.get("parameters", []) if p.get("in") == "query"]
+                self._known[(path, method.upper())] = frozenset(p["name"] for p in params)
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
+    ) -> None:
+        if not req.params or not has_responder(resource, req.method):
+            return
+        known = self._known.get((req.uri_template, req.method), frozenset())
+        unknown = sorted(set(req.params) - known)
+        if unknown:
+            raise ValidationFailed(
+                "unknown query parameters: " + ", ".join(unknown),
+                {"unknown": unknown, "allowed": sorted(known)},
+            )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from codeb import __version__
+from codeb.protection.rules import RULES
 
 NAME = {
     "type": "string",
@@ -173,7 +174,11 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {
             "name": {**NAME, "maxLength": 63},
-            "ip": {"type": "string", "maxLength": 45, "description": "IPv4 or IPv6 address"},
+            "ip": {
+                "type": "string",
+                "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+                "description": "IPv4 or IPv6 address",
+            },
             "role": {"type": "string", "enum": ["control", "app", "db", "cache", "storage"]},
             "ssh_user": {"type": "string", "pattern": "^[a-z_][a-z0-9_-]{0,31}$"},
             "ssh_port": {"type": "integer", "minimum": 1, "maximum": 65535},
@@ -256,6 +261,7 @@ def _errors(*statuses: int) -> dict:
         404: "not found",
         409: "conflict with the current state",
         422: "invalid input",
+        410: "the queue entry expired",
     }
     return {str(s): _json("Error", words[s]) for s in statuses}
 
@@ -289,8 +295,338 @@ IP_PARAM = {"name": "ip", "in": "path", "required": True, "schema": {"type": "st
 KEY_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 PAGING = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    {
+        "name": "offset",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0, "maximum": 2**31},
+    },
 ]
+
+
+# --- The Protection Layer -------------------------------------------------------------------
+
+CONFIRM_CONTRACT = """\
+Every mutating operation passes the Protection Layer (rules: GET /api/protection/rules).
+SAFE and LOW run at once and answer as usual (200/201). Anything not executed yet answers
+**202** with `status` `confirmation_required` (MEDIUM) or `queued` (HIGH, CRITICAL), a warning
+in words, the unmet requirements and a `confirm_token` shown once (256 bits, stored hashed).
+The token is bound to the operation, the target, the exact parameters and the requesting key.
+
+* MEDIUM: confirm within 15 minutes with `POST /api/protection/confirm {"token"}` or by
+  repeating the same request with the header `X-Confirm-Token`. Single use.
+* HIGH: needs a backup, two confirmations with the same key (the second types the target's
+  name as `typed_name`, or `X-Confirm-Name` on a repeated request) and a 24 h cooldown from
+  the request. Confirming during the cooldown records it (202 `confirmation_recorded`, with
+  `cooldown_remaining_seconds`); only a confirmation after the cooldown executes.
+* CRITICAL: also needs a verified backup, approval by another admin key
+  (`POST /api/protection/approve {"id"}`, never by MCP) and a 48 h cooldown.
+* Queue entries expire 7 days after their cooldown; until executed they can be cancelled
+  (`POST /api/protection/cancel`). A confirmation that executes answers 200
+  `{"status": "executed", "result"}`.
+
+Refusals: 403 `protection_refused` (details.reason and every unmet requirement), 404
+`confirm_token_unknown`, 409 `protection_entry_closed` (token spent: executed, cancelled or
+failed) or `already_queued`, 410 `protection_entry_expired`, 422 `typed_name_mismatch`.
+Every step is a row of the hash-chained log (GET /api/protection/logs)."""
+
+CONFIRM_HEADERS = [
+    {
+        "name": "X-Confirm-Token",
+        "in": "header",
+        "description": "confirm token from an earlier 202 answer to this very request",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "X-Confirm-Name",
+        "in": "header",
+        "description": "the target's name typed out (the second confirmation of HIGH/CRITICAL)",
+        "schema": {"type": "string"},
+    },
+]
+LEVEL = {"type": "string", "enum": ["SAFE", "LOW", "MEDIUM", "HIGH", "CRITICAL"]}
+STRINGS = {"type": "array", "items": {"type": "string"}}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+SCHEMAS.update(
+    {
+        "Unmet": {
+            "type": "object",
+            "required": ["requirement", "satisfy"],
+            "properties": {"requirement": {"type": "string"}, "satisfy": {"type": "string"}},
+        },
+        "QueueEntry": {
+            "type": "object",
+            "required": ["id", "operation", "danger_level", "level", "status", "target"],
+            "properties": {
+                "id": {"type": "string"},
+                "operation": {"type": "string"},
+                "danger_level": {"type": "integer", "minimum": 0, "maximum": 4},
+                "level": LEVEL,
+                "status": {
+                    "type": "string",
+                    "enum": ["pending", "executed", "cancelled", "expired", "failed"],
+                },
+                "target": {"type": "object"},
+                "params": {"type": "object"},
+                "warning": NULLABLE_STRING,
+                "requested_by": NULLABLE_STRING,
+                "key_name": NULLABLE_STRING,
+                "created_at": TIMESTAMP,
+                "cooldown_ends_at": TIMESTAMP,
+                "cooldown_remaining_seconds": {"type": "integer", "minimum": 0},
+                "expires_at": TIMESTAMP,
+                "confirmations": {"type": "integer"},
+                "last_confirmed_at": NULLABLE_TIME,
+                "approved_by": NULLABLE_STRING,
+                "approved_at": NULLABLE_TIME,
+                "finished_at": NULLABLE_TIME,
+                "unmet": {"type": "array", "items": {"$ref": "#/components/schemas/Unmet"}},
+            },
+        },
+        "QueueList": {
+            "type": "object",
+            "required": ["entries", "total", "limit", "offset"],
+            "properties": {
+                "entries": {"type": "array", "items": {"$ref": "#/components/schemas/QueueEntry"}},
+                "total": {"type": "integer"},
+                "limit": {"type": "integer"},
+                "offset": {"type": "integer"},
+            },
+        },
+        "ProtectionPending": {
+            "type": "object",
+            "description": "202: not executed yet. The confirm_token is shown only here.",
+            "required": ["status", "operation", "level", "warning", "confirm_token", "entry"],
+            "properties": {
+                "status": {"type": "string", "enum": ["confirmation_required", "queued"]},
+                "operation": {"type": "string"},
+                "danger_level": {"type": "integer"},
+                "level": LEVEL,
+                "warning": {"type": "string"},
+                "confirm_token": {"type": "string"},
+                "token_expires_at": TIMESTAMP,
+                "reasons": STRINGS,
+                "entry": {"$ref": "#/components/schemas/QueueEntry"},
+                "confirm": {"type": "string", "description": "how to confirm, in words"},
+            },
+        },
+        "ProtectionRecorded": {
+            "type": "object",
+            "description": "202: the confirmation is recorded; the operation still waits.",
+            "required": ["status", "operation", "entry"],
+            "properties": {
+                "status": {"type": "string", "enum": ["confirmation_recorded"]},
+                "operation": {"type": "string"},
+                "level": LEVEL,
+                "reasons": STRINGS,
+                "entry": {"$ref": "#/components/schemas/QueueEntry"},
+            },
+        },
+        "ProtectionExecuted": {
+            "type": "object",
+            "required": ["status", "operation", "entry", "result"],
+            "properties": {
+                "status": {"type": "string", "enum": ["executed"]},
+                "operation": {"type": "string"},
+                "level": LEVEL,
+                "entry": {"$ref": "#/components/schemas/QueueEntry"},
+                "result": {"type": "object"},
+            },
+        },
+        "ProtectionEntryAnswer": {
+            "type": "object",
+            "required": ["status", "entry"],
+            "properties": {
+                "status": {"type": "string", "enum": ["approved", "cancelled"]},
+                "reasons": STRINGS,
+                "entry": {"$ref": "#/components/schemas/QueueEntry"},
+            },
+        },
+        "ProtectionConfirm": {
+            "type": "object",
+            "required": ["token"],
+            "additionalProperties": False,
+            "properties": {
+                "token": {"type": "string", "minLength": 1, "maxLength": 200},
+                "typed_name": {"type": "string", "maxLength": 200},
+            },
+        },
+        "ProtectionApprove": {
+            "type": "object",
+            "required": ["id"],
+            "additionalProperties": False,
+            "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 64}},
+        },
+        "ProtectionCancel": {
+            "type": "object",
+            "additionalProperties": False,
+            "anyOf": [{"required": ["id"]}, {"required": ["token"]}],
+            "properties": {
+                "id": {"type": "string", "minLength": 1, "maxLength": 64},
+                "token": {"type": "string", "minLength": 1, "maxLength": 200},
+            },
+        },
+        "OperationLog": {
+            "type": "object",
+            "required": ["id", "operation", "danger_level", "status", "entry_hash"],
+            "properties": {
+                "id": {"type": "integer"},
+                "project_id": NULLABLE_STRING,
+                "operation": {"type": "string"},
+                "danger_level": {"type": "integer"},
+                "requested_by": {"type": "string"},
+                "key_name": NULLABLE_STRING,
+                "target": NULLABLE_STRING,
+                "status": {"type": "string"},
+                "details": {"type": "object"},
+                "created_at": TIMESTAMP,
+                "executed_at": NULLABLE_TIME,
+                "prev_hash": NULLABLE_STRING,
+                "entry_hash": NULLABLE_STRING,
+            },
+        },
+        "ChainVerification": {
+            "type": "object",
+            "required": ["valid", "first_bad_id", "checked"],
+            "properties": {
+                "valid": {"type": "boolean"},
+                "first_bad_id": {"type": ["integer", "null"]},
+                "checked": {"type": "integer"},
+            },
+        },
+        "OperationLogList": {
+            "type": "object",
+            "required": ["logs", "total", "limit", "offset"],
+            "properties": {
+                "logs": {"type": "array", "items": {"$ref": "#/components/schemas/OperationLog"}},
+                "total": {"type": "integer"},
+                "limit": {"type": "integer"},
+                "offset": {"type": "integer"},
+                "chain": {"$ref": "#/components/schemas/ChainVerification"},
+            },
+        },
+        "ProtectionRules": {
+            "type": "object",
+            "required": ["rules", "overrides"],
+            "properties": {
+                "rules": {"type": "array", "items": {"type": "object"}},
+                "overrides": STRINGS,
+            },
+        },
+    }
+)
+
+PROTECTED_ANSWERS = {
+    "200": {
+        "description": "executed (with X-Confirm-Token: the ProtectionExecuted envelope)",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    },
+    "202": {
+        "description": "not executed yet: a confirm token, a queue entry or a confirmation",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [_ref("ProtectionPending"), _ref("ProtectionRecorded")],
+                }
+            }
+        },
+    },
+}
+
+
+def _query(name: str, schema: dict) -> dict:
+    return {"name": name, "in": "query", "schema": schema}
+
+
+def protection_paths() -> dict[str, Any]:
+    queue_statuses = ["pending", "executed", "cancelled", "expired", "failed", "all"]
+    log_statuses = ["requested", "token_issued", "confirmed", "approved", "rejected",
+                    "cancelled", "expired", "executed", "failed"]  # fmt: skip
+    return {
+        "/api/protection/queue": {
+            "get": _op(
+                "Queue entries (pending by default) with unmet requirements and cooldown end",
+                {"200": _json("QueueList", "entries, oldest first")},
+                422,
+                parameters=[
+                    *PAGING,
+                    _query("status", {"type": "string", "enum": queue_statuses}),
+                    _query("operation", {"type": "string", "enum": list(RULES)}),
+                ],
+            )
+        },
+        "/api/protection/queue/{entry_id}": {
+            "parameters": [
+                {"name": "entry_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "get": _op("One queue entry", {"200": _json("QueueEntry", "the entry")}, 404),
+        },
+        "/api/protection/confirm": {
+            "post": _op(
+                "Confirm an operation with its token (same key as the request)",
+                {
+                    "200": _json("ProtectionExecuted", "executed"),
+                    "202": _json("ProtectionRecorded", "confirmation recorded; still waiting"),
+                },
+                403,
+                404,
+                409,
+                410,
+                body="ProtectionConfirm",
+                description=CONFIRM_CONTRACT,
+            )
+        },
+        "/api/protection/approve": {
+            "post": _op(
+                "Approve a CRITICAL entry (admin key other than the requester's; not MCP)",
+                {"200": _json("ProtectionEntryAnswer", "approval recorded; not executed")},
+                403,
+                404,
+                409,
+                410,
+                body="ProtectionApprove",
+            )
+        },
+        "/api/protection/cancel": {
+            "post": _op(
+                "Cancel a pending entry (the requesting key or an admin), by id or token",
+                {"200": _json("ProtectionEntryAnswer", "cancelled")},
+                403,
+                404,
+                409,
+                410,
+                body="ProtectionCancel",
+            )
+        },
+        "/api/protection/logs": {
+            "get": _op(
+                "The operation log, newest first; verify=true adds the chain check",
+                {"200": _json("OperationLogList", "log rows")},
+                422,
+                parameters=[
+                    *PAGING,
+                    _query("operation", {"type": "string"}),
+                    _query("status", {"type": "string", "enum": log_statuses}),
+                    _query("project", {"type": "string"}),
+                    _query("key_name", {"type": "string"}),
+                    _query("target", {"type": "string"}),
+                    _query("verify", {"type": "boolean"}),
+                ],
+            )
+        },
+        "/api/protection/logs/verify": {
+            "get": _op(
+                "Verify the log's hash chain",
+                {"200": _json("ChainVerification", "valid, or the first row that breaks it")},
+            )
+        },
+        "/api/protection/rules": {
+            "get": _op(
+                "The effective rules: level, requirements and flow per operation",
+                {"200": _json("ProtectionRules", "rules")},
+            )
+        },
+    }
 
 
 def build_document() -> dict:
@@ -339,17 +675,26 @@ def build_document() -> dict:
             "parameters": [PROJECT_PARAM],
             "get": _op("A project", {"200": _json("Project", "the project")}, 404),
             "put": _op(
-                "Change a project's type or repository",
-                {"200": _json("Project", "updated")},
+                "Change a project's type or repository (LOW: logged, then runs)",
+                {"200": _json("Project", "updated"), "202": PROTECTED_ANSWERS["202"]},
                 403,
                 404,
+                409,
+                410,
                 body="ProjectUpdate",
+                parameters=CONFIRM_HEADERS,
+                description=CONFIRM_CONTRACT,
             ),
             "delete": _op(
-                "Delete a project (CRITICAL: goes through the Protection Layer)",
-                {"202": {"description": "queued for confirmation"}},
+                "Delete a project (CRITICAL: queued; see the confirm contract)",
+                PROTECTED_ANSWERS,
                 403,
                 404,
+                409,
+                410,
+                422,
+                parameters=CONFIRM_HEADERS,
+                description=CONFIRM_CONTRACT,
             ),
         },
         "/api/projects/{project}/environments": {
@@ -368,10 +713,15 @@ def build_document() -> dict:
             "parameters": [PROJECT_PARAM, ENV_PARAM],
             "get": _op("An environment", {"200": _json("Environment", "the environment")}, 404),
             "delete": _op(
-                "Delete an environment (HIGH: goes through the Protection Layer)",
-                {"202": {"description": "queued for confirmation"}},
+                "Delete an environment (HIGH: queued; see the confirm contract)",
+                PROTECTED_ANSWERS,
                 403,
                 404,
+                409,
+                410,
+                422,
+                parameters=CONFIRM_HEADERS,
+                description=CONFIRM_CONTRACT,
             ),
         },
         "/api/servers": {
@@ -419,6 +769,7 @@ def build_document() -> dict:
             ),
         },
     }
+    paths.update(protection_paths())
     return {
         "openapi": "3.1.0",
         "info": {

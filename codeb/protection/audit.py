@@ -81,3 +81,55 @@ def verify_chain() -> tuple[bool, int | None]:
             return False, row.id
         prev = row.entry_hash
     return True, None
+
+
+def verify_report() -> dict[str, Any]:
+    valid, first_bad = verify_chain()
+    return {"valid": valid, "first_bad_id": first_bad, "checked": OperationLog.select().count()}
+
+
+def log_view(row: OperationLog) -> dict[str, Any]:
+    def iso(value: dt.datetime | None) -> str | None:
+        return value.isoformat() + "Z" if value else None
+
+    return {
+        "id": row.id,
+        "project_id": row.project_id,
+        "operation": row.operation,
+        "danger_level": row.danger_level,
+        "requested_by": row.requested_by,
+        "key_name": row.key_name,
+        "target": row.target,
+        "status": row.status,
+        "details": row.details or {},
+        "created_at": iso(row.created_at),
+        "executed_at": iso(row.executed_at),
+        "prev_hash": row.prev_hash,
+        "entry_hash": row.entry_hash,
+    }
+
+
+def list_logs(
+    *,
+    limit: int,
+    offset: int,
+    operation: str | None = None,
+    status: str | None = None,
+    project_id: str | None = None,
+    key_name: str | None = None,
+    target: str | None = None,
+) -> dict[str, Any]:
+    """Newest first, filtered by exact values."""
+    query = OperationLog.select()
+    for column, value in (
+        (OperationLog.operation, operation),
+        (OperationLog.status, status),
+        (OperationLog.project, project_id),
+        (OperationLog.key_name, key_name),
+        (OperationLog.target, target),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    total = query.count()
+    rows = query.order_by(OperationLog.id.desc()).limit(limit).offset(offset)
+    return {"logs": [log_view(r) for r in rows], "total": total, "limit": limit, "offset": offset}

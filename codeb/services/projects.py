@@ -8,11 +8,12 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from codeb.errors import Conflict, NotFound, ProtectionRefused, ValidationFailed
+from codeb.errors import Conflict, NotFound, ValidationFailed
 from codeb.protection import audit
+from codeb.protection.tokens import Target
 from codeb.render import EnvFileValues, render_env_file
 from codeb.secretbox import generate_password
-from codeb.services import ports
+from codeb.services import ports, protection
 from codeb.services.context import Actor, Deps
 from codeb.services.validation import validate_choice, validate_dns_label
 from codeb.store.models import Environment, Project, Server
@@ -77,12 +78,15 @@ def environment_view(env: Environment, project: Project) -> dict:
     }
 
 
+def _env_order(env: Environment) -> int:
+    return ports.ENVIRONMENTS.index(env.name)
+
+
 def active_environments(project: Project) -> list[Environment]:
-    return list(
-        Environment.select()
-        .where((Environment.project == project.id) & (Environment.status == "active"))
-        .order_by(Environment.created_at, Environment.name)
+    envs = Environment.select().where(
+        (Environment.project == project.id) & (Environment.status == "active")
     )
+    return sorted(envs, key=_env_order)
 
 
 def find_project(ref: str) -> Project:
@@ -225,9 +229,10 @@ def list_projects(limit: int = 100, offset: int = 0, status: str | None = None) 
             .where(
                 Environment.project.in_(list(envs_by_project)) & (Environment.status == "active")
             )
-            .order_by(Environment.created_at, Environment.name)
         ):
             envs_by_project[env.project_id].append(env)
+        for envs in envs_by_project.values():
+            envs.sort(key=_env_order)
     return {
         "projects": [project_view(p, envs_by_project[p.id]) for p in projects],
         "total": total,
@@ -240,7 +245,13 @@ def get_project(ref: str) -> dict:
     return project_view(find_project(ref))
 
 
-def update_project(deps: Deps, actor: Actor, ref: str, body: dict[str, Any]) -> dict:
+def update_project(
+    deps: Deps,
+    actor: Actor,
+    ref: str,
+    body: dict[str, Any],
+    confirmation: protection.Confirmation | None = None,
+) -> protection.Answer:
     """Change a project's descriptive fields. Name and status are not editable here: a rename
     would orphan databases, and a status change is what the protected delete is for."""
     forbidden = sorted(set(body) - set(UPDATABLE_FIELDS))
@@ -254,34 +265,88 @@ def update_project(deps: Deps, actor: Actor, ref: str, body: dict[str, Any]) -> 
         changes["type"] = validate_choice(body["type"], PROJECT_TYPES, "type")
     if "git_repo" in body:
         changes["git_repo"] = body["git_repo"]
-    with deps.write():
-        project = find_project(ref)
-        if changes:
-            now = deps.clock.now()
-            for field, value in changes.items():
-                setattr(project, field, value)
-            project.updated_at = now
-            project.save()
-            audit.record(
-                deps.db,
-                operation="project_update",
-                danger_level=1,
-                status="executed",
-                requested_by=actor.requested_by,
-                key_name=actor.key_name,
-                now=now,
-                project_id=project.id,
-                target=project.name,
-                details={"changed": sorted(changes)},
-                executed=True,
-            )
+    project = find_project(ref)
+    if not changes:
+        return protection.Answer(200, project_view(project))
+    return protection.guard(
+        deps,
+        actor,
+        "project_update",
+        project_target(project),
+        changes,
+        effect=f"Changes {', '.join(sorted(changes))} of project {project.name!r}.",
+        confirmation=confirmation,
+    )
+
+
+def _live_project(project_id: str | None) -> Project:
+    project = Project.get_or_none((Project.id == project_id) & (Project.status != "deleted"))
+    if project is None:
+        raise NotFound("the project no longer exists", {"project": project_id})
+    return project
+
+
+def _execute_project_update(
+    deps: Deps, actor: Actor, target: Target, params: dict[str, Any]
+) -> dict:
+    project = _live_project(target.ref)
+    for field, value in params.items():
+        if field in UPDATABLE_FIELDS:
+            setattr(project, field, value)
+    project.updated_at = deps.clock.now()
+    project.save()
     return project_view(project)
 
 
-def delete_project(deps: Deps, actor: Actor, ref: str) -> dict:
+def project_target(project: Project) -> Target:
+    return Target("project", project.id, project.name, project_id=project.id)
+
+
+def delete_project(
+    deps: Deps, actor: Actor, ref: str, confirmation: protection.Confirmation | None = None
+) -> protection.Answer:
+    """CRITICAL: queued; runs after a verified backup, another admin's approval, the cooldown
+    and a final confirmation. Marks the project and its environments deleted and releases
+    their ports; backups, volumes and container records stay."""
     project = find_project(ref)
-    _refuse_dangerous(deps, actor, "project_delete", 4, project, project.name)
-    raise AssertionError("unreachable")
+    envs = ", ".join(e.name for e in active_environments(project)) or "none"
+    return protection.guard(
+        deps,
+        actor,
+        "project_delete",
+        project_target(project),
+        effect=(
+            f"Deletes project {project.name!r} and its environments ({envs}) and releases their "
+            "ports; backups, volumes and container records are kept."
+        ),
+        confirmation=confirmation,
+    )
+
+
+def deleted_project_name(project: Project) -> str:
+    # `~` never occurs in a project name, so the name is free again; it still fits 63.
+    return f"{project.name}~{project.id[-12:]}"
+
+
+def _execute_project_delete(
+    deps: Deps, actor: Actor, target: Target, params: dict[str, Any]
+) -> dict:
+    project = _live_project(target.ref)
+    envs = [e.name for e in active_environments(project)]
+    Environment.update(status="deleted").where(
+        (Environment.project == project.id) & (Environment.status != "deleted")
+    ).execute()
+    released = ports.release_ports(project.id)
+    name = project.name
+    project.name = deleted_project_name(project)
+    project.status = "deleted"
+    project.updated_at = deps.clock.now()
+    project.save()
+    return {
+        "project": {"id": project.id, "name": name, "status": "deleted"},
+        "environments_deleted": envs,
+        "ports_released": released,
+    }
 
 
 def list_environments(ref: str) -> dict:
@@ -354,33 +419,56 @@ def create_environment(deps: Deps, actor: Actor, ref: str, body: dict[str, Any])
     }
 
 
-def delete_environment(deps: Deps, actor: Actor, ref: str, env_name: str) -> dict:
+def delete_environment(
+    deps: Deps,
+    actor: Actor,
+    ref: str,
+    env_name: str,
+    confirmation: protection.Confirmation | None = None,
+) -> protection.Answer:
+    """HIGH: queued; runs after two confirmations (the second typing `<project>/<env>`), a
+    backup of the environment and the 24 h cooldown. Marks it deleted and releases its ports;
+    backups, volumes and container records stay."""
     project = find_project(ref)
     env = _find_environment(project, env_name)
-    _refuse_dangerous(deps, actor, "environment_delete", 3, project, f"{project.name}/{env.name}")
-    raise AssertionError("unreachable")
-
-
-def _refuse_dangerous(
-    deps: Deps, actor: Actor, operation: str, level: int, project: Project, target: str
-) -> None:
-    """Until the confirmation queue exists, a dangerous delete is refused and the refusal
-    logged: never silently executed."""
-    with deps.write():
-        audit.record(
-            deps.db,
-            operation=operation,
-            danger_level=level,
-            status="rejected",
-            requested_by=actor.requested_by,
-            key_name=actor.key_name,
-            now=deps.clock.now(),
-            project_id=project.id,
-            target=target,
-            details={"reason": "protection_queue_unavailable"},
-        )
-    raise ProtectionRefused(
-        f"{operation} of {target!r} is a dangerous operation and is refused: it needs the "
-        "Protection Layer's confirmation queue",
-        {"operation": operation, "danger_level": level, "target": target},
+    target = Target(
+        "environment", env.id, f"{project.name}/{env.name}", project_id=project.id,
+        environment=env.name,
+    )  # fmt: skip
+    return protection.guard(
+        deps,
+        actor,
+        "environment_delete",
+        target,
+        effect=(
+            f"Deletes the {env.name} environment of project {project.name!r} and releases its "
+            "ports; backups, volumes and container records are kept."
+        ),
+        confirmation=confirmation,
     )
+
+
+def _execute_environment_delete(
+    deps: Deps, actor: Actor, target: Target, params: dict[str, Any]
+) -> dict:
+    project = _live_project(target.project_id)
+    env = Environment.get_or_none((Environment.id == target.ref) & (Environment.status == "active"))
+    if env is None:
+        raise NotFound("the environment no longer exists", {"environment": target.name})
+    name = env.name
+    released = ports.release_ports(project.id, name)
+    # The deleted row steps aside (UNIQUE(project, name)) so the environment can be re-created.
+    env.name = f"{name}~{env.id[-8:]}"
+    env.status = "deleted"
+    env.save()
+    project.updated_at = deps.clock.now()
+    project.save()
+    return {
+        "environment": {"id": env.id, "project": project.name, "name": name, "status": "deleted"},
+        "ports_released": released,
+    }
+
+
+protection.register_executor("project_update", _execute_project_update)
+protection.register_executor("project_delete", _execute_project_delete)
+protection.register_executor("environment_delete", _execute_environment_delete)

@@ -22,6 +22,8 @@ def _ssh_settings(body: dict[str, Any]) -> tuple[str, int]:
     port = body.get("ssh_port", 22)
     if not isinstance(user, str) or not _SSH_USER.match(user):
         raise ValidationFailed("ssh_user is not a valid user name", {"field": "ssh_user"})
+    if isinstance(port, float) and port.is_integer():
+        port = int(port)  # JSON has one number type: 2222.0 is 2222
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValidationFailed("ssh_port must be an integer 1-65535", {"field": "ssh_port"})
     return user, port

@@ -99,6 +99,9 @@ class Container(BaseModel):
     status = CharField(max_length=20, default="created")  # created, running, stopped, removed
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
+    # The latest health check (healthy, unhealthy, starting); read by the Protection Layer.
+    health_status = CharField(null=True, max_length=20)
+    health_checked_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "containers"
@@ -182,8 +185,26 @@ class ProtectionQueue(BaseModel):
     # Hash of the confirm token; the token itself is shown once.
     confirm_token = CharField(null=True, unique=True, max_length=64)
     expires_at = DateTimeField()
+    # pending, executed, cancelled, expired, failed
     status = CharField(max_length=20, default="pending")
     created_at = DateTimeField(default=utcnow)
+    # What the token is bound to: the target, and a hash of operation + target + parameters.
+    target_kind = CharField(null=True, max_length=40)
+    target_ref = CharField(null=True, max_length=200)
+    target_name = CharField(null=True, max_length=200)
+    binding_hash = CharField(null=True, max_length=64)
+    # The requesting key (only it may confirm) and the client it said it was.
+    key_id = IntegerField(null=True)
+    key_name = CharField(null=True, max_length=64)
+    requested_by = CharField(null=True, max_length=10)
+    # Counted from the request; the final confirm must come after it.
+    cooldown_ends_at = DateTimeField(null=True)
+    confirmations = IntegerField(default=0)
+    last_confirmed_at = DateTimeField(null=True)
+    approved_key_id = IntegerField(null=True)
+    approved_by = CharField(null=True, max_length=64)
+    approved_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "protection_queue"

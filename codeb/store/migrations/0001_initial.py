@@ -29,6 +29,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "api_keys"
 
     db.create_tables([ApiKey])
@@ -45,6 +46,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "projects"
 
     db.create_tables([Project])
@@ -62,6 +64,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "backups"
 
     db.create_tables([Backup])
@@ -82,6 +85,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "containers"
 
     db.create_tables([Container])
@@ -102,6 +106,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "environments"
             indexes = ((("project", "name"), True),)
 
@@ -122,6 +127,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "servers"
 
     db.create_tables([Server])
@@ -143,6 +149,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "operations"
 
     db.create_tables([Operation])
@@ -161,6 +168,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "operation_events"
             indexes = ((("operation", "seq"), True),)
 
@@ -182,6 +190,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "operation_logs"
 
     db.create_tables([OperationLog])
@@ -195,6 +204,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "port_allocations"
 
     db.create_tables([PortAllocation])
@@ -212,6 +222,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "protection_queue"
 
     db.create_tables([ProtectionQueue])

@@ -1,0 +1,136 @@
+"""The Protection Layer over HTTP: the queue, confirm, approve, cancel, the logs and the rules;
+and the protected resources whose answers may be 202 (not executed yet).
+
+Any resource of a guarded operation reads the confirmation with `confirmation_from(req)` and
+answers with `respond(resp, answer)`."""
+
+from __future__ import annotations
+
+import falcon
+
+from codeb.api import resources
+from codeb.api.body import query_choice, query_int, read_json
+from codeb.protection import audit
+from codeb.protection.queue import STATUSES
+from codeb.protection.rules import RULES
+from codeb.services import projects, protection
+
+CONFIRM_TOKEN_HEADER = "X-Confirm-Token"  # noqa: S105 (a header name)
+CONFIRM_NAME_HEADER = "X-Confirm-Name"
+LOG_STATUSES = (
+    "requested",
+    "token_issued",
+    "confirmed",
+    "approved",
+    "rejected",
+    "cancelled",
+    "expired",
+    "executed",
+    "failed",
+)
+
+
+def confirmation_from(req: falcon.Request) -> protection.Confirmation | None:
+    token = req.get_header(CONFIRM_TOKEN_HEADER)
+    if not token:
+        return None
+    return protection.Confirmation(token=token, typed_name=req.get_header(CONFIRM_NAME_HEADER))
+
+
+def respond(resp: falcon.Response, answer: protection.Answer) -> None:
+    resp.status = falcon.code_to_http_status(answer.status)
+    resp.media = answer.body
+    # A 202 carries a confirm token: never cached.
+    resp.cache_control = ["no-store"]
+
+
+class ProtectedProject(resources.Project):
+    def on_put(self, req: falcon.Request, resp: falcon.Response, project: str) -> None:
+        body = read_json(req, "ProjectUpdate")
+        answer = projects.update_project(
+            self.deps, req.context.actor, project, body, confirmation_from(req)
+        )
+        respond(resp, answer)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, project: str) -> None:
+        answer = projects.delete_project(
+            self.deps, req.context.actor, project, confirmation_from(req)
+        )
+        respond(resp, answer)
+
+
+class ProtectedEnvironment(resources.Environment):
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, project: str, env: str) -> None:
+        answer = projects.delete_environment(
+            self.deps, req.context.actor, project, env, confirmation_from(req)
+        )
+        respond(resp, answer)
+
+
+class Queue(resources.Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = protection.list_queue(
+            self.deps,
+            status=query_choice(req, "status", (*STATUSES, "all")),
+            operation=query_choice(req, "operation", tuple(RULES)),
+            limit=query_int(req, "limit", 100, 1, 500),
+            offset=query_int(req, "offset", 0, 0, 2**31),
+        )
+
+
+class QueueEntry(resources.Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, entry_id: str) -> None:
+        resp.media = protection.get_entry(self.deps, entry_id)
+
+
+class Confirm(resources.Resource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "ProtectionConfirm")
+        answer = protection.confirm(
+            self.deps, req.context.actor, body["token"], body.get("typed_name")
+        )
+        respond(resp, answer)
+
+
+class Approve(resources.Resource):
+    admin_methods = ("POST",)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "ProtectionApprove")
+        respond(resp, protection.approve(self.deps, req.context.actor, body["id"]))
+
+
+class Cancel(resources.Resource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "ProtectionCancel")
+        answer = protection.cancel(
+            self.deps, req.context.actor, entry_id=body.get("id"), token=body.get("token")
+        )
+        respond(resp, answer)
+
+
+class Logs(resources.Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        project_ref = req.get_param("project")
+        answer = audit.list_logs(
+            limit=query_int(req, "limit", 100, 1, 500),
+            offset=query_int(req, "offset", 0, 0, 2**31),
+            operation=req.get_param("operation"),
+            status=query_choice(req, "status", LOG_STATUSES),
+            project_id=protection.project_id_for(project_ref) if project_ref else None,
+            key_name=req.get_param("key_name"),
+            target=req.get_param("target"),
+        )
+        if req.get_param_as_bool("verify", default=False):
+            answer["chain"] = audit.verify_report()
+        resp.media = answer
+
+
+class LogsVerify(resources.Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = audit.verify_report()
+
+
+class Rules(resources.Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = protection.rules_view(self.deps)

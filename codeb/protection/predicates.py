@@ -1,0 +1,110 @@
+"""The state requirements, read from the tables that later issues fill (`backups`,
+`containers`). Each predicate answers for one target and the operation's parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from peewee import Expression
+
+from codeb.protection.rules import STATE_REQUIREMENTS
+from codeb.protection.tokens import Target
+from codeb.store.models import Backup, Container, Project
+
+RUNNING = ("running",)
+
+
+def _projects_of(target: Target) -> list[str]:
+    """The projects a target concerns: its own, or those with containers on its server."""
+    if target.project_id:
+        return [target.project_id]
+    if target.server_ip:
+        query = (
+            Container.select(Container.project)
+            .join(Project)
+            .where((Container.server_ip == target.server_ip) & (Project.status != "deleted"))
+            .distinct()
+        )
+        return [row.project_id for row in query]
+    return []
+
+
+def _backup_where(target: Target, project_id: str) -> Expression:
+    where = (Backup.project == project_id) & (Backup.status == "completed")
+    if target.environment and target.project_id:
+        where &= Backup.environment == target.environment
+    return where
+
+
+def backup_exists(target: Target, params: dict[str, Any]) -> bool:
+    projects = _projects_of(target)
+    if not projects:
+        # A server with nothing on it has nothing to lose; a project target always has one.
+        return target.project_id is None and target.server_ip is not None
+    return all(Backup.select().where(_backup_where(target, p)).exists() for p in projects)
+
+
+def backup_verified(target: Target, params: dict[str, Any]) -> bool:
+    projects = _projects_of(target)
+    if not projects:
+        return target.project_id is None and target.server_ip is not None
+    return all(
+        Backup.select().where(_backup_where(target, p) & Backup.verified_at.is_null(False)).exists()
+        for p in projects
+    )
+
+
+def container_stopped(target: Target, params: dict[str, Any]) -> bool:
+    """The target container is not running; for other targets, none of theirs is."""
+    if target.kind == "container":
+        where = Container.id == target.ref
+    elif target.project_id:
+        where = Container.project == target.project_id
+        if target.environment:
+            where &= Container.environment == target.environment
+    elif target.server_ip:
+        where = Container.server_ip == target.server_ip
+    else:
+        return True
+    return not Container.select().where(where & Container.status.in_(RUNNING)).exists()
+
+
+def _staging_with_image(target: Target, params: dict[str, Any]) -> Expression | None:
+    image = params.get("image")
+    if not target.project_id or not isinstance(image, str) or not image:
+        return None
+    return (
+        (Container.project == target.project_id)
+        & (Container.environment == "staging")
+        & (Container.image == image)
+        & Container.status.in_(RUNNING)
+    )
+
+
+def staging_tested(target: Target, params: dict[str, Any]) -> bool:
+    where = _staging_with_image(target, params)
+    return where is not None and Container.select().where(where).exists()
+
+
+def health_check_passed(target: Target, params: dict[str, Any]) -> bool:
+    where = _staging_with_image(target, params)
+    return (
+        where is not None
+        and Container.select().where(where & (Container.health_status == "healthy")).exists()
+    )
+
+
+PREDICATES: dict[str, Callable[[Target, dict[str, Any]], bool]] = {
+    "backup_exists": backup_exists,
+    "backup_verified": backup_verified,
+    "container_stopped": container_stopped,
+    "staging_tested": staging_tested,
+    "health_check_passed": health_check_passed,
+}
+assert set(PREDICATES) == STATE_REQUIREMENTS
+
+
+def evaluate(names: Iterable[str], target: Target, params: dict[str, Any]) -> dict[str, bool]:
+    """The state facts a decision needs (only those the rule requires)."""
+    return {name: PREDICATES[name](target, params) for name in names if name in PREDICATES}
