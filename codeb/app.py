@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import falcon
 
 from codeb.api import errors, resources
+from codeb.api import operations as operations_api
 from codeb.api import protection as protection_api
 from codeb.api.middleware import (
     Authentication,
@@ -19,7 +21,8 @@ from codeb.api.openapi import build_document
 from codeb.clock import Clock, SystemClock
 from codeb.config import Settings, load_settings
 from codeb.secretbox import SecretBox
-from codeb.services import protection
+from codeb.executor.worker import Worker
+from codeb.services import operations, protection, servers
 from codeb.services.context import Deps
 from codeb.store.db import migrate, open_database
 
@@ -31,7 +34,14 @@ ROUTES: tuple[tuple[str, type[resources.Resource]], ...] = (
     ("/api/projects/{project}/environments", resources.Environments),
     ("/api/projects/{project}/environments/{env}", protection_api.ProtectedEnvironment),
     ("/api/servers", resources.Servers),
+    ("/api/servers/ssh-key", operations_api.ServerSshKey),
     ("/api/servers/{ip}", resources.Server),
+    ("/api/servers/{ip}/stats", operations_api.ServerStats),
+    ("/api/servers/{ip}/bootstrap", operations_api.ServerBootstrap),
+    ("/api/operations", operations_api.Operations),
+    ("/api/operations/{operation_id}", operations_api.OperationItem),
+    ("/api/operations/{operation_id}/events", operations_api.OperationEvents),
+    ("/api/operations/{operation_id}/cancel", operations_api.OperationCancel),
     ("/api/keys", resources.Keys),
     ("/api/keys/{name}", resources.Key),
     ("/api/protection/queue", protection_api.Queue),
@@ -58,6 +68,15 @@ def build_deps(settings: Settings, clock: Clock | None = None) -> Deps:
     return deps
 
 
+def start_runtime(deps: Deps) -> Deps:
+    """What only the serving process does: recover operations a crash left in flight, import
+    runs made by hand, and start the worker. Returns deps with the worker attached."""
+    operations.recover_interrupted(deps)
+    operations.import_journal(deps, deps.settings.data_dir / "journal")
+    worker = Worker(deps, dict(servers.JOBS), servers.ssh_settings(deps.settings))
+    return dataclasses.replace(deps, worker=worker)
+
+
 def create_app(deps: Deps) -> falcon.App:
     app = falcon.App(
         middleware=[
@@ -78,4 +97,4 @@ def create_app(deps: Deps) -> falcon.App:
 def get_app() -> falcon.App:
     settings = load_settings()
     logging.basicConfig(level=settings.log_level)
-    return create_app(build_deps(settings))
+    return create_app(start_runtime(build_deps(settings)))

@@ -24,7 +24,7 @@ def _deps() -> Deps:
 def cmd_serve(args: argparse.Namespace) -> int:
     import waitress
 
-    from codeb.app import create_app
+    from codeb.app import create_app, start_runtime
 
     settings = load_settings()
     logging.basicConfig(
@@ -37,6 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Printed, not logged: logs must never hold a secret.
         print(f"Created the first admin API key (shown once, store it now): {first_key}")
         sys.stdout.flush()
+    deps = start_runtime(deps)
     host = args.host or settings.host
     port = args.port or settings.port
     print(f"codeb serving on http://{host}:{port}", flush=True)

@@ -44,6 +44,16 @@ class Settings:
     # Weaker rules: replaces a rule outright; every start-up logs each one applied.
     protection_rule_overrides: dict[str, Any] = field(default_factory=dict)
 
+    # Executor. codeb's own SSH key (generated on first start unless this points to one).
+    ssh_private_key_file: Path | None = None
+    # Networks codeb may open SSH connections to (comma-separated CIDRs).
+    allowed_networks: str = "0.0.0.0/0,::/0"
+    worker_threads: int = 4
+    run_timeout_s: int = 1800
+    # How long a run waits for another run on the same server to finish.
+    lock_wait_s: int = 900
+    stats_cache_s: int = 10
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'codeb.db'}"
@@ -51,6 +61,10 @@ class Settings:
     @property
     def resolved_secret_key_file(self) -> Path:
         return self.secret_key_file or (self.data_dir / "secret.key")
+
+    @property
+    def resolved_ssh_key_file(self) -> Path:
+        return self.ssh_private_key_file or (self.data_dir / "ssh" / "id_ed25519")
 
 
 def _json_table(value: Any) -> dict[str, Any]:
@@ -72,6 +86,11 @@ _CASTS: dict[str, Any] = {
     "protection_queue_window_hours": int,
     "protection_rules": _json_table,
     "protection_rule_overrides": _json_table,
+    "ssh_private_key_file": Path,
+    "worker_threads": int,
+    "run_timeout_s": int,
+    "lock_wait_s": int,
+    "stats_cache_s": int,
 }
 
 SETTINGS = tuple(f.name for f in fields(Settings))

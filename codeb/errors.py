@@ -85,3 +85,8 @@ class ProtectionEntryExpired(CodebError):
 
 class AlreadyQueued(Conflict):
     code = "already_queued"
+
+
+class ServiceUnavailable(CodebError):
+    status = 503
+    code = "service_unavailable"

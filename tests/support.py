@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import waitress
 
-from codeb.app import build_deps, create_app
+from codeb.app import build_deps, create_app, start_runtime
 from codeb.clock import Clock, FrozenClock
 from codeb.config import Settings
 from codeb.services import keys
@@ -48,6 +48,8 @@ class LiveApi:
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    # Tests may only ever connect to loopback or to the fleet they booted themselves.
+    overrides.setdefault("allowed_networks", "127.0.0.0/8,::1/128")
     return Settings(data_dir=data_dir, **overrides)  # type: ignore[arg-type]
 
 
@@ -57,7 +59,7 @@ def live_api(
 ) -> Iterator[LiveApi]:
     settings = make_settings(data_dir, **overrides)
     clock = clock or FrozenClock()
-    deps = build_deps(settings, clock)
+    deps = start_runtime(build_deps(settings, clock))
     with deps.db.connection_context():
         admin = keys.ensure_admin_key(deps)
     assert admin
@@ -89,4 +91,5 @@ def live_api(
         server.task_dispatcher.shutdown(timeout=5)  # type: ignore[union-attr]
         server.close()
         thread.join(timeout=10)
+        deps.worker.shutdown()
         deps.db.close()

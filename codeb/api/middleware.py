@@ -56,9 +56,7 @@ class Authentication:
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
     ) -> None:
-        if not has_responder(resource, req.method) or not getattr(
-            resource, "auth_required", True
-        ):
+        if not has_responder(resource, req.method) or not getattr(resource, "auth_required", True):
             return
         client = req.get_header("X-Codeb-Client") or "api"
         if client not in CLIENTS:

@@ -184,6 +184,10 @@ SCHEMAS: dict[str, Any] = {
             "ssh_port": {"type": "integer", "minimum": 1, "maximum": 65535},
             "provider": {"type": "string", "minLength": 1, "maxLength": 40},
             "provider_id": {"type": ["string", "null"], "maxLength": 100},
+            "bootstrap": {
+                "type": "boolean",
+                "description": "run the bootstrap playbook now (default true)",
+            },
         },
     },
     "ServerList": {
@@ -610,7 +614,7 @@ def protection_paths() -> dict[str, Any]:
                     _query("project", {"type": "string"}),
                     _query("key_name", {"type": "string"}),
                     _query("target", {"type": "string"}),
-                    _query("verify", {"type": "boolean"}),
+                    _query("verify", {"type": "string", "enum": ["true", "false"]}),
                 ],
             )
         },
@@ -625,6 +629,193 @@ def protection_paths() -> dict[str, Any]:
                 "The effective rules: level, requirements and flow per operation",
                 {"200": _json("ProtectionRules", "rules")},
             )
+        },
+    }
+
+
+OPERATION_STATUS = {
+    "type": "string",
+    "enum": ["queued", "running", "succeeded", "failed", "canceled", "timeout", "interrupted"],
+}
+SCHEMAS.update(
+    {
+        "Operation": {
+            "type": "object",
+            "required": ["id", "kind", "status", "targets", "created_at", "recap"],
+            "properties": {
+                "id": {"type": "string"},
+                "kind": {"type": "string"},
+                "status": OPERATION_STATUS,
+                "targets": STRINGS,
+                "project_id": NULLABLE_STRING,
+                "server_id": {"type": ["integer", "null"]},
+                "requested_by": {"type": "string"},
+                "key_name": NULLABLE_STRING,
+                "params": {"type": "object"},
+                "created_at": TIMESTAMP,
+                "started_at": NULLABLE_TIME,
+                "finished_at": NULLABLE_TIME,
+                "duration_s": {"type": ["number", "null"]},
+                "rc": {"type": ["integer", "null"]},
+                "error": NULLABLE_STRING,
+                "recap": {
+                    "type": "object",
+                    "description": "per host: ok, changed, failures, dark, skipped, ...",
+                    "additionalProperties": {"type": "object"},
+                },
+                "result": {"type": "object"},
+            },
+        },
+        "OperationList": {
+            "type": "object",
+            "required": ["operations", "total"],
+            "properties": {
+                "operations": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/Operation"},
+                },
+                "total": {"type": "integer"},
+            },
+        },
+        "OperationEvents": {
+            "type": "object",
+            "required": ["operation_id", "status", "finished", "events", "next_after"],
+            "properties": {
+                "operation_id": {"type": "string"},
+                "status": OPERATION_STATUS,
+                "finished": {"type": "boolean"},
+                "next_after": {"type": "integer"},
+                "events": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["seq", "event"],
+                        "properties": {
+                            "seq": {"type": "integer"},
+                            "event": {"type": "string"},
+                            "host": NULLABLE_STRING,
+                            "task": NULLABLE_STRING,
+                            "changed": {"type": "boolean"},
+                            "failed": {"type": "boolean"},
+                            "duration": {"type": ["number", "null"]},
+                            "data": {"type": "object"},
+                        },
+                    },
+                },
+            },
+        },
+        "ServerRegistered": {
+            "type": "object",
+            "required": ["server", "operation"],
+            "properties": {
+                "server": {"$ref": "#/components/schemas/Server"},
+                "operation": {
+                    "oneOf": [{"$ref": "#/components/schemas/Operation"}, {"type": "null"}]
+                },
+            },
+        },
+        "ServerStats": {
+            "type": "object",
+            "required": ["server", "ip", "cpu", "load", "memory", "disk", "cached"],
+            "properties": {
+                "server": {"type": "string"},
+                "ip": {"type": "string"},
+                "gathered_at": TIMESTAMP,
+                "cpu": {"type": "object"},
+                "load": {"type": "object"},
+                "memory": {"type": "object"},
+                "disk": {"type": "object"},
+                "containers": {"type": ["object", "null"]},
+                "cached": {"type": "boolean"},
+            },
+        },
+        "SshPublicKey": {
+            "type": "object",
+            "required": ["public_key"],
+            "properties": {"public_key": {"type": "string"}},
+        },
+    }
+)
+OPERATION_PARAM = {
+    "name": "operation_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+
+
+def executor_paths() -> dict[str, Any]:
+    return {
+        "/api/servers/ssh-key": {
+            "get": _op(
+                "codeb's SSH public key, to authorise on a new server",
+                {"200": _json("SshPublicKey", "the key")},
+            )
+        },
+        "/api/servers/{ip}/stats": {
+            "parameters": [IP_PARAM],
+            "get": _op(
+                "Live CPU, load, memory, disk and container counts (cached briefly)",
+                {
+                    "200": _json("ServerStats", "figures"),
+                    "503": _json("Error", "the host could not be read"),
+                },
+                404,
+                409,
+            ),
+        },
+        "/api/servers/{ip}/bootstrap": {
+            "parameters": [IP_PARAM],
+            "post": _op(
+                "Run the bootstrap again; follow the operation",
+                {"202": _json("Operation", "started")},
+                403,
+                404,
+            ),
+        },
+        "/api/operations": {
+            "get": _op(
+                "Operations, newest first",
+                {"200": _json("OperationList", "operations")},
+                422,
+                parameters=[
+                    *PAGING,
+                    _query("status", OPERATION_STATUS),
+                    _query("kind", {"type": "string", "maxLength": 64}),
+                ],
+            )
+        },
+        "/api/operations/{operation_id}": {
+            "parameters": [OPERATION_PARAM],
+            "get": _op(
+                "An operation: status, timings, per-host recap",
+                {"200": _json("Operation", "the operation")},
+                404,
+            ),
+        },
+        "/api/operations/{operation_id}/events": {
+            "parameters": [OPERATION_PARAM],
+            "get": _op(
+                "Runner events after `after`, in order; `wait` long-polls up to 30 s",
+                {"200": _json("OperationEvents", "events")},
+                404,
+                422,
+                parameters=[
+                    _query("after", {"type": "integer", "minimum": 0, "maximum": 2**31}),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 5000}),
+                    _query("wait", {"type": "integer", "minimum": 0, "maximum": 30}),
+                ],
+            ),
+        },
+        "/api/operations/{operation_id}/cancel": {
+            "parameters": [OPERATION_PARAM],
+            "post": _op(
+                "Cancel a queued or running operation (the ansible process is stopped)",
+                {"200": _json("Operation", "cancel requested")},
+                403,
+                404,
+                409,
+            ),
         },
     }
 
@@ -741,8 +932,11 @@ def build_document() -> dict:
                 ],
             ),
             "post": _op(
-                "Register a server",
-                {"201": _json("Server", "registered")},
+                "Register a server; unless bootstrap is false, a bootstrap run starts (202)",
+                {
+                    "201": _json("ServerRegistered", "registered, no run started"),
+                    "202": _json("ServerRegistered", "registered; follow the operation"),
+                },
                 403,
                 409,
                 body="ServerCreate",
@@ -751,6 +945,13 @@ def build_document() -> dict:
         "/api/servers/{ip}": {
             "parameters": [IP_PARAM],
             "get": _op("A server", {"200": _json("Server", "the server")}, 404),
+            "delete": _op(
+                "Delete a server (CRITICAL: goes through the Protection Layer)",
+                {"202": {"description": "queued for confirmation"}},
+                403,
+                404,
+                409,
+            ),
         },
         "/api/keys": {
             "get": _op("API keys (admin)", {"200": _json("ApiKeyList", "keys")}, 403),
@@ -770,6 +971,7 @@ def build_document() -> dict:
         },
     }
     paths.update(protection_paths())
+    paths.update(executor_paths())
     return {
         "openapi": "3.1.0",
         "info": {

@@ -121,7 +121,7 @@ class Logs(resources.Resource):
             key_name=req.get_param("key_name"),
             target=req.get_param("target"),
         )
-        if req.get_param_as_bool("verify", default=False):
+        if query_choice(req, "verify", ("true", "false")) == "true":
             answer["chain"] = audit.verify_report()
         resp.media = answer
 

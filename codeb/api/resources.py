@@ -97,13 +97,18 @@ class Servers(Resource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, "ServerCreate")
-        resp.media = servers.register_server(self.deps, req.context.actor, body)
-        resp.status = falcon.HTTP_201
+        answer = servers.register_server(self.deps, req.context.actor, body)
+        resp.media = answer
+        # 202 while the bootstrap run is in flight; 201 when only registered.
+        resp.status = falcon.HTTP_202 if answer["operation"] else falcon.HTTP_201
 
 
 class Server(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, ip: str) -> None:
         resp.media = servers.get_server(ip)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, ip: str) -> None:
+        resp.media = servers.delete_server(self.deps, req.context.actor, ip)
 
 
 class Keys(Resource):

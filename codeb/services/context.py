@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from peewee import Database, SqliteDatabase
 
@@ -22,6 +23,8 @@ class Deps:
     db: Database
     box: SecretBox
     clock: Clock
+    # The executor's worker (codeb.executor.worker.Worker); None where nothing may run.
+    worker: Any = None
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:

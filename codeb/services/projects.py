@@ -224,11 +224,8 @@ def list_projects(limit: int = 100, offset: int = 0, status: str | None = None) 
     projects = list(query.order_by(Project.created_at, Project.name).limit(limit).offset(offset))
     envs_by_project: dict[str, list[Environment]] = {p.id: [] for p in projects}
     if projects:
-        for env in (
-            Environment.select()
-            .where(
-                Environment.project.in_(list(envs_by_project)) & (Environment.status == "active")
-            )
+        for env in Environment.select().where(
+            Environment.project.in_(list(envs_by_project)) & (Environment.status == "active")
         ):
             envs_by_project[env.project_id].append(env)
         for envs in envs_by_project.values():

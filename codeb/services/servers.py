@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import threading
+import time
 from typing import Any
 
 from peewee import IntegrityError
 
-from codeb.errors import Conflict, NotFound, ValidationFailed
+from codeb.config import Settings
+from codeb.errors import (
+    Conflict,
+    NotFound,
+    ProtectionRefused,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from codeb.executor.events import EventRecord
+from codeb.executor.identity import ensure_ssh_key
+from codeb.executor.inventory import SshSettings, Target
+from codeb.executor.runner import PlaybookRun, RunOutcome, run_playbook
+from codeb.executor.worker import Job, JobFailed, describe_failure
 from codeb.protection import audit
+from codeb.services import operations
 from codeb.services.context import Actor, Deps
 from codeb.services.validation import validate_choice, validate_dns_label, validate_ip
-from codeb.store.models import Server
+from codeb.store.models import Operation, Server
 
 SERVER_ROLES = ("control", "app", "db", "cache", "storage")
 _SSH_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -47,6 +63,8 @@ def server_view(server: Server) -> dict:
 
 
 def register_server(deps: Deps, actor: Actor, body: dict[str, Any]) -> dict:
+    """Register a server and, unless `bootstrap` is false, start the bootstrap run that checks
+    it and records what it found. Answers the server and the operation (if any)."""
     name = validate_dns_label(body.get("name"), "name")
     ip = validate_ip(body.get("ip"))
     role = validate_choice(body.get("role"), SERVER_ROLES, "role")
@@ -72,6 +90,8 @@ def register_server(deps: Deps, actor: Actor, body: dict[str, Any]) -> dict:
                     f"a server with this {field} is already registered",
                     {"field": field, "server": clash.name},
                 )
+            bootstrap = body.get("bootstrap", True)
+            fields["status"] = "bootstrapping" if bootstrap else "registered"
             server = Server.create(**fields)
             audit.record(
                 deps.db,
@@ -85,9 +105,21 @@ def register_server(deps: Deps, actor: Actor, body: dict[str, Any]) -> dict:
                 details={"name": name, "role": role},
                 executed=True,
             )
+            op = (
+                operations.create_operation(
+                    deps, actor, "server_bootstrap", [name], {"ip": ip}, server_id=server.id
+                )
+                if bootstrap
+                else None
+            )
     except IntegrityError:
         raise Conflict("a server with this name or ip is already registered") from None
-    return server_view(server)
+    if op is not None:
+        operations.dispatch(deps, op.id)
+    return {
+        "server": server_view(server),
+        "operation": operations.operation_view(op) if op is not None else None,
+    }
 
 
 def list_servers(role: str | None = None) -> list[dict]:
@@ -98,11 +130,153 @@ def list_servers(role: str | None = None) -> list[dict]:
 
 
 def get_server(ip: str) -> dict:
+    return server_view(find_server(ip))
+
+
+def find_server(ip: str) -> Server:
     try:
         normalized = validate_ip(ip)
-    except Exception:
+    except ValidationFailed:
         raise NotFound(f"server {ip!r} not found", {"ip": ip}) from None
     server = Server.get_or_none((Server.ip == normalized) & (Server.status != "deleted"))
     if server is None:
         raise NotFound(f"server {ip!r} not found", {"ip": ip})
-    return server_view(server)
+    return server
+
+
+def bootstrap_server(deps: Deps, actor: Actor, ip: str) -> dict:
+    """Run the bootstrap again (after fixing a server, or to refresh what it reports)."""
+    with deps.write():
+        server = find_server(ip)
+        op = operations.create_operation(
+            deps, actor, "server_bootstrap", [server.name], {"ip": server.ip}, server_id=server.id
+        )
+    operations.dispatch(deps, op.id)
+    return operations.operation_view(op)
+
+
+def ssh_public_key(deps: Deps) -> dict:
+    return {"public_key": ensure_ssh_key(deps.settings.resolved_ssh_key_file)}
+
+
+def delete_server(deps: Deps, actor: Actor, ip: str) -> dict:
+    server = find_server(ip)
+    raise ProtectionRefused(
+        f"server_delete of {server.name!r} is CRITICAL and is refused until the Protection "
+        "Layer's queue handles it",
+        {"operation": "server_delete", "danger_level": 4, "target": server.name},
+    )
+
+
+# -- executor jobs ---------------------------------------------------------------------
+
+
+def allowed_networks(settings: Settings) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [
+        ipaddress.ip_network(part.strip(), strict=False)
+        for part in settings.allowed_networks.split(",")
+        if part.strip()
+    ]
+
+
+def ensure_allowed(settings: Settings, ip: str) -> None:
+    """codeb opens connections only to networks its configuration allows."""
+    addr = ipaddress.ip_address(ip)
+    if not any(addr in net for net in allowed_networks(settings)):
+        raise JobFailed(
+            f"{ip} is outside CODEB_ALLOWED_NETWORKS ({settings.allowed_networks}); "
+            "codeb will not connect to it"
+        )
+
+
+def targets_of(deps: Deps, names: list[str]) -> list[Target]:
+    servers = list(Server.select().where(Server.name.in_(names)))
+    if len(servers) != len(set(names)):
+        missing = sorted(set(names) - {s.name for s in servers})
+        raise JobFailed(f"servers not in the registry: {', '.join(missing)}")
+    for s in servers:
+        ensure_allowed(deps.settings, s.ip)
+    return [Target(s.name, s.ip, s.role, s.ssh_user, s.ssh_port) for s in servers]
+
+
+def _artifact(records: list[EventRecord], key: str) -> dict:
+    for rec in reversed(records):
+        if rec.event == "playbook_on_stats":
+            return (rec.data.get("artifact_data") or {}).get(key) or {}
+    return {}
+
+
+def _build_bootstrap(deps: Deps, op: Operation) -> PlaybookRun:
+    return PlaybookRun(
+        playbook="bootstrap.yml",
+        targets=targets_of(deps, op.targets),
+        limit=",".join(op.targets),
+        timeout_s=deps.settings.run_timeout_s,
+    )
+
+
+def _finish_bootstrap(
+    deps: Deps, op: Operation, outcome: RunOutcome, records: list[EventRecord]
+) -> dict:
+    facts = _artifact(records, "codeb_facts")
+    unreachable = {r.host for r in records if r.event == "runner_on_unreachable"}
+    now = deps.clock.now()
+    for server in Server.select().where(Server.name.in_(op.targets)):
+        found = facts.get(server.name)
+        if outcome.status == "successful" and found:
+            server.status, server.facts = "ready", {**found, "checked_at": now.isoformat() + "Z"}
+        elif server.name in unreachable:
+            server.status = "unreachable"
+        else:
+            server.status = "bootstrap_failed"
+        server.updated_at = now
+        server.save()
+    return {"facts": facts}
+
+
+_STATS_CACHE: dict[str, tuple[float, dict]] = {}
+_STATS_LOCK = threading.Lock()
+
+
+def server_stats(deps: Deps, ip: str) -> dict:
+    """Live figures gathered from the host by a read-only playbook, cached briefly."""
+    server = find_server(ip)
+    with _STATS_LOCK:
+        cached = _STATS_CACHE.get(server.name)
+    if cached and time.monotonic() - cached[0] < deps.settings.stats_cache_s:
+        return {**cached[1], "cached": True}
+    try:
+        targets = targets_of(deps, [server.name])
+    except JobFailed as exc:
+        raise Conflict(str(exc), {"server": server.name}) from None
+    records: list[EventRecord] = []
+    outcome = run_playbook(
+        PlaybookRun(playbook="stats.yml", targets=targets, limit=server.name, timeout_s=60),
+        ssh=ssh_settings(deps.settings),
+        work_dir=deps.settings.data_dir / "runs",
+        on_event=records.append,
+    )
+    stats = _artifact(records, "codeb_stats").get(server.name)
+    if outcome.status != "successful" or not stats:
+        raise ServiceUnavailable(
+            f"could not read statistics from {server.name}: " + describe_failure(outcome, records),
+            {"server": server.name},
+        )
+    answer = {
+        "server": server.name,
+        "ip": server.ip,
+        "gathered_at": deps.clock.now().isoformat() + "Z",
+        **stats,
+    }
+    with _STATS_LOCK:
+        _STATS_CACHE[server.name] = (time.monotonic(), answer)
+    return {**answer, "cached": False}
+
+
+def ssh_settings(settings: Settings) -> SshSettings:
+    key = settings.resolved_ssh_key_file
+    ensure_ssh_key(key)
+    return SshSettings(private_key=key, known_hosts=settings.data_dir / "ssh" / "known_hosts")
+
+
+JOBS = {"server_bootstrap": Job(build=_build_bootstrap, finish=_finish_bootstrap)}

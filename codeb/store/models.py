@@ -226,6 +226,11 @@ class Operation(BaseModel):
     created_at = DateTimeField(default=utcnow)
     started_at = DateTimeField(null=True)
     finished_at = DateTimeField(null=True)
+    # Added by migration 0003 (appended, nullable: ALTER TABLE gives the same schema).
+    error = TextField(null=True)
+    cancel_requested_at = DateTimeField(null=True)
+    # Registry names of the servers the run touches: the lock set.
+    targets = JSONField(null=True)
 
     class Meta:
         table_name = "operations"
@@ -249,6 +254,19 @@ class OperationEvent(BaseModel):
         indexes = ((("operation", "seq"), True),)
 
 
+class Lock(BaseModel):
+    """A lease on a server (or project): runs that touch the same one are serialised, across
+    threads and processes. Expired leases may be taken over; start-up clears them all."""
+
+    resource = CharField(primary_key=True, max_length=120)
+    operation_id = CharField(max_length=40)
+    acquired_at = DateTimeField()
+    expires_at = DateTimeField()
+
+    class Meta:
+        table_name = "locks"
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Project,
     Environment,
@@ -261,4 +279,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     ProtectionQueue,
     Operation,
     OperationEvent,
+    Lock,
 )

@@ -57,7 +57,10 @@ def fuzzed_api(tmp_path_factory):
     with live_api(tmp_path_factory.mktemp("fuzz")) as live:
         with live.client() as c:
             c.post("/api/projects", json={"name": "seeded", "preview": True})
-            c.post("/api/servers", json={"name": "db1", "ip": "10.2.0.2", "role": "db"})
+            c.post(
+                "/api/servers",
+                json={"name": "db1", "ip": "10.2.0.2", "role": "db", "bootstrap": False},
+            )
         yield live
 
 

@@ -31,8 +31,13 @@ def test_creation_answer_has_the_designs_shape(api):
 
 def test_env_files_have_the_designs_urls(api):
     with api.client() as c:
-        c.post("/api/servers", json={"name": "db1", "ip": "10.0.0.2", "role": "db"})
-        c.post("/api/servers", json={"name": "cache1", "ip": "10.0.0.3", "role": "cache"})
+        c.post(
+            "/api/servers", json={"name": "db1", "ip": "10.0.0.2", "role": "db", "bootstrap": False}
+        )
+        c.post(
+            "/api/servers",
+            json={"name": "cache1", "ip": "10.0.0.3", "role": "cache", "bootstrap": False},
+        )
         files = create(c)["env_files"]
     local, staging, prod = (env_vars(files[k]) for k in ("local", "staging", "production"))
     assert local["NODE_ENV"] == "development" and local["PORT"] == "3000"

@@ -12,7 +12,9 @@ def test_passwords_only_in_the_creation_answer(sqlite_api, caplog):
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
     with api.client() as c:
-        c.post("/api/servers", json={"name": "db1", "ip": "10.9.0.2", "role": "db"})
+        c.post(
+            "/api/servers", json={"name": "db1", "ip": "10.9.0.2", "role": "db", "bootstrap": False}
+        )
         created = c.post("/api/projects", json={"name": "secretive", "preview": True})
         assert created.status_code == 201
         env = c.post("/api/projects", json={"name": "other"})

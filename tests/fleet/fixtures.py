@@ -82,7 +82,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 @pytest.fixture(scope="session")
 def fleet() -> Iterator[Fleet]:
     """Boots the hosts once per session (CODEB_FLEET_HOSTS, default app,db,cache) and always
-    tears them down: on failure, Ctrl-C, SIGTERM, and at interpreter exit as a last resort."""
+    tears them down: after the tests, on failure, Ctrl-C, SIGTERM, at exit as a last resort."""
     reason = fleet_unavailable_reason()
     if reason:
         pytest.skip(reason)
@@ -94,11 +94,10 @@ def fleet() -> Iterator[Fleet]:
     if old_term == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        yield Fleet(hosts=fleetlib.up(names, cfg), config=cfg)
+        # session() waits while another test run holds the fleet, and always runs down().
+        with fleetlib.session(names, cfg) as hosts:
+            yield Fleet(hosts=hosts, config=cfg)
     finally:
-        try:
-            fleetlib.down(cfg)
-        finally:
-            atexit.unregister(_down_quietly)
-            if old_term == signal.SIG_DFL:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        atexit.unregister(_down_quietly)
+        if old_term == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -1,0 +1,58 @@
+"""Operations (long-running runs) and the server endpoints that start or read them."""
+
+from __future__ import annotations
+
+import falcon
+
+from codeb.api.body import query_choice, query_int
+from codeb.api.resources import Resource
+from codeb.services import operations, servers
+
+STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "timeout", "interrupted")
+
+
+class Operations(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = operations.list_operations(
+            limit=query_int(req, "limit", 50, 1, 500),
+            offset=query_int(req, "offset", 0, 0, 2**31),
+            status=query_choice(req, "status", STATUSES),
+            kind=req.get_param("kind"),
+        )
+
+
+class OperationItem(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, operation_id: str) -> None:
+        resp.media = operations.get_operation(operation_id)
+
+
+class OperationEvents(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, operation_id: str) -> None:
+        resp.media = operations.list_events(
+            self.deps,
+            operation_id,
+            after=query_int(req, "after", 0, 0, 2**31),
+            limit=query_int(req, "limit", 500, 1, 5000),
+            wait_s=query_int(req, "wait", 0, 0, operations.MAX_WAIT_S),
+        )
+
+
+class OperationCancel(Resource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response, operation_id: str) -> None:
+        resp.media = operations.cancel_operation(self.deps, req.context.actor, operation_id)
+
+
+class ServerSshKey(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = servers.ssh_public_key(self.deps)
+
+
+class ServerStats(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, ip: str) -> None:
+        resp.media = servers.server_stats(self.deps, ip)
+
+
+class ServerBootstrap(Resource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response, ip: str) -> None:
+        resp.media = servers.bootstrap_server(self.deps, req.context.actor, ip)
+        resp.status = falcon.HTTP_202

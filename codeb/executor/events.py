@@ -1,0 +1,101 @@
+"""Turning ansible-runner events into the rows clients read (pure: no I/O). Secrets are
+scrubbed by value, whatever field they hide in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+REDACTED = "********"
+# What a client needs to follow a run; the rest of the event (stdout, full results) stays out.
+KEPT_RESULT_KEYS = (
+    "msg",
+    "rc",
+    "changed",
+    "failed",
+    "skipped",
+    "unreachable",
+    "stderr",
+    "stdout",
+    "diff",
+    "censored",
+)
+MAX_TEXT = 4000
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    seq: int
+    event: str
+    host: str | None
+    task: str | None
+    changed: bool
+    failed: bool
+    duration: float | None
+    data: dict[str, Any]
+
+
+def scrub(value: Any, secrets: Iterable[str]) -> Any:
+    """Replace every occurrence of each secret, in strings nested anywhere."""
+    secrets = [s for s in secrets if s]
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {k: scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v, secrets) for v in value]
+    return value
+
+
+def _truncate(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return value[:MAX_TEXT] + "…"
+    return value
+
+
+def to_record(raw: dict[str, Any], secrets: Iterable[str] = ()) -> EventRecord:
+    data = raw.get("event_data") or {}
+    res = data.get("res") if isinstance(data.get("res"), dict) else {}
+    kept: dict[str, Any] = {k: _truncate(res[k]) for k in KEPT_RESULT_KEYS if k in res}
+    if raw.get("event") == "playbook_on_stats":
+        kept = {
+            "stats": {
+                k: data.get(k) or {}
+                for k in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored")
+            },
+            "artifact_data": data.get("artifact_data") or {},
+        }
+    for key in ("play", "role", "task_action", "playbook", "ignore_errors"):
+        if data.get(key) is not None:
+            kept[key] = data[key]
+    event = raw.get("event", "unknown")
+    failed = event in ("runner_on_failed", "runner_on_unreachable") and not data.get(
+        "ignore_errors"
+    )
+    return EventRecord(
+        seq=int(raw.get("counter") or 0),
+        event=event,
+        host=data.get("host") or data.get("remote_addr"),
+        task=data.get("task"),
+        changed=bool(res.get("changed")) if event.startswith("runner_on_") else False,
+        failed=failed,
+        duration=data.get("duration"),
+        data=scrub(kept, secrets),
+    )
+
+
+def host_recap(records: Iterable[EventRecord]) -> dict[str, dict[str, int]]:
+    """Per-host counts from the final stats event (Ansible's PLAY RECAP)."""
+    for rec in records:
+        if rec.event == "playbook_on_stats":
+            stats = rec.data.get("stats", {})
+            hosts = set().union(*(v.keys() for v in stats.values() if isinstance(v, dict)))
+            return {
+                h: {k: int((stats.get(k) or {}).get(h, 0)) for k in stats} for h in sorted(hosts)
+            }
+    return {}

@@ -1,0 +1,113 @@
+"""The one place that imports ansible_runner. Like its `interface.run`, one small entry:
+`run_playbook`, with the event handler and the cancel check as plain callables."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from codeb.config import REPO_ROOT
+from codeb.executor.events import EventRecord, to_record
+from codeb.executor.inventory import SshSettings, Target, build_inventory
+
+PLAYBOOKS_DIR = REPO_ROOT / "playbooks"
+ROLES_DIR = REPO_ROOT / "roles"
+ANSIBLE_CFG = REPO_ROOT / "ansible.cfg"
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    playbook: str  # a file name in playbooks/
+    targets: list[Target]
+    extravars: dict[str, Any] = field(default_factory=dict)
+    # Values to scrub from every stored event (passwords travel as extra vars).
+    secrets: tuple[str, ...] = ()
+    limit: str | None = None
+    check: bool = False
+    diff: bool = False
+    timeout_s: int = 1800
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    status: str  # successful, failed, canceled, timeout
+    rc: int | None
+
+
+def _envvars(control_dir: Path) -> dict[str, str]:
+    bindir = str(Path(sys.executable).parent)
+    return {
+        # ansible-playbook and its helpers come from this virtual environment.
+        "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
+        "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s",
+        # A long ControlPath silently disables ControlPersist: keep the directory short.
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "1",
+        # codeb records its own runs; the journal callback is for runs made by hand.
+        "CODEB_JOURNAL": "off",
+    }
+
+
+def _write_private(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(content)
+
+
+def run_playbook(
+    run: PlaybookRun,
+    *,
+    ssh: SshSettings,
+    work_dir: Path,
+    on_event: Callable[[EventRecord], None],
+    should_cancel: Callable[[], bool] = lambda: False,
+) -> RunOutcome:
+    """Run one playbook in a private directory that is removed afterwards, so neither extra
+    vars nor event artifacts stay on disk."""
+    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private = Path(tempfile.mkdtemp(prefix="run-", dir=work_dir))
+    control_dir = Path(f"/tmp/cbcp-{os.getuid()}")  # noqa: S108 -- short on purpose, 0700
+    control_dir.mkdir(mode=0o700, exist_ok=True)
+    try:
+        inventory = private / "inventory" / "hosts.json"
+        _write_private(inventory, json.dumps(build_inventory(run.targets, ssh)))
+        # Extra vars go in a 0600 file (never on the command line, where `ps` shows them).
+        _write_private(private / "env" / "extravars", json.dumps(run.extravars))
+        cmdline = " ".join(opt for opt, on in (("--check", run.check), ("--diff", run.diff)) if on)
+
+        def handle(raw: dict) -> bool:
+            on_event(to_record(raw, run.secrets))
+            return False  # nothing written to the artifact dir: events live in our table
+
+        result = ansible_runner.run(
+            private_data_dir=str(private),
+            playbook=str(PLAYBOOKS_DIR / run.playbook),
+            inventory=str(inventory),
+            limit=run.limit,
+            cmdline=cmdline or None,
+            envvars=_envvars(control_dir),
+            binary=str(Path(sys.executable).parent / "ansible-playbook"),
+            event_handler=handle,
+            cancel_callback=should_cancel,
+            timeout=run.timeout_s,
+            quiet=True,
+            suppress_env_files=False,
+        )
+        return RunOutcome(status=result.status, rc=result.rc)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
