@@ -20,8 +20,8 @@ from codeb.api.middleware import (
 from codeb.api.openapi import build_document
 from codeb.clock import Clock, SystemClock
 from codeb.config import Settings, load_settings
-from codeb.secretbox import SecretBox
 from codeb.executor.worker import Worker
+from codeb.secretbox import SecretBox
 from codeb.services import operations, protection, servers
 from codeb.services.context import Deps
 from codeb.store.db import migrate, open_database

@@ -8,8 +8,9 @@ import datetime as dt
 import json
 import logging
 import sys
+from pathlib import Path
 
-from codeb.config import load_settings
+from codeb.config import REPO_ROOT, load_settings
 from codeb.errors import CodebError
 from codeb.services import keys
 from codeb.services.context import ROLES, SYSTEM, Deps
@@ -89,6 +90,17 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inventory_export(args: argparse.Namespace) -> int:
+    from codeb.services import servers
+
+    deps = _deps()
+    with deps.db.connection_context():
+        path = servers.export_inventory(deps, Path(args.output))
+    print(f"inventory written to {path}; run a playbook by hand with:")
+    print(f"  ansible-playbook -i {path} playbooks/bootstrap.yml --limit NAME")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codeb", description="codeb server manager")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_cmd.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("name")
     revoke.set_defaults(func=cmd_keys_revoke)
+    inventory = sub.add_parser("inventory", help="the Ansible inventory").add_subparsers(
+        dest="inventory_command", required=True
+    )
+    export = inventory.add_parser("export", help="write the inventory for runs made by hand")
+    export.add_argument("--output", default=str(REPO_ROOT / "inventory" / "hosts.yml"))
+    export.set_defaults(func=cmd_inventory_export)
     return parser
 
 

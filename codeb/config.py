@@ -40,9 +40,9 @@ class Settings:
     # A HIGH/CRITICAL queue entry expires this long after its cooldown ended.
     protection_queue_window_hours: int = 168
     # Stricter rules: {"operation": {"level": "HIGH", "requires": [...]}}; only adds.
-    protection_rules: dict[str, Any] = field(default_factory=dict)
+    protection_rules: dict[str, Any] = field(default_factory=dict, hash=False)
     # Weaker rules: replaces a rule outright; every start-up logs each one applied.
-    protection_rule_overrides: dict[str, Any] = field(default_factory=dict)
+    protection_rule_overrides: dict[str, Any] = field(default_factory=dict, hash=False)
 
     # Executor. codeb's own SSH key (generated on first start unless this points to one).
     ssh_private_key_file: Path | None = None

@@ -70,6 +70,9 @@ def to_record(raw: dict[str, Any], secrets: Iterable[str] = ()) -> EventRecord:
             },
             "artifact_data": data.get("artifact_data") or {},
         }
+    if raw.get("event") in ("verbose", "error", "warning") and raw.get("stdout"):
+        # ansible-playbook's own messages (syntax errors, warnings): the only clue there is.
+        kept["stdout"] = _truncate(raw["stdout"])
     for key in ("play", "role", "task_action", "playbook", "ignore_errors"):
         if data.get(key) is not None:
             kept[key] = data[key]

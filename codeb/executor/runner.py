@@ -101,7 +101,6 @@ def run_playbook(
             limit=run.limit,
             cmdline=cmdline or None,
             envvars=_envvars(control_dir),
-            binary=str(Path(sys.executable).parent / "ansible-playbook"),
             event_handler=handle,
             cancel_callback=should_cancel,
             timeout=run.timeout_s,

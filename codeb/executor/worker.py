@@ -5,6 +5,7 @@ the handler never blocks the run."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import queue
@@ -121,6 +122,9 @@ class Worker:
         self._lock = threading.Lock()
 
     # -- called by services -------------------------------------------------------------
+    def register(self, kind: str, job: Job) -> None:
+        self._jobs[kind] = job
+
     def submit(self, operation_id: str) -> None:
         """Start an operation whose row is committed (call after the transaction)."""
         with self._lock:
@@ -179,6 +183,10 @@ class Worker:
         except JobFailed as exc:
             self._finish(operation_id, "failed", None, str(exc))
             return
+        # Every remote process of the run carries this marker (see playbooks/cancel.yml).
+        run = dataclasses.replace(
+            run, extravars={**run.extravars, "codeb_operation_id": operation_id}
+        )
         writer = EventWriter(self._deps, operation_id)
         try:
             outcome = run_playbook(
@@ -194,6 +202,8 @@ class Worker:
         recap = host_recap(writer.records)
         error = None if status == "succeeded" else describe_failure(outcome, writer.records)
         result: dict = {"recap": recap}
+        if outcome.status in ("canceled", "timeout"):
+            result["remote_cleanup"] = self._stop_remote_work(run, operation_id)
         try:
             with self._deps.write():
                 extra = job.finish(
@@ -203,6 +213,24 @@ class Worker:
         except JobFailed as exc:
             status, error = "failed", str(exc)
         self._finish(operation_id, status, outcome.rc, error, result)
+
+    def _stop_remote_work(self, run: PlaybookRun, operation_id: str) -> str:
+        """Killing ansible-playbook does not stop what a task started on a host: find those
+        processes by the run's marker and stop them."""
+        cleanup = PlaybookRun(
+            playbook="cancel.yml",
+            targets=run.targets,
+            limit=run.limit,
+            extravars={"codeb_cancel_operation_id": operation_id},
+            timeout_s=120,
+        )
+        outcome = run_playbook(
+            cleanup,
+            ssh=self._ssh,
+            work_dir=self._deps.settings.data_dir / "runs",
+            on_event=lambda record: None,
+        )
+        return outcome.status
 
     def _acquire(self, operation_id: str, resources: list[str], flag: threading.Event) -> bool:
         settings = self._deps.settings
@@ -276,4 +304,11 @@ def describe_failure(outcome: RunOutcome, records: list[EventRecord]) -> str:
         if rec.failed:
             msg = str(rec.data.get("msg") or rec.data.get("stderr") or "").strip()
             return f"task '{rec.task}' failed on {rec.host}: {msg}"[:500]
+    messages = [
+        str(rec.data["stdout"]).strip()
+        for rec in records
+        if rec.event in ("verbose", "error") and "error" in str(rec.data.get("stdout", "")).lower()
+    ]
+    if messages:
+        return " ".join(messages)[:500]
     return f"ansible-playbook exited with rc={outcome.rc}"

@@ -103,6 +103,8 @@ def create_operation(
 def dispatch(deps: Deps, operation_id: str) -> None:
     if deps.worker is None:
         raise ServiceUnavailable("the executor is not running", {"operation_id": operation_id})
+    # Runs made by hand since the last one are recorded before codeb runs anything itself.
+    import_journal(deps, deps.settings.data_dir / "journal")
     deps.worker.submit(operation_id)
 
 

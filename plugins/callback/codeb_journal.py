@@ -48,7 +48,7 @@ class CallbackModule(CallbackBase):
             directory.mkdir(parents=True, exist_ok=True)
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
             path = directory / f"{stamp}-{os.getpid()}.jsonl.part"
-            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
+            self._file = open(path, "a", encoding="utf-8")
         record["at"] = dt.datetime.now(dt.UTC).isoformat()
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()

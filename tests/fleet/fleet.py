@@ -432,6 +432,11 @@ def is_static_elf(path: Path) -> bool:
 def ensure_root() -> None:
     if os.geteuid() != 0:
         raise FleetError("the test fleet needs root (nspawn, bridges, iptables)")
+    # ip, iptables, debootstrap live in sbin, which a non-login shell may not have on PATH.
+    path = os.environ.get("PATH", "").split(":")
+    extra = [d for d in ("/usr/local/sbin", "/usr/sbin", "/sbin") if d not in path]
+    if extra:
+        os.environ["PATH"] = ":".join([*path, *extra])
 
 
 def ensure_host_packages() -> None:

@@ -46,8 +46,9 @@ def test_replayed_medium_token_is_refused(mapi):
         make_project(c, "med")
         token = _medium_token(c)
         assert confirm(c, token).status_code == 200
-        for attempt in (confirm(c, token), c.put("/api/projects/med", json={"type": "remix"},
-                                                   headers={"X-Confirm-Token": token})):  # fmt: skip
+        replay = {"X-Confirm-Token": token}
+        repeated = c.put("/api/projects/med", json={"type": "remix"}, headers=replay)
+        for attempt in (confirm(c, token), repeated):
             assert attempt.status_code == 409, attempt.text
             assert error_code(attempt) == "protection_entry_closed"
     assert log_statuses(mapi, "project_update").count("executed") == 1

@@ -85,7 +85,8 @@ def test_migration_0002_keeps_existing_rows(tmp_path):
         db.execute_sql("INSERT INTO projects VALUES ('prj_1','p','nodejs',NULL,'x',"
                        "'2026-01-01','2026-01-01','active')")  # fmt: skip
         db.execute_sql("INSERT INTO containers VALUES ('c1','prj_1','staging','app','10.0.0.1',"
-                       "'p-staging-app','img',NULL,NULL,'running','2026-01-01','2026-01-01')")  # fmt: skip
+                       "'p-staging-app','img',NULL,NULL,'running','2026-01-01',"
+                       "'2026-01-01')")  # fmt: skip
         db.execute_sql("INSERT INTO protection_queue VALUES ('pq_1','x',2,'prj_1','{}','h',"
                        "'2026-01-02','pending','2026-01-01')")  # fmt: skip
     assert "0002_protection_layer" in migrate(db)
