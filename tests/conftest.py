@@ -9,6 +9,9 @@ import pytest
 
 from tests.support import LiveApi, live_api
 
+# The session-scoped `fleet` fixture (real nspawn hosts) and the `fleet` marker.
+pytest_plugins = ["tests.fleet.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
