@@ -36,7 +36,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-KEY_LINE = re.compile(r"Created the first admin API key \(shown once, store it now\): (\S+)")
+# `codeb serve` prints the first admin key once: "Created the first admin API key (...): KEY".
+KEY_LINE = re.compile(r"first admin API key[^:\n]*:\s*(\S+)")
 TARGET_RATIO = 0.50
 TARGET_P99_MS = 20.0
 STARTUP_TIMEOUT_S = 60.0

@@ -77,15 +77,17 @@ def to_record(raw: dict[str, Any], secrets: Iterable[str] = ()) -> EventRecord:
         if data.get(key) is not None:
             kept[key] = data[key]
     event = raw.get("event", "unknown")
-    failed = event in ("runner_on_failed", "runner_on_unreachable") and not data.get(
-        "ignore_errors"
-    )
+    failed = event in (
+        "runner_on_failed",
+        "runner_item_on_failed",
+        "runner_on_unreachable",
+    ) and not data.get("ignore_errors")
     return EventRecord(
         seq=int(raw.get("counter") or 0),
         event=event,
         host=data.get("host") or data.get("remote_addr"),
         task=data.get("task"),
-        changed=bool(res.get("changed")) if event.startswith("runner_on_") else False,
+        changed=bool(res.get("changed")) if event.startswith("runner_") else False,
         failed=failed,
         duration=data.get("duration"),
         data=scrub(kept, secrets),

@@ -29,7 +29,7 @@ def ssh_common_args(ssh: SshSettings) -> str:
     return (
         f"-o UserKnownHostsFile={ssh.known_hosts} -o StrictHostKeyChecking=accept-new "
         f"-o ConnectTimeout={ssh.connect_timeout} -o ServerAliveInterval=15 "
-        "-o IdentitiesOnly=yes"
+        "-o IdentitiesOnly=yes -o HashKnownHosts=no"
     )
 
 

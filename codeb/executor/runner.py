@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -62,6 +63,14 @@ def _envvars(control_dir: Path) -> dict[str, str]:
     }
 
 
+def control_dir_for(work_dir: Path) -> Path:
+    """Where SSH master connections live: one directory per codeb instance (two instances
+    must not share connections made with different keys), and short, because a long
+    ControlPath silently disables ControlPersist."""
+    digest = hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"cbcp-{os.getuid()}-{digest}"
+
+
 def _write_private(path: Path, content: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -81,7 +90,7 @@ def run_playbook(
     vars nor event artifacts stay on disk."""
     work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     private = Path(tempfile.mkdtemp(prefix="run-", dir=work_dir))
-    control_dir = Path(f"/tmp/cbcp-{os.getuid()}")  # noqa: S108 -- short on purpose, 0700
+    control_dir = control_dir_for(work_dir)
     control_dir.mkdir(mode=0o700, exist_ok=True)
     try:
         inventory = private / "inventory" / "hosts.json"

@@ -278,7 +278,11 @@ def server_stats(deps: Deps, ip: str) -> dict:
 def ssh_settings(settings: Settings) -> SshSettings:
     key = settings.resolved_ssh_key_file
     ensure_ssh_key(key)
-    return SshSettings(private_key=key, known_hosts=settings.data_dir / "ssh" / "known_hosts")
+    # Host keys are pinned here on first contact; ssh cannot record them without the dir.
+    known_hosts = settings.data_dir / "ssh" / "known_hosts"
+    known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    known_hosts.touch(mode=0o600, exist_ok=True)
+    return SshSettings(private_key=key, known_hosts=known_hosts)
 
 
 JOBS = {"server_bootstrap": Job(build=_build_bootstrap, finish=_finish_bootstrap)}

@@ -236,3 +236,101 @@ def test_kill9_during_a_run_then_restart(fleet, tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
         proc.stdout.close()
+
+
+def test_check_mode_changes_nothing(fleet, fleet_api):
+    """Bootstrap in --check --diff on a host missing a directory: reported, not created."""
+    from codeb.executor.runner import PlaybookRun, run_playbook
+    from codeb.services import servers
+
+    host = fleet["db"]
+    host.ssh("rm -rf /var/lib/codeb", check=True)
+    records = []
+    with fleet_api.deps.db.connection_context():
+        targets = servers.targets_of(fleet_api.deps, ["db"])
+    outcome = run_playbook(
+        PlaybookRun("bootstrap.yml", targets, limit="db", check=True, diff=True),
+        ssh=servers.ssh_settings(fleet_api.deps.settings),
+        work_dir=fleet_api.deps.settings.data_dir / "runs",
+        on_event=records.append,
+    )
+    assert outcome.status == "successful"
+    changed = [r for r in records if r.changed and r.event == "runner_item_on_ok"]
+    assert any("/var/lib/codeb" in str(r.data.get("diff", "")) for r in changed), changed
+    assert host.ssh("test -e /var/lib/codeb").returncode != 0  # nothing was created
+    with fleet_api.client() as c:  # and a real run converges again
+        op = wait_operation(c, c.post(f"/api/servers/{host.ip}/bootstrap").json()["id"])
+    assert op["status"] == "succeeded"
+    assert host.ssh("test -d /var/lib/codeb").returncode == 0
+
+
+def test_changed_host_key_fails_loudly(fleet, fleet_api):
+    known_hosts = fleet_api.deps.settings.data_dir / "ssh" / "known_hosts"
+    original = known_hosts.read_text()
+    app, cache = fleet["app"].ip, fleet["cache"].ip
+    cache_keys = [ln.split(" ", 1)[1] for ln in original.splitlines() if ln.startswith(cache + " ")]
+    assert cache_keys and any(ln.startswith(app + " ") for ln in original.splitlines()), original
+    forged = [ln for ln in original.splitlines() if not ln.startswith(app + " ")]
+    forged += [f"{app} {k}" for k in cache_keys]  # app now "has" cache's host keys
+    known_hosts.write_text("\n".join(forged) + "\n")
+    # Connections already open were verified when made: close them so ssh must check again.
+    from codeb.executor.runner import control_dir_for
+
+    for sock in control_dir_for(fleet_api.deps.settings.data_dir / "runs").glob("*"):
+        subprocess.run(
+            ["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "x"], capture_output=True, timeout=30
+        )
+    try:
+        with fleet_api.client() as c:
+            op = wait_operation(c, c.post(f"/api/servers/{app}/bootstrap").json()["id"])
+        assert op["status"] == "failed"
+        assert "host key" in op["error"].lower() or "identification" in op["error"].lower(), op
+    finally:
+        known_hosts.write_text(original)
+
+
+def test_manual_run_is_journaled_and_imported(fleet, fleet_api, tmp_path):
+    """The emergency path: export the inventory, run a playbook by hand; codeb records it."""
+    import json as jsonlib
+
+    from codeb.config import REPO_ROOT
+    from codeb.store.models import OperationLog
+
+    inventory = tmp_path / "hosts.yml"
+    env = {
+        **os.environ,
+        "CODEB_DATA_DIR": str(fleet_api.deps.settings.data_dir),
+        "CODEB_SSH_PRIVATE_KEY_FILE": str(fleet.key_path),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "codeb", "inventory", "export", "--output", str(inventory)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    bindir = os.path.dirname(sys.executable)
+    run = subprocess.run(
+        [
+            f"{bindir}/ansible-playbook",
+            "-i",
+            str(inventory),
+            "playbooks/stats.yml",
+            "--limit",
+            "cache",
+        ],
+        cwd=REPO_ROOT,
+        env={**env, "PATH": f"{bindir}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    with fleet_api.client() as c:  # codeb imports the journal before its next run
+        wait_operation(c, c.post(f"/api/servers/{fleet['cache'].ip}/bootstrap").json()["id"])
+    with fleet_api.deps.db.connection_context():
+        rows = list(OperationLog.select().where(OperationLog.operation == "manual_playbook"))
+    assert len(rows) == 1
+    details = rows[0].details
+    assert details["playbook"] == "stats.yml" and "cache" in details["recap"]
+    assert rows[0].requested_by == "manual" and rows[0].status == "executed"
+    assert jsonlib.dumps(details)  # plain data
