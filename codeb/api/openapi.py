@@ -946,11 +946,15 @@ def build_document() -> dict:
             "parameters": [IP_PARAM],
             "get": _op("A server", {"200": _json("Server", "the server")}, 404),
             "delete": _op(
-                "Delete a server (CRITICAL: goes through the Protection Layer)",
-                {"202": {"description": "queued for confirmation"}},
+                "Delete a server (CRITICAL: queued; see the confirm contract)",
+                PROTECTED_ANSWERS,
                 403,
                 404,
                 409,
+                410,
+                422,
+                parameters=CONFIRM_HEADERS,
+                description=CONFIRM_CONTRACT,
             ),
         },
         "/api/keys": {

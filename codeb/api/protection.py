@@ -10,13 +10,12 @@ import falcon
 
 from codeb.api import resources
 from codeb.api.body import query_choice, query_int, read_json
+from codeb.api.confirm import confirmation_from, respond
 from codeb.protection import audit
 from codeb.protection.queue import STATUSES
 from codeb.protection.rules import RULES
 from codeb.services import projects, protection
 
-CONFIRM_TOKEN_HEADER = "X-Confirm-Token"  # noqa: S105 (a header name)
-CONFIRM_NAME_HEADER = "X-Confirm-Name"
 LOG_STATUSES = (
     "requested",
     "token_issued",
@@ -28,20 +27,6 @@ LOG_STATUSES = (
     "executed",
     "failed",
 )
-
-
-def confirmation_from(req: falcon.Request) -> protection.Confirmation | None:
-    token = req.get_header(CONFIRM_TOKEN_HEADER)
-    if not token:
-        return None
-    return protection.Confirmation(token=token, typed_name=req.get_header(CONFIRM_NAME_HEADER))
-
-
-def respond(resp: falcon.Response, answer: protection.Answer) -> None:
-    resp.status = falcon.code_to_http_status(answer.status)
-    resp.media = answer.body
-    # A 202 carries a confirm token: never cached.
-    resp.cache_control = ["no-store"]
 
 
 class ProtectedProject(resources.Project):

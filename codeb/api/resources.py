@@ -8,6 +8,7 @@ import falcon
 
 from codeb import __version__
 from codeb.api.body import query_choice, query_int, read_json
+from codeb.api.confirm import confirmation_from, respond
 from codeb.api.openapi import build_document
 from codeb.services import keys, projects, servers
 from codeb.services.context import Deps
@@ -108,7 +109,9 @@ class Server(Resource):
         resp.media = servers.get_server(ip)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, ip: str) -> None:
-        resp.media = servers.delete_server(self.deps, req.context.actor, ip)
+        respond(
+            resp, servers.delete_server(self.deps, req.context.actor, ip, confirmation_from(req))
+        )
 
 
 class Keys(Resource):

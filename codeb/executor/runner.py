@@ -7,8 +7,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,3 +121,50 @@ def run_playbook(
         return RunOutcome(status=result.status, rc=result.rc)
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def reap_orphans(work_dir: Path, grace_s: float = 5.0) -> list[int]:
+    """After a crash: stop the ansible-playbook processes a dead codeb left behind (they
+    ignore SIGHUP, so they outlive it) and remove their run directories, which hold extra
+    vars. The processes are found by their command line naming a run directory of ours."""
+    marker = str(work_dir.resolve()) + "/run-"
+    groups: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmdline:
+            try:
+                groups.add(os.getpgid(int(entry.name)))
+            except ProcessLookupError:
+                continue
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while groups and time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+        time.sleep(0.1)
+    for pgid in groups:
+        if _group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+    if work_dir.is_dir():
+        for run_dir in work_dir.glob("run-*"):
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return sorted(groups)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from codeb.errors import Conflict, NotFound, ServiceUnavailable
+from codeb.executor.runner import reap_orphans
 from codeb.protection import audit
 from codeb.services.context import Actor, Deps
 from codeb.store.models import Lock, Operation, OperationEvent
@@ -193,6 +194,7 @@ def cancel_operation(deps: Deps, actor: Actor, operation_id: str) -> dict:
 def recover_interrupted(deps: Deps) -> int:
     """At start-up: what was queued or running when the API died is `interrupted` (never
     succeeded), and every lease is released."""
+    reap_orphans(deps.settings.data_dir / "runs")
     now = deps.clock.now()
     with deps.db.connection_context(), deps.write():
         count = (

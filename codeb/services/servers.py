@@ -16,7 +16,6 @@ from codeb.config import Settings
 from codeb.errors import (
     Conflict,
     NotFound,
-    ProtectionRefused,
     ServiceUnavailable,
     ValidationFailed,
 )
@@ -26,10 +25,11 @@ from codeb.executor.inventory import SshSettings, Target, build_inventory
 from codeb.executor.runner import PlaybookRun, RunOutcome, run_playbook
 from codeb.executor.worker import Job, JobFailed, describe_failure
 from codeb.protection import audit
-from codeb.services import operations
+from codeb.protection.tokens import Target as ProtectionTarget
+from codeb.services import operations, protection
 from codeb.services.context import Actor, Deps
 from codeb.services.validation import validate_choice, validate_dns_label, validate_ip
-from codeb.store.models import Operation, Server
+from codeb.store.models import Container, Operation, Server
 
 SERVER_ROLES = ("control", "app", "db", "cache", "storage")
 _SSH_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -161,13 +161,53 @@ def ssh_public_key(deps: Deps) -> dict:
     return {"public_key": ensure_ssh_key(deps.settings.resolved_ssh_key_file)}
 
 
-def delete_server(deps: Deps, actor: Actor, ip: str) -> dict:
+def delete_server(
+    deps: Deps, actor: Actor, ip: str, confirmation: protection.Confirmation | None = None
+) -> protection.Answer:
+    """CRITICAL: queued; needs approval by another admin and the 48 h cooldown. Executing it
+    takes the server out of the registry (nothing on the host is touched)."""
     server = find_server(ip)
-    raise ProtectionRefused(
-        f"server_delete of {server.name!r} is CRITICAL and is refused until the Protection "
-        "Layer's queue handles it",
-        {"operation": "server_delete", "danger_level": 4, "target": server.name},
+    target = ProtectionTarget("server", str(server.id), server.name, server_ip=server.ip)
+    return protection.guard(
+        deps,
+        actor,
+        "server_delete",
+        target,
+        effect=(
+            f"Removes server {server.name!r} ({server.ip}, {server.role}) from the registry; "
+            "codeb will no longer manage what runs on it."
+        ),
+        confirmation=confirmation,
     )
+
+
+def _execute_server_delete(
+    deps: Deps, actor: Actor, target: ProtectionTarget, params: dict[str, Any]
+) -> dict:
+    server = Server.get_or_none((Server.id == int(target.ref)) & (Server.status != "deleted"))
+    if server is None:
+        raise NotFound("the server no longer exists", {"server": target.name})
+    running = (
+        Container.select()
+        .where((Container.server_ip == server.ip) & (Container.status == "running"))
+        .count()
+    )
+    if running:
+        raise Conflict(
+            f"{running} container(s) still run on {server.name}; stop or move them first",
+            {"server": server.name, "running_containers": running},
+        )
+    # The row stays for the record; its name and address step aside so they can be reused.
+    server.facts = {**(server.facts or {}), "deleted_name": server.name, "deleted_ip": server.ip}
+    server.name = f"{server.name}~{server.id}"[:63]
+    server.ip = f"deleted-{server.id}"
+    server.status = "deleted"
+    server.updated_at = deps.clock.now()
+    server.save()
+    return {"server": target.name, "deleted": True}
+
+
+protection.register_executor("server_delete", _execute_server_delete)
 
 
 # -- executor jobs ---------------------------------------------------------------------

@@ -227,6 +227,12 @@ def test_kill9_during_a_run_then_restart(fleet, tmp_path):
         with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
             op = c.get(f"/api/operations/{op_id}").json()
             assert op["status"] == "interrupted" and "run it again" in op["error"]
+            # The orphaned ansible-playbook is gone, and so is its run directory (extra vars).
+            assert not list((tmp_path / "runs").glob("run-*"))
+            orphans = subprocess.run(
+                ["pgrep", "-f", str(tmp_path / "runs")], capture_output=True, text=True
+            ).stdout.split()
+            assert orphans == [], orphans
             # Its lock is free: a run on the same server starts and converges.
             r = c.post(f"/api/servers/{fleet['app'].ip}/bootstrap")
             assert r.status_code == 202
