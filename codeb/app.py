@@ -8,6 +8,7 @@ import logging
 
 import falcon
 
+from codeb.api import containers as containers_api
 from codeb.api import errors, resources
 from codeb.api import operations as operations_api
 from codeb.api import protection as protection_api
@@ -22,7 +23,7 @@ from codeb.clock import Clock, SystemClock
 from codeb.config import Settings, load_settings
 from codeb.executor.worker import Worker
 from codeb.secretbox import SecretBox
-from codeb.services import operations, protection, servers
+from codeb.services import containers, operations, protection, servers
 from codeb.services.context import Deps
 from codeb.store.db import migrate, open_database
 
@@ -38,6 +39,13 @@ ROUTES: tuple[tuple[str, type[resources.Resource]], ...] = (
     ("/api/servers/{ip}", resources.Server),
     ("/api/servers/{ip}/stats", operations_api.ServerStats),
     ("/api/servers/{ip}/bootstrap", operations_api.ServerBootstrap),
+    ("/api/containers", containers_api.Containers),
+    ("/api/containers/deploy", containers_api.Deploy),
+    ("/api/containers/{container_id}", containers_api.ContainerItem),
+    ("/api/containers/{container_id}/start", containers_api.ContainerStart),
+    ("/api/containers/{container_id}/stop", containers_api.ContainerStop),
+    ("/api/containers/{container_id}/restart", containers_api.ContainerRestart),
+    ("/api/containers/{container_id}/volume", containers_api.ContainerVolume),
     ("/api/operations", operations_api.Operations),
     ("/api/operations/{operation_id}", operations_api.OperationItem),
     ("/api/operations/{operation_id}/events", operations_api.OperationEvents),
@@ -73,7 +81,8 @@ def start_runtime(deps: Deps) -> Deps:
     runs made by hand, and start the worker. Returns deps with the worker attached."""
     operations.recover_interrupted(deps)
     operations.import_journal(deps, deps.settings.data_dir / "journal")
-    worker = Worker(deps, dict(servers.JOBS), servers.ssh_settings(deps.settings))
+    jobs = {**servers.JOBS, **containers.JOBS}
+    worker = Worker(deps, jobs, servers.ssh_settings(deps.settings))
     return dataclasses.replace(deps, worker=worker)
 
 

@@ -1,5 +1,9 @@
-"""The `codeb` command. Server-side commands work on the local state directly: `serve`,
-`migrate`, and `keys create|list|revoke`."""
+"""The `codeb` command.
+
+Server-side commands work on the local state directly: `serve`, `migrate`,
+`keys create|list|revoke` and `inventory export`. Every other command is a thin layer over
+the HTTP API (`codeb.client`), with the URL and API key from CODEB_URL / CODEB_API_KEY or
+~/.config/codeb/cli.toml (CODEB_CLI_CONFIG overrides the path)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,12 @@ import logging
 import sys
 from pathlib import Path
 
+from codeb import cli_containers, cli_projects, cli_protection
+from codeb.cli_flow import AUTH, EXIT_CODES, INTERRUPTED, USAGE, Session, UsageError, parents
+from codeb.cli_flow import report_error as report_api_error
+from codeb.cli_output import Output
+from codeb.client import ApiError, CodebClient, ConfigError, config_path
+from codeb.client import load_settings as load_client_settings
 from codeb.config import REPO_ROOT, load_settings
 from codeb.errors import CodebError
 from codeb.services import keys
@@ -102,8 +112,20 @@ def cmd_inventory_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="codeb", description="codeb server manager")
+    parser = argparse.ArgumentParser(
+        prog="codeb",
+        description="codeb server manager.\n\n"
+        "Remote commands talk to the API at CODEB_URL (default http://127.0.0.1:8080) with\n"
+        "CODEB_API_KEY, or url and api_key from ~/.config/codeb/cli.toml (CODEB_CLI_CONFIG\n"
+        "overrides the path; the environment wins). Tables by default, --json for scripts.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+    shared = parents()
+    cli_projects.register(sub, shared)
+    cli_containers.register(sub, shared)
+    cli_protection.register(sub, shared)
 
     serve = sub.add_parser("serve", help="serve the API with waitress")
     serve.add_argument("--host")
@@ -136,8 +158,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_remote(args: argparse.Namespace, client: CodebClient | None = None) -> int:
+    """A command over the HTTP API; `client` is injected by tests (else built from settings)."""
+    out = Output(getattr(args, "json", False))
+    owned = client is None
+    hint = f"check CODEB_API_KEY (or api_key in {config_path()})"
+    try:
+        if client is None:
+            settings = load_client_settings()
+            if not settings.api_key:
+                out.warn(f"error: no API key: set CODEB_API_KEY or api_key in {config_path()}")
+                return AUTH
+            client = CodebClient.from_settings(settings)
+        session = Session(
+            client,
+            out,
+            yes=getattr(args, "yes", False),
+            follow=not getattr(args, "no_follow", False),
+        )
+        return args.remote(args, session)
+    except ApiError as exc:
+        return report_api_error(exc, out, hint)
+    except (UsageError, ConfigError) as exc:
+        out.warn(f"error: {exc}")
+        return USAGE
+    except KeyboardInterrupt:
+        out.warn("interrupted")
+        return INTERRUPTED
+    finally:
+        if owned and client is not None:
+            client.close()
+
+
+def main(argv: list[str] | None = None, *, client: CodebClient | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "remote", None) is not None:
+        return run_remote(args, client)
     try:
         return args.func(args)
     except CodebError as exc:

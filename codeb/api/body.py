@@ -63,3 +63,12 @@ def query_choice(req: falcon.Request, name: str, choices: tuple[str, ...]) -> st
     if raw is not None and raw not in choices:
         raise ValidationFailed(f"{name} must be one of: {', '.join(choices)}", {"parameter": name})
     return raw
+
+
+def query_text(req: falcon.Request, name: str, max_length: int) -> str | None:
+    raw = req.get_param(name)
+    if raw is not None and len(raw) > max_length:
+        raise ValidationFailed(
+            f"{name} must be at most {max_length} characters", {"parameter": name}
+        )
+    return raw

@@ -10,6 +10,7 @@ import falcon
 from codeb.errors import Forbidden, ValidationFailed
 from codeb.services import keys
 from codeb.services.context import CLIENTS, Deps
+from codeb.store.db import begin_request, end_request, is_sqlite
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -31,19 +32,33 @@ class RequestId:
 
 class DatabaseSession:
     """Open the connection before the resource runs and close it afterwards, as Peewee
-    recommends for web apps."""
+    recommends for web apps. On SQLite each waitress thread keeps its connection instead
+    (Peewee's connection state is per thread): opening one costs more than most requests,
+    and the caches of codeb.store.db (ThreadCache) live as long as it. Every request starts
+    by reading the SQLite change token (begin_request), so a commit made by anyone before the
+    request started is always seen."""
 
     def __init__(self, deps: Deps) -> None:
         self._db = deps.db
+        self._keep_open = is_sqlite(deps.db)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._db.connect(reuse_if_open=True)
+        begin_request(self._db)
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
-        if not self._db.is_closed():
+        end_request()
+        if self._db.is_closed():
+            return
+        if not self._keep_open:
             self._db.close()
+            return
+        # No transaction may outlive its request (it would hold a snapshot or the write lock).
+        conn = self._db.connection()
+        if conn.in_transaction:
+            conn.rollback()
 
 
 class Authentication:

@@ -570,7 +570,20 @@ def protection_paths() -> dict[str, Any]:
                 "Confirm an operation with its token (same key as the request)",
                 {
                     "200": _json("ProtectionExecuted", "executed"),
-                    "202": _json("ProtectionRecorded", "confirmation recorded; still waiting"),
+                    "202": {
+                        "description": "confirmation recorded (still waiting), or executed "
+                        "and an operation started (follow result.operation)",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "anyOf": [
+                                        _ref("ProtectionRecorded"),
+                                        _ref("ProtectionExecuted"),
+                                    ]
+                                }
+                            }
+                        },
+                    },
                 },
                 403,
                 404,
@@ -820,6 +833,172 @@ def executor_paths() -> dict[str, Any]:
     }
 
 
+CONTAINER = {
+    "type": "object",
+    "required": ["id", "project_id", "environment", "server_type", "container_name", "status"],
+    "properties": {
+        "id": {"type": "string"},
+        "project_id": {"type": "string"},
+        "environment": {"type": "string"},
+        "server_type": {"type": "string", "enum": ["app", "db", "redis"]},
+        "server_ip": {"type": "string"},
+        "container_name": {"type": "string"},
+        "image": {"type": "string"},
+        "previous_image": NULLABLE_STRING,
+        "port_external": {"type": ["integer", "null"]},
+        "port_internal": {"type": ["integer", "null"]},
+        "volume": NULLABLE_STRING,
+        "status": {"type": "string"},
+        "health_status": NULLABLE_STRING,
+        "health_checked_at": NULLABLE_TIME,
+        "last_operation_id": NULLABLE_STRING,
+        "created_at": NULLABLE_TIME,
+        "updated_at": NULLABLE_TIME,
+        "live": {"type": "object", "description": "with ?live=true: read from the host"},
+    },
+}
+SCHEMAS.update(
+    {
+        "Container": CONTAINER,
+        "ContainerList": {
+            "type": "object",
+            "required": ["containers"],
+            "properties": {"containers": {"type": "array", "items": _ref("Container")}},
+        },
+        "DeployRequest": {
+            "type": "object",
+            "required": ["project", "environment", "image"],
+            "additionalProperties": False,
+            "properties": {
+                "project": {"type": "string", "minLength": 1, "maxLength": 100},
+                "environment": {"type": "string", "enum": ["staging", "production", "preview"]},
+                "image": {
+                    "type": "string",
+                    "pattern": "^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$",
+                    "description": "image reference, e.g. registry.example/app:1.2",
+                },
+            },
+        },
+        "Preview": {
+            "type": "object",
+            "required": ["preview", "plan_hash", "changes", "restarts", "changed"],
+            "properties": {
+                "preview": {"type": "boolean", "enum": [True]},
+                "plan_hash": {
+                    "type": "string",
+                    "description": "send as X-Plan-Hash to apply exactly this plan",
+                },
+                "changes": {"type": "array", "items": {"type": "object"}},
+                "restarts": STRINGS,
+                "changed": {"type": "boolean"},
+            },
+        },
+    }
+)
+PREVIEW_PARAMS = [
+    _query("preview", {"type": "string", "enum": ["true", "false", "1", "0"]}),
+    {
+        "name": "X-Plan-Hash",
+        "in": "header",
+        "description": "apply exactly the previewed plan (409 plan_changed if the state moved)",
+        "schema": {"type": "string"},
+    },
+    *CONFIRM_HEADERS,
+]
+CONTAINER_PARAM = {
+    "name": "container_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+CONTAINER_ANSWERS = {
+    "200": {
+        "description": "with ?preview=true: what would change (nothing changed)",
+        "content": {"application/json": {"schema": _ref("Preview")}},
+    },
+    "202": {
+        "description": "an operation started (LOW, or confirmed), or not executed yet "
+        "(confirm token, queue entry)",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        _ref("ProtectionExecuted"),
+                        _ref("ProtectionPending"),
+                        _ref("ProtectionRecorded"),
+                    ]
+                }
+            }
+        },
+    },
+}
+
+
+def _container_op(summary: str, *extra_errors: int, body: str | None = None) -> dict:
+    return _op(
+        summary, CONTAINER_ANSWERS, 403, 404, 409, 410, 422, *extra_errors,
+        body=body, parameters=PREVIEW_PARAMS, description=CONFIRM_CONTRACT,
+    )  # fmt: skip
+
+
+def container_paths() -> dict[str, Any]:
+    return {
+        "/api/containers": {
+            "get": _op(
+                "Containers, optionally of one project / environment",
+                {"200": _json("ContainerList", "containers")},
+                404,
+                422,
+                parameters=[
+                    _query("project", {"type": "string", "maxLength": 100}),
+                    _query(
+                        "environment",
+                        {"type": "string", "enum": ["staging", "production", "preview"]},
+                    ),
+                ],
+            )
+        },
+        "/api/containers/deploy": {
+            "post": _container_op(
+                "Deploy an image to an environment (staging LOW; production MEDIUM, needs the "
+                "same image healthy in staging); the first deploy also provisions PostgreSQL "
+                "and Redis; a failing version is rolled back",
+                body="DeployRequest",
+            )
+        },
+        "/api/containers/{container_id}": {
+            "parameters": [CONTAINER_PARAM],
+            "get": _op(
+                "A container; ?live=true reads its state from the host",
+                {"200": _json("Container", "the container")},
+                404,
+                409,
+                422,
+                parameters=[
+                    _query("live", {"type": "string", "enum": ["true", "false", "1", "0"]})
+                ],
+            ),
+            "delete": _container_op("Remove a container (MEDIUM; stopped first; keeps the volume)"),
+        },
+        "/api/containers/{container_id}/start": {
+            "parameters": [CONTAINER_PARAM],
+            "post": _container_op("Start a container (LOW)"),
+        },
+        "/api/containers/{container_id}/stop": {
+            "parameters": [CONTAINER_PARAM],
+            "post": _container_op("Stop a container (MEDIUM: confirm token)"),
+        },
+        "/api/containers/{container_id}/restart": {
+            "parameters": [CONTAINER_PARAM],
+            "post": _container_op("Restart a container (LOW)"),
+        },
+        "/api/containers/{container_id}/volume": {
+            "parameters": [CONTAINER_PARAM],
+            "delete": _container_op("Delete a container's data volume (HIGH: queued)"),
+        },
+    }
+
+
 def build_document() -> dict:
     paths: dict[str, Any] = {
         "/api/health": {
@@ -976,6 +1155,7 @@ def build_document() -> dict:
     }
     paths.update(protection_paths())
     paths.update(executor_paths())
+    paths.update(container_paths())
     return {
         "openapi": "3.1.0",
         "info": {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from codeb.api.body import query_choice, query_int
+from codeb.api.body import query_choice, query_int, query_text
 from codeb.api.resources import Resource
 from codeb.services import operations, servers
 
@@ -17,7 +17,7 @@ class Operations(Resource):
             limit=query_int(req, "limit", 50, 1, 500),
             offset=query_int(req, "offset", 0, 0, 2**31),
             status=query_choice(req, "status", STATUSES),
-            kind=req.get_param("kind"),
+            kind=query_text(req, "kind", 64),
         )
 
 

@@ -46,11 +46,14 @@ class OpenApi(Resource):
 
 class Projects(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = projects.list_projects(
+        # The serialized page, cached per thread until the next commit (see list_projects_json).
+        resp.data = projects.list_projects_json(
+            self.deps,
             limit=query_int(req, "limit", 100, 1, 500),
             offset=query_int(req, "offset", 0, 0, 2**31),
             status=query_choice(req, "status", ("active", "archived")),
         )
+        resp.content_type = falcon.MEDIA_JSON
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, "ProjectCreate")

@@ -73,6 +73,9 @@ def to_record(raw: dict[str, Any], secrets: Iterable[str] = ()) -> EventRecord:
     if raw.get("event") in ("verbose", "error", "warning") and raw.get("stdout"):
         # ansible-playbook's own messages (syntax errors, warnings): the only clue there is.
         kept["stdout"] = _truncate(raw["stdout"])
+    label = res.get("_ansible_item_label", res.get("item"))
+    if isinstance(label, str | int) and not res.get("censored"):
+        kept["item_label"] = _truncate(str(label))  # a loop item's label, never its content
     for key in ("play", "role", "task_action", "playbook", "ignore_errors"):
         if data.get(key) is not None:
             kept[key] = data[key]

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from peewee import IntegrityError
 
@@ -39,19 +39,92 @@ class JobFailed(Exception):
 
 
 @dataclass(frozen=True)
-class Job:
-    """What an operation kind runs: `build` makes the playbook run (may raise JobFailed);
-    `finish` records its effect on the state, inside a write transaction."""
+class JobResult:
+    status: str  # succeeded, failed, canceled, timeout
+    error: str | None
+    result: dict
+
+
+class Job(Protocol):
+    """What an operation kind does: run one or more playbooks through `ctx.run` (events are
+    stored as they come, the cancel flag and remote cleanup are handled) and record the
+    effect on the state."""
+
+    def run(self, ctx: RunContext) -> JobResult: ...
+
+
+@dataclass(frozen=True)
+class PlaybookJob:
+    """The common shape: one playbook, then `finish` records its effect (in a transaction)."""
 
     build: Callable[[Any, Operation], PlaybookRun]
     finish: Callable[[Any, Operation, RunOutcome, list[EventRecord]], dict | None]
+
+    def run(self, ctx: RunContext) -> JobResult:
+        outcome, records = ctx.run(self.build(ctx.deps, ctx.operation))
+        status = OUTCOME_STATUS.get(outcome.status, "failed")
+        error = None if status == "succeeded" else describe_failure(outcome, records)
+        with ctx.deps.write():
+            extra = self.finish(ctx.deps, ctx.operation, outcome, records) or {}
+        return JobResult(status, error, {**ctx.cleanup, **extra})
+
+
+class RunContext:
+    """What a job sees: the operation, the deps, and `run` for each playbook it needs."""
+
+    def __init__(self, worker: Worker, operation: Operation, cancel: threading.Event) -> None:
+        self._worker = worker
+        self.deps = worker._deps
+        self.operation = operation
+        self.cancel = cancel
+        self.records: list[EventRecord] = []
+        self.cleanup: dict[str, str] = {}
+        self.last_rc: int | None = None
+
+    @property
+    def canceled(self) -> bool:
+        return self.cancel.is_set()
+
+    def run(self, run: PlaybookRun) -> tuple[RunOutcome, list[EventRecord]]:
+        """Run a playbook as part of this operation; its events follow the earlier runs'."""
+        op_id = self.operation.id
+        # Every remote process of the run carries this marker (see playbooks/cancel.yml).
+        run = dataclasses.replace(run, extravars={**run.extravars, "codeb_operation_id": op_id})
+        offset = max((r.seq for r in self.records), default=0)
+        writer = EventWriter(self.deps, op_id, seq_offset=offset)
+        try:
+            outcome = run_playbook(
+                run,
+                ssh=self._worker._ssh,
+                work_dir=self.deps.settings.data_dir / "runs",
+                on_event=writer.put,
+                should_cancel=self.cancel.is_set,
+            )
+        finally:
+            writer.close()
+        self.records.extend(writer.records)
+        self.last_rc = outcome.rc
+        if outcome.status in ("canceled", "timeout"):
+            self.cleanup["remote_cleanup"] = self._worker._stop_remote_work(run, op_id)
+        return outcome, writer.records
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        return host_recap(self.records)
 
 
 class EventWriter:
     """Drains a queue of events into operation_events in batches."""
 
-    def __init__(self, deps: Any, operation_id: str, batch: int = 200, every_s: float = 0.2):
+    def __init__(
+        self,
+        deps: Any,
+        operation_id: str,
+        batch: int = 200,
+        every_s: float = 0.2,
+        seq_offset: int = 0,
+    ):
         self._deps = deps
+        self._offset = seq_offset
         self._op = operation_id
         self._batch = batch
         self._every = every_s
@@ -61,6 +134,8 @@ class EventWriter:
         self._thread.start()
 
     def put(self, record: EventRecord) -> None:
+        if self._offset:
+            record = dataclasses.replace(record, seq=record.seq + self._offset)
         self._queue.put(record)
 
     def close(self) -> None:
@@ -178,41 +253,13 @@ class Worker:
             )
         if not updated:
             return  # canceled (or recovered) before it started
+        ctx = RunContext(self, Operation.get_by_id(operation_id), flag)
         try:
-            run = job.build(self._deps, op)
+            done = job.run(ctx)
         except JobFailed as exc:
-            self._finish(operation_id, "failed", None, str(exc))
-            return
-        # Every remote process of the run carries this marker (see playbooks/cancel.yml).
-        run = dataclasses.replace(
-            run, extravars={**run.extravars, "codeb_operation_id": operation_id}
-        )
-        writer = EventWriter(self._deps, operation_id)
-        try:
-            outcome = run_playbook(
-                run,
-                ssh=self._ssh,
-                work_dir=self._deps.settings.data_dir / "runs",
-                on_event=writer.put,
-                should_cancel=flag.is_set,
-            )
-        finally:
-            writer.close()
-        status = OUTCOME_STATUS.get(outcome.status, "failed")
-        recap = host_recap(writer.records)
-        error = None if status == "succeeded" else describe_failure(outcome, writer.records)
-        result: dict = {"recap": recap}
-        if outcome.status in ("canceled", "timeout"):
-            result["remote_cleanup"] = self._stop_remote_work(run, operation_id)
-        try:
-            with self._deps.write():
-                extra = job.finish(
-                    self._deps, Operation.get_by_id(operation_id), outcome, writer.records
-                )
-            result.update(extra or {})
-        except JobFailed as exc:
-            status, error = "failed", str(exc)
-        self._finish(operation_id, status, outcome.rc, error, result)
+            done = JobResult("failed", str(exc), {})
+        result = {"recap": ctx.recap(), **done.result}
+        self._finish(operation_id, done.status, ctx.last_rc, done.error, result)
 
     def _stop_remote_work(self, run: PlaybookRun, operation_id: str) -> str:
         """Killing ansible-playbook does not stop what a task started on a host: find those

@@ -14,6 +14,7 @@ from codeb.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from codeb.protection import audit
 from codeb.services.context import ROLES, Actor, Deps
 from codeb.services.validation import validate_choice, validate_key_name
+from codeb.store.db import ThreadCache
 from codeb.store.models import ApiKey
 
 KEY_PREFIX = "cb_"
@@ -116,13 +117,21 @@ def revoke_key(deps: Deps, actor: Actor, name: str) -> dict:
     return key_view(key, now)
 
 
+# The ApiKey row per digest, per waitress thread, kept only until the next commit by anyone
+# (any thread, the CLI, any process): see codeb.store.db.ThreadCache. Unknown digests are
+# cached too (None), so at most this many per thread.
+_KEY_CACHE = ThreadCache(max_entries=256)
+
+
 def authenticate(deps: Deps, plaintext: str | None, requested_by: str = "api") -> Actor:
     """The Actor for a presented key. Every failure says the same thing, so the answer never
     tells whether a key exists."""
     if not plaintext:
         raise Unauthorized("missing X-API-Key header")
     digest = hash_key(plaintext)
-    key = ApiKey.get_or_none(ApiKey.key_hash == digest)
+    # A revocation is a commit, so the very next request reads the row again; the expiry is
+    # checked against the clock every time.
+    key = _KEY_CACHE.get(deps.db, digest, lambda: ApiKey.get_or_none(ApiKey.key_hash == digest))
     now = deps.clock.now()
     if (
         key is None

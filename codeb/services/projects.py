@@ -3,6 +3,7 @@ encrypted) and renders the .env files; the deletes are dangerous and go through 
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -16,6 +17,7 @@ from codeb.secretbox import generate_password
 from codeb.services import ports, protection
 from codeb.services.context import Actor, Deps
 from codeb.services.validation import validate_choice, validate_dns_label
+from codeb.store.db import ThreadCache
 from codeb.store.models import Environment, Project, Server
 
 PROJECT_TYPES = ("nextjs", "remix", "nodejs", "static")
@@ -131,6 +133,11 @@ def _env_file(deps: Deps, project: Project, env: Environment) -> str:
     )
 
 
+def env_file_for(deps: Deps, project: Project, env: Environment) -> str:
+    """An environment's .env file (holds secrets: for the deploy, never for an answer)."""
+    return _env_file(deps, project, env)
+
+
 def _local_env_file(deps: Deps, project: Project) -> str:
     return render_env_file(
         deps.settings.templates_dir,
@@ -217,25 +224,85 @@ def create_project(deps: Deps, actor: Actor, body: dict[str, Any]) -> dict:
 
 
 def list_projects(limit: int = 100, offset: int = 0, status: str | None = None) -> dict:
-    query = Project.select().where(Project.status != "deleted")
+    """One page of projects, each as project_view() shows it. Only the listed columns are read,
+    as tuples: no model instances, and the encrypted passwords never leave the database."""
+    query = Project.select(
+        Project.id,
+        Project.name,
+        Project.type,
+        Project.git_repo,
+        Project.status,
+        Project.created_at,
+        Project.updated_at,
+    ).where(Project.status != "deleted")
     if status:
         query = query.where(Project.status == status)
     total = query.count()
-    projects = list(query.order_by(Project.created_at, Project.name).limit(limit).offset(offset))
-    envs_by_project: dict[str, list[Environment]] = {p.id: [] for p in projects}
-    if projects:
-        for env in Environment.select().where(
-            Environment.project.in_(list(envs_by_project)) & (Environment.status == "active")
+    rows = list(
+        query.order_by(Project.created_at, Project.name).limit(limit).offset(offset).tuples()
+    )
+    envs_by_project: dict[str, dict[str, dict]] = {row[0]: {} for row in rows}
+    if rows:
+        env_rows = (
+            Environment.select(
+                Environment.project,
+                Environment.name,
+                Environment.app_port,
+                Environment.db_port,
+                Environment.redis_port,
+                Environment.redis_db,
+            )
+            .where(
+                Environment.project.in_(list(envs_by_project)) & (Environment.status == "active")
+            )
+            .tuples()
+        )
+        # The order of active_environments() (ports.ENVIRONMENTS), keys as environment_ports().
+        for project_id, env_name, app_port, db_port, redis_port, redis_db in sorted(
+            env_rows, key=lambda row: ports.ENVIRONMENTS.index(row[1])
         ):
-            envs_by_project[env.project_id].append(env)
-        for envs in envs_by_project.values():
-            envs.sort(key=_env_order)
+            envs_by_project[project_id][env_name] = {
+                "app_port": app_port,
+                "db_port": db_port,
+                "redis_port": redis_port,
+                "redis_db": redis_db,
+            }
     return {
-        "projects": [project_view(p, envs_by_project[p.id]) for p in projects],
+        # The keys and their order of project_view().
+        "projects": [
+            {
+                "id": project_id,
+                "name": name,
+                "type": kind,
+                "git_repo": git_repo,
+                "status": project_status,
+                "created_at": created_at.isoformat() + "Z",
+                "updated_at": updated_at.isoformat() + "Z",
+                "environments": envs_by_project[project_id],
+            }
+            for project_id, name, kind, git_repo, project_status, created_at, updated_at in rows
+        ],
         "total": total,
         "limit": limit,
         "offset": offset,
     }
+
+
+# Per waitress thread, at most 16 pages (a page of 500 projects is about 200 kB).
+_LIST_CACHE = ThreadCache(max_entries=16)
+
+
+def list_projects_json(
+    deps: Deps, limit: int = 100, offset: int = 0, status: str | None = None
+) -> bytes:
+    """list_projects() serialized as Falcon's JSON handler does (UTF-8, ensure_ascii=False). On
+    SQLite the bytes are kept per thread until the next commit by anyone (any thread, any
+    process): see codeb.store.db.ThreadCache. Other backends compute every time."""
+    return _LIST_CACHE.get(
+        deps.db,
+        ("list_projects", limit, offset, status),
+        lambda: json.dumps(list_projects(limit, offset, status), ensure_ascii=False).encode(),
+    )
 
 
 def get_project(ref: str) -> dict:

@@ -55,6 +55,7 @@ from codeb.protection.tokens import (
     redacted,
     secret_names,
 )
+from codeb.services import operations
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import Project, ProtectionQueue
 
@@ -249,7 +250,21 @@ def _run_now(
         with deps.write():
             _log(deps, actor, rule, target, "failed", {"error": exc.code})
         raise
+    if dispatch_started(deps, result):
+        # The work runs on: the same envelope as a confirmed execution, with the operation.
+        body = {"status": "executed", "operation": rule.operation, "level": rule.level.name,
+                "result": result}  # fmt: skip
+        return Answer(202, body)
     return Answer(status, result)
+
+
+def dispatch_started(deps: Deps, result: Any) -> bool:
+    """An executor that starts a long-running operation returns it as `operation`; the worker
+    gets it only now, after the transaction that created it committed."""
+    if isinstance(result, dict) and isinstance(result.get("operation"), dict):
+        operations.dispatch(deps, result["operation"]["id"])
+        return True
+    return False
 
 
 def _enqueue(
@@ -376,6 +391,8 @@ def confirm(
         outcome = _confirm_in_transaction(deps, actor, token, typed_name, binding)
     if isinstance(outcome, CodebError):
         raise outcome
+    if dispatch_started(deps, outcome.body.get("result")):
+        return Answer(202, outcome.body)
     return outcome
 
 

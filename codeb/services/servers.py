@@ -23,7 +23,7 @@ from codeb.executor.events import EventRecord
 from codeb.executor.identity import ensure_ssh_key
 from codeb.executor.inventory import SshSettings, Target, build_inventory
 from codeb.executor.runner import PlaybookRun, RunOutcome, run_playbook
-from codeb.executor.worker import Job, JobFailed, describe_failure
+from codeb.executor.worker import JobFailed, PlaybookJob, describe_failure
 from codeb.protection import audit
 from codeb.protection.tokens import Target as ProtectionTarget
 from codeb.services import operations, protection
@@ -325,7 +325,7 @@ def ssh_settings(settings: Settings) -> SshSettings:
     return SshSettings(private_key=key, known_hosts=known_hosts)
 
 
-JOBS = {"server_bootstrap": Job(build=_build_bootstrap, finish=_finish_bootstrap)}
+JOBS = {"server_bootstrap": PlaybookJob(build=_build_bootstrap, finish=_finish_bootstrap)}
 
 
 def export_inventory(deps: Deps, path: Path) -> Path:

@@ -102,6 +102,12 @@ class Container(BaseModel):
     # The latest health check (healthy, unhealthy, starting); read by the Protection Layer.
     health_status = CharField(null=True, max_length=20)
     health_checked_at = DateTimeField(null=True)
+    # Added by migration 0004: what exactly runs (podman's image id), what ran before (for
+    # rollback), the data volume (never removed with the container), the last run.
+    image_id = CharField(null=True, max_length=80)
+    previous_image = TextField(null=True)
+    volume = CharField(null=True, max_length=200)
+    last_operation_id = CharField(null=True, max_length=40)
 
     class Meta:
         table_name = "containers"

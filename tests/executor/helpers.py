@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from codeb.executor.runner import PlaybookRun
-from codeb.executor.worker import Job
+from codeb.executor.worker import PlaybookJob
 from codeb.services import operations, servers
 from codeb.services.context import SYSTEM
 
@@ -23,7 +23,7 @@ def _build_slow(deps, op):
     )
 
 
-SLOW_JOB = Job(build=_build_slow, finish=lambda deps, op, outcome, records: None)
+SLOW_JOB = PlaybookJob(build=_build_slow, finish=lambda deps, op, outcome, records: None)
 
 
 def start_slow(api, targets: list[str], **params) -> str:

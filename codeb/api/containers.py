@@ -1,0 +1,96 @@
+"""Containers over HTTP. Every mutating request can be previewed with `?preview=true` (a
+check-mode run; nothing changes) and then sent with `X-Plan-Hash` to apply exactly that plan."""
+
+from __future__ import annotations
+
+import falcon
+
+from codeb.api.body import query_choice, query_text, read_json
+from codeb.api.confirm import confirmation_from, respond
+from codeb.api.resources import Resource
+from codeb.services import containers, protection
+
+PLAN_HEADER = "X-Plan-Hash"
+
+
+def _flag(req: falcon.Request, name: str) -> bool:
+    return query_choice(req, name, ("true", "false", "1", "0")) in ("true", "1")
+
+
+def _answer(resp: falcon.Response, answer: protection.Answer | dict) -> None:
+    if isinstance(answer, protection.Answer):
+        respond(resp, answer)
+    else:
+        resp.media = answer  # a preview: 200, nothing changed
+
+
+class Deploy(Resource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "DeployRequest")
+        _answer(
+            resp,
+            containers.deploy(
+                self.deps,
+                req.context.actor,
+                body,
+                confirmation_from(req),
+                preview=_flag(req, "preview"),
+                expected_plan=req.get_header(PLAN_HEADER),
+            ),
+        )
+
+
+class Containers(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = containers.list_containers(
+            project=query_text(req, "project", 100),
+            environment=query_choice(req, "environment", ("staging", "production", "preview")),
+        )
+
+
+class _Acting(Resource):
+    def _act(self, req: falcon.Request, resp: falcon.Response, cid: str, action: str) -> None:
+        _answer(
+            resp,
+            containers.container_action(
+                self.deps,
+                req.context.actor,
+                cid,
+                action,
+                confirmation_from(req),
+                preview=_flag(req, "preview"),
+                expected_plan=req.get_header(PLAN_HEADER),
+            ),
+        )
+
+
+class ContainerItem(_Acting):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, container_id: str) -> None:
+        resp.media = containers.get_container(self.deps, container_id, live=_flag(req, "live"))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, container_id: str) -> None:
+        self._act(req, resp, container_id, "remove")
+
+
+class ContainerAction(_Acting):
+    action = ""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, container_id: str) -> None:
+        self._act(req, resp, container_id, self.action)
+
+
+class ContainerStart(ContainerAction):
+    action = "start"
+
+
+class ContainerStop(ContainerAction):
+    action = "stop"
+
+
+class ContainerRestart(ContainerAction):
+    action = "restart"
+
+
+class ContainerVolume(_Acting):
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, container_id: str) -> None:
+        self._act(req, resp, container_id, "volume_delete")
