@@ -34,6 +34,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -418,23 +419,32 @@ def bench_events(args: argparse.Namespace, workdir: Path) -> dict:
     ssh = SshSettings(private_key=data_dir / "unused-key", known_hosts=data_dir / "known_hosts")
     work = data_dir / "runs"
 
+    def cpu() -> tuple[float, float]:
+        """CPU seconds of this process (runner's event loop, the writer) and of its children
+        (ansible-playbook and its forks): steadier than wall time on a busy machine."""
+        me, kids = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+        return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
     def once(store: bool) -> dict:
         if not store:
-            t0 = time.perf_counter()
+            c0, t0 = cpu(), time.perf_counter()
             outcome = run_playbook(run, ssh=ssh, work_dir=work, on_event=lambda record: None)
-            elapsed = time.perf_counter() - t0
+            elapsed, c1 = time.perf_counter() - t0, cpu()
             if outcome.status != "successful":
                 raise BenchError(f"the events playbook ended {outcome.status} (rc={outcome.rc})")
-            return {"seconds": elapsed}
+            return {"seconds": elapsed, "cpu_self": c1[0] - c0[0], "cpu_children": c1[1] - c0[1]}
         with deps.db.connection_context(), deps.write():
             op = operations.create_operation(deps, SYSTEM, "bench_events", [])
-        t0 = time.perf_counter()
+        c0, t0 = cpu(), time.perf_counter()
         writer = EventWriter(deps, op.id)  # as the worker does: made before, closed after
         try:
             outcome = run_playbook(run, ssh=ssh, work_dir=work, on_event=writer.put)
         finally:
             writer.close()
-        elapsed = time.perf_counter() - t0
+        elapsed, c1 = time.perf_counter() - t0, cpu()
         if outcome.status != "successful":
             raise BenchError(f"the events playbook ended {outcome.status} (rc={outcome.rc})")
         with deps.db.connection_context():
@@ -447,6 +457,8 @@ def bench_events(args: argparse.Namespace, workdir: Path) -> dict:
         emitted = [r.seq for r in writer.records]
         return {
             "seconds": elapsed,
+            "cpu_self": c1[0] - c0[0],
+            "cpu_children": c1[1] - c0[1],
             "emitted": len(emitted),
             "stored": len(stored),
             "in_order": stored == emitted and all(a < b for a, b in itertools.pairwise(stored)),
@@ -481,6 +493,13 @@ def bench_events(args: argparse.Namespace, workdir: Path) -> dict:
         "paired_slowdown_median": median([x / y - 1 for x, y in zip(on_s, off_s, strict=True)]),
         "target_slowdown": TARGET_EVENTS_SLOWDOWN,
         "met": slowdown <= TARGET_EVENTS_SLOWDOWN,
+        "cpu_median_s": {
+            side: {
+                "runner_process": median([r["cpu_self"] for r in results[side]]),
+                "ansible_playbook": median([r["cpu_children"] for r in results[side]]),
+            }
+            for side in ("on", "off")
+        },
         "events_emitted": [r["emitted"] for r in results["on"]],
         "events_stored": [r["stored"] for r in results["on"]],
         "all_stored_in_order": all(
@@ -527,6 +546,11 @@ def report(result: dict) -> str:
             f"{e['target_slowdown'] * 100:.0f} %): "
             + ("met" if e["met"] else "MISSED")
             + f"; median of per-round slowdowns {e['paired_slowdown_median'] * 100:+.1f} %",
+            "   CPU medians (s): this process (runner's event loop + writer) on "
+            f"{e['cpu_median_s']['on']['runner_process']:.2f} / "
+            f"off {e['cpu_median_s']['off']['runner_process']:.2f}; ansible-playbook on "
+            f"{e['cpu_median_s']['on']['ansible_playbook']:.2f} / "
+            f"off {e['cpu_median_s']['off']['ansible_playbook']:.2f}",
             f"   events stored per run: {sorted(set(e['events_stored']))} "
             f"(emitted {sorted(set(e['events_emitted']))}); all stored in order: "
             f"{e['all_stored_in_order']}; seq 1..N without gaps: {e['seq_contiguous_from_1']}",

@@ -169,6 +169,9 @@ def run_remote(args: argparse.Namespace, client: CodebClient | None = None) -> i
             if not settings.api_key:
                 out.warn(f"error: no API key: set CODEB_API_KEY or api_key in {config_path()}")
                 return AUTH
+            path = settings.config_path
+            if path is not None and path.stat().st_mode & 0o077:
+                out.warn(f"warning: {path} holds an API key and others can read it (chmod 600)")
             client = CodebClient.from_settings(settings)
         session = Session(
             client,

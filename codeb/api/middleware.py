@@ -106,10 +106,12 @@ class KnownQueryParameters:
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
     ) -> None:
-        if not req.params or not has_responder(resource, req.method):
+        if not req.query_string or not has_responder(resource, req.method):
             return
         known = self._known.get((req.uri_template, req.method), frozenset())
-        unknown = sorted(set(req.params) - known)
+        # Blank values and blank names count too (req.params may drop them).
+        given = falcon.uri.parse_query_string(req.query_string, keep_blank=True)
+        unknown = sorted(set(given) - known)
         if unknown:
             raise ValidationFailed(
                 "unknown query parameters: " + ", ".join(unknown),

@@ -60,7 +60,9 @@ def _envvars(control_dir: Path) -> dict[str, str]:
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "1",
-        # codeb records its own runs; the journal callback is for runs made by hand.
+        # codeb records its own runs; the journal callback (named in ansible.cfg, found here)
+        # is for runs made by hand and stays silent in codeb's.
+        "ANSIBLE_CALLBACK_PLUGINS": str(REPO_ROOT / "plugins" / "callback"),
         "CODEB_JOURNAL": "off",
     }
 

@@ -252,7 +252,8 @@ def component_files(
             values.cache_server,
             [
                 # 0644 inside a 0700 directory: only root on the host can reach it, and the
-                # server reads it after dropping root inside the container (see README).
+                # server reads it after dropping root inside the container; 0600 root would
+                # be unreadable to it (the image picks the uid, so codeb cannot chown it).
                 _file(
                     values.redis_conf,
                     render_redis_conf(templates_dir, values),

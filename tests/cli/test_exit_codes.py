@@ -57,11 +57,14 @@ def test_config_file_and_environment_precedence(tmp_path, api, sub):
     env_wins = load_settings({**env, "CODEB_URL": "http://example.test/", "CODEB_API_KEY": "k"})
     assert (env_wins.url, env_wins.api_key) == ("http://example.test", "k")
     assert load_settings({"CODEB_CLI_CONFIG": str(tmp_path / "none")}).url == DEFAULT_URL
-    r = sub(
-        "projects", "list", "--json", CODEB_URL="", CODEB_API_KEY="", CODEB_CLI_CONFIG=str(config)
-    )
+    from_file = {"CODEB_URL": "", "CODEB_API_KEY": "", "CODEB_CLI_CONFIG": str(config)}
+    config.chmod(0o644)
+    r = sub("projects", "list", "--json", **from_file)
     assert r.code == 0, r.err
     assert json.loads(r.out)["total"] == 0
+    assert "others can read it (chmod 600)" in r.err
+    config.chmod(0o600)
+    assert sub("projects", "list", **from_file).err == ""
     config.write_text("url = [")
     assert sub("projects", "list", CODEB_URL="", CODEB_CLI_CONFIG=str(config)).code == 2
 
