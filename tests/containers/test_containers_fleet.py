@@ -209,3 +209,52 @@ def test_end_to_end(fleet, stack):
         ).json()["live"]
         assert live["unit"]["ActiveState"] == "active"
         assert live["container"]["image"].endswith(":v2")
+
+
+def cli(api, *args: str) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    env = {**os.environ, "CODEB_URL": api.base_url, "CODEB_API_KEY": api.admin_key, "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "codeb", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_cli_deploy_follow_and_confirm(fleet, stack):
+    """The same product through the `codeb` CLI: live progress, the confirm flow, exit codes."""
+    import json
+
+    api, _ = stack
+    app = fleet["app"]
+    r = cli(api, "containers", "deploy", "shop", "staging", f"{APP}:v1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    progress = r.stdout + r.stderr
+    assert "Place the files" in progress or "Restart the units" in progress, progress
+    assert "succeeded" in progress
+    assert "v1" in httpx.get(f"http://{app.ip}:3001/", timeout=5).text
+
+    listed = json.loads(cli(api, "containers", "list", "--project", "shop", "--json").stdout)
+    app_id = next(
+        x["id"]
+        for x in listed["containers"]
+        if x["server_type"] == "app" and x["environment"] == "staging"
+    )
+    # MEDIUM without a TTY and without --yes: nothing happens, exit 3, the token is shown.
+    r = cli(api, "containers", "stop", app_id)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert app.ssh("systemctl is-active shop-staging-app").stdout.strip() == "active"
+    r = cli(api, "containers", "stop", app_id, "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert app.ssh("systemctl is-active shop-staging-app").stdout.strip() != "active"
+    r = cli(api, "containers", "start", app_id)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert app.ssh("systemctl is-active shop-staging-app").stdout.strip() == "active"
+    # A production deploy of an untested image is refused by protection: exit 3.
+    r = cli(api, "containers", "deploy", "shop", "production", f"{APP}:broken", "--yes")
+    assert r.returncode == 3 and "staging_tested" in r.stdout + r.stderr
