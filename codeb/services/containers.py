@@ -273,6 +273,8 @@ class DeployJob:
         plan = plan_environment(deps.settings.templates_dir, units)
         if params.get("plan_hash") and params["plan_hash"] != plan_hash(plan):
             raise JobFailed("the state changed since the preview; nothing was deployed")
+        if env.name == "production":
+            _require_tested_image(ctx, project, units)
         outcome, records = ctx.run(_deploy_run(deps, units, plan))
         if outcome.status != "successful":
             return JobResult(
@@ -297,8 +299,9 @@ class DeployJob:
             "url": f"http://{app_ip}:{units.app_port}/",
         }
         if healthy:
-            _record(deps, ctx.operation.id, units, "healthy", previous)
-            return JobResult("succeeded", None, result)
+            image_id = _inspect_image(ctx, units.app_server, units.app_image)
+            _record(deps, ctx.operation.id, units, "healthy", previous, image_id)
+            return JobResult("succeeded", None, {**result, "image_id": image_id})
         if previous is None or previous == units.app_image:
             _record(deps, ctx.operation.id, units, "unhealthy", previous)
             return JobResult("failed", f"{units.app_image} failed its health check", result)
@@ -377,8 +380,44 @@ def _row(project_id: str, environment: str, component: str) -> Container | None:
     )
 
 
+def _inspect_image(ctx: RunContext, server: str, image: str) -> str | None:
+    """The id podman gives `image` on `server`: what exactly a tag means there, now."""
+    _, records = ctx.run(
+        PlaybookRun(
+            "inspect.yml",
+            servers.targets_of(ctx.deps, [server]),
+            limit=server,
+            extravars={"codeb_inspect_image": image},
+            timeout_s=120,
+        )
+    )
+    for rec in reversed(records):
+        if rec.event == "playbook_on_stats":
+            found = (rec.data.get("artifact_data") or {}).get("codeb_inspect") or {}
+            return found.get("image_id") or None
+    return None
+
+
+def _require_tested_image(ctx: RunContext, project: Project, units: EnvironmentUnits) -> None:
+    """staging_tested by digest: the tag must still name the image that passed in staging."""
+    staging = _row(project.id, "staging", "app")
+    if staging is None or staging.image != units.app_image or not staging.image_id:
+        raise JobFailed(f"{units.app_image} has no tested image id in staging; deploy it there")
+    now_id = _inspect_image(ctx, units.app_server, units.app_image)
+    if now_id != staging.image_id:
+        raise JobFailed(
+            f"{units.app_image} now names image {str(now_id)[:19]} on {units.app_server}, not "
+            f"{staging.image_id[:19]} which passed in staging: test it in staging again"
+        )
+
+
 def _record(
-    deps: Deps, op_id: str, units: EnvironmentUnits, health: str, previous: str | None
+    deps: Deps,
+    op_id: str,
+    units: EnvironmentUnits,
+    health: str,
+    previous: str | None,
+    image_id: str | None = None,
 ) -> None:
     """The three containers as they now run."""
     now = deps.clock.now()
@@ -411,6 +450,7 @@ def _record(
             row.updated_at = now
             if component == "app":
                 row.health_status, row.health_checked_at = health, now
+                row.image_id = image_id
             row.save(force_insert=is_new)
 
 

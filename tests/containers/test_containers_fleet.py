@@ -152,6 +152,17 @@ def test_end_to_end(fleet, stack):
         assert op["status"] == "succeeded", op
         assert "v1" in httpx.get(f"http://{app.ip}:4001/", timeout=5).text
 
+        # By digest: once v1 names another image, production refuses it until staging
+        # tests it again.
+        app.ssh(f"podman tag {APP}:v1 {APP}:v1-orig && podman tag {APP}:v2 {APP}:v1", check=True)
+        try:
+            r = confirm_token(c, deploy(c, "production", f"{APP}:v1"))
+            op = wait_operation(c, started_operation(r))
+            assert op["status"] == "failed" and "passed in staging" in op["error"], op
+        finally:
+            app.ssh(f"podman tag {APP}:v1-orig {APP}:v1 && podman rmi {APP}:v1-orig", check=True)
+        assert "v1" in httpx.get(f"http://{app.ip}:4001/", timeout=5).text
+
         # 4. A version failing its health check is rolled back; the old one keeps serving.
         op = wait_operation(c, started_operation(deploy(c, "staging", f"{APP}:broken")))
         assert op["status"] == "failed" and "rolled back" in op["error"], op
