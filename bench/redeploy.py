@@ -256,22 +256,36 @@ def operation_events(api: Api, op_id: str) -> list[dict]:
         after = page["next_after"]
 
 
-def event_times(db_path: Path, op_id: str) -> tuple[float, float] | None:
-    """When the operation's first and last events were stored (codeb's database, read only;
-    the event writer flushes every 0.2 s, so a stored time is up to 0.2 s after the event)."""
+def stored_times(db_path: Path, op_id: str) -> dict[int, float]:
+    """{seq: when the event was stored} from codeb's database (read only). The event writer
+    flushes every 0.2 s, so a stored time is up to 0.2 s after the event itself."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
     try:
-        row = conn.execute(
-            "SELECT MIN(created_at), MAX(created_at) FROM operation_events WHERE operation_id = ?",
-            (op_id,),
-        ).fetchone()
+        rows = conn.execute(
+            "SELECT seq, created_at FROM operation_events WHERE operation_id = ?", (op_id,)
+        ).fetchall()
     finally:
         conn.close()
-    if not row or row[0] is None:
-        return None
-    first, last = (_stamp(str(x).replace(" ", "T")) for x in row)
-    assert first is not None and last is not None
-    return first, last
+    return {int(seq): _stamp(str(at).replace(" ", "T")) or 0.0 for seq, at in rows}
+
+
+def playbook_runs(events: list[dict], times: dict[int, float]) -> list[dict]:
+    """The operation's events cut into its ansible-playbook runs (each ends with
+    playbook_on_stats): playbook, first and last event time, per-task durations by host."""
+    runs: list[dict] = []
+    current: dict | None = None
+    for ev in events:
+        if current is None:
+            current = {"playbook": "?", "first": times.get(ev["seq"]), "tasks": {}}
+            runs.append(current)
+        current["last"] = times.get(ev["seq"])
+        if ev["event"] == "playbook_on_start" and ev.get("data", {}).get("playbook"):
+            current["playbook"] = Path(str(ev["data"]["playbook"])).name
+        if ev.get("duration") is not None and ev.get("task"):
+            current["tasks"].setdefault(ev["task"], {})[ev.get("host") or "?"] = ev["duration"]
+        if ev["event"] == "playbook_on_stats":
+            current = None
+    return runs
 
 
 def deploy(api: Api, image: str, poll_s: float, db_path: Path) -> dict:
@@ -288,33 +302,50 @@ def deploy(api: Api, image: str, poll_s: float, db_path: Path) -> dict:
     if op["status"] != "succeeded":
         raise BenchError(f"deploy of {image} ended {op['status']}: {op['error']}")
     events = operation_events(api, op["id"])
-    tasks: dict[str, dict[str, float]] = {}
-    for ev in events:
-        if ev.get("duration") is not None and ev.get("task"):
-            tasks.setdefault(ev["task"], {})[ev.get("host") or "?"] = float(ev["duration"])
+    runs = playbook_runs(events, stored_times(db_path, op["id"]))
     started, finished = _stamp(op["started_at"]), _stamp(op["finished_at"])
-    times = event_times(db_path, op["id"])
-    first_ev, last_ev = times if times else (None, None)
 
     def gap(a: float | None, b: float | None) -> float | None:
         return (b - a) if a is not None and b is not None else None
 
+    # Consecutive phases from the request to `succeeded` seen (they add up to the wall time).
+    phases: list[tuple[str, float | None]] = [
+        ("request -> started", gap(wall0, started)),
+        ("started -> first event", gap(started, runs[0]["first"] if runs else None)),
+    ]
+    for i, run in enumerate(runs):
+        if i:
+            prev = runs[i - 1]
+            phases.append(
+                (
+                    f"{prev['playbook']} last event -> {run['playbook']} first event",
+                    gap(prev["last"], run["first"]),
+                )
+            )
+        phases.append((f"{run['playbook']} first -> last event", gap(run["first"], run["last"])))
+    last_ev = runs[-1]["last"] if runs else None
+    phases += [("last event -> finished", gap(last_ev, finished))]
+    phases += [("finished -> seen by client", gap(finished, seen))]
+    tasks = {
+        f"{run['playbook']}: {name}": hosts for run in runs for name, hosts in run["tasks"].items()
+    }
     return {
         "image": image,
         "operation": op["id"],
         "seconds": elapsed,
         "changed": {h: r.get("changed", 0) for h, r in op["recap"].items()},
         "events": len(events),
+        "playbooks": [r["playbook"] for r in runs],
         "tasks": tasks,
+        "phases": dict(phases),
         "gaps": {
             "request_to_answer": answered,
-            "request_to_started": gap(wall0, started),
-            "started_to_first_event": gap(started, first_ev),
-            "first_to_last_event": gap(first_ev, last_ev),
-            "last_event_to_finished": gap(last_ev, finished),
-            "finished_to_seen": gap(finished, seen),
-            "request_to_first_event": gap(wall0, first_ev),
+            "request_to_first_event": gap(wall0, runs[0]["first"] if runs else None),
             "last_event_to_succeeded_seen": gap(last_ev, seen),
+        },
+        "tasks_sum_of_max": {
+            r["playbook"]: sum(max(h.values(), default=0.0) for h in r["tasks"].values())
+            for r in runs
         },
         "load1": os.getloadavg()[0],
     }
@@ -472,11 +503,14 @@ def task_table(runs: list[dict], top: int) -> list[dict]:
     return rows[:top]
 
 
-def gaps_median(runs: list[dict]) -> dict[str, float | None]:
-    keys = runs[0]["gaps"].keys() if runs else ()
+def medians(dicts: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Median of each key over the runs, keys in first-seen order."""
+    keys: list[str] = []
+    for d in dicts:
+        keys += [k for k in d if k not in keys]
     out: dict[str, float | None] = {}
     for k in keys:
-        values = [r["gaps"][k] for r in runs if r["gaps"][k] is not None]
+        values = [v for d in dicts if (v := d.get(k)) is not None]
         out[k] = median(values) if values else None
     return out
 
@@ -486,11 +520,11 @@ def summary(runs: list[dict], top: int) -> dict:
     return {
         "seconds": secs,
         "median_s": median(secs),
-        "gaps_median_s": gaps_median(runs),
-        "tasks_sum_of_max_median_s": median(
-            [sum(max(h.values(), default=0.0) for h in r["tasks"].values()) for r in runs]
-        ),
+        "phases_median_s": medians([r["phases"] for r in runs]),
+        "gaps_median_s": medians([r["gaps"] for r in runs]),
+        "tasks_sum_of_max_median_s": medians([r["tasks_sum_of_max"] for r in runs]),
         "top_tasks": task_table(runs, top),
+        "playbooks": sorted({" + ".join(r["playbooks"]) for r in runs}),
         "events_per_run": sorted({r["events"] for r in runs}),
     }
 
@@ -641,19 +675,21 @@ def _f(x: float | None) -> str:
 
 
 def _breakdown(s: dict) -> list[str]:
-    g = s["gaps_median_s"]
+    g, sums = s["gaps_median_s"], s["tasks_sum_of_max_median_s"]
     lines = [
-        f"     request -> first event {_f(g['request_to_first_event'])} s "
-        f"(request -> 202 {_f(g['request_to_answer'])}, -> started "
-        f"{_f(g['request_to_started'])}, started -> first event "
-        f"{_f(g['started_to_first_event'])})",
-        f"     first -> last event {_f(g['first_to_last_event'])} s "
-        f"(sum of per-task slowest-host durations {_f(s['tasks_sum_of_max_median_s'])} s)",
-        f"     last event -> succeeded seen {_f(g['last_event_to_succeeded_seen'])} s "
-        f"(-> finished {_f(g['last_event_to_finished'])}, finished -> seen "
-        f"{_f(g['finished_to_seen'])})",
-        "     top tasks (median s: slowest host / sum over hosts):",
+        f"     request -> first event {_f(g['request_to_first_event'])} s, last event -> "
+        f"succeeded seen {_f(g['last_event_to_succeeded_seen'])} s (POST answered in "
+        f"{_f(g['request_to_answer'])} s); playbooks: {', '.join(s['playbooks'])}",
+        "     phases (medians, consecutive; event times are when codeb stored them, <= 0.2 s "
+        "late):",
     ]
+    for name, value in s["phases_median_s"].items():
+        extra = ""
+        if name.endswith(" first -> last event"):
+            pb = name.removesuffix(" first -> last event")
+            extra = f"  (its tasks' slowest-host durations add up to {_f(sums.get(pb))} s)"
+        lines.append(f"       {_f(value):>7}  {name}{extra}")
+    lines.append("     top tasks (median s: slowest host / sum over hosts):")
     for t in s["top_tasks"]:
         lines.append(
             f"       {t['max_host_s']:6.3f} / {t['sum_hosts_s']:6.3f}  {t['task']} "

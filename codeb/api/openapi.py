@@ -1035,7 +1035,14 @@ def build_document() -> dict:
             ),
             "post": _op(
                 "Create a project: environments, ports and .env files (passwords shown once)",
-                {"201": _json("ProjectCreated", "created")},
+                {
+                    "201": _json("ProjectCreated", "created"),
+                    "202": {
+                        "description": "only if configuration made this operation stricter "
+                        "than LOW: a confirm token (see the confirm contract)",
+                        "content": {"application/json": {"schema": _ref("ProtectionPending")}},
+                    },
+                },
                 403,
                 409,
                 body="ProjectCreate",
@@ -1072,7 +1079,14 @@ def build_document() -> dict:
             "get": _op("A project's environments", {"200": _json("EnvironmentList", "list")}, 404),
             "post": _op(
                 "Add an environment (e.g. preview); answers with its .env file",
-                {"201": _json("EnvironmentCreated", "created")},
+                {
+                    "201": _json("EnvironmentCreated", "created"),
+                    "202": {
+                        "description": "only if configuration made this operation stricter "
+                        "than LOW: a confirm token (see the confirm contract)",
+                        "content": {"application/json": {"schema": _ref("ProtectionPending")}},
+                    },
+                },
                 403,
                 404,
                 409,

@@ -57,10 +57,11 @@ class Projects(Resource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, "ProjectCreate")
-        resp.media = projects.create_project(self.deps, req.context.actor, body)
-        resp.status = falcon.HTTP_201
-        # The answer carries the generated passwords: it must never be cached.
-        resp.cache_control = ["no-store"]
+        # The answer carries the generated passwords: respond() marks it no-store.
+        respond(
+            resp,
+            projects.create_project(self.deps, req.context.actor, body, confirmation_from(req)),
+        )
 
 
 class Project(Resource):
@@ -81,9 +82,12 @@ class Environments(Resource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, project: str) -> None:
         body = read_json(req, "EnvironmentCreate")
-        resp.media = projects.create_environment(self.deps, req.context.actor, project, body)
-        resp.status = falcon.HTTP_201
-        resp.cache_control = ["no-store"]
+        respond(
+            resp,
+            projects.create_environment(
+                self.deps, req.context.actor, project, body, confirmation_from(req)
+            ),
+        )
 
 
 class Environment(Resource):

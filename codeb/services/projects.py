@@ -10,7 +10,6 @@ from typing import Any
 from peewee import IntegrityError
 
 from codeb.errors import Conflict, NotFound, ValidationFailed
-from codeb.protection import audit
 from codeb.protection.tokens import Target
 from codeb.render import EnvFileValues, render_env_file
 from codeb.secretbox import generate_password
@@ -170,49 +169,56 @@ def _new_environment(deps: Deps, project: Project, name: str) -> Environment:
     return env
 
 
-def create_project(deps: Deps, actor: Actor, body: dict[str, Any]) -> dict:
-    """Create a project with its staging and production environments (and preview on request).
-    The answer is the only place the generated passwords are ever shown."""
+def create_project(
+    deps: Deps,
+    actor: Actor,
+    body: dict[str, Any],
+    confirmation: protection.Confirmation | None = None,
+) -> protection.Answer:
+    """Create a project with its staging and production environments (and preview on request),
+    through the gate (LOW unless configured stricter). The answer is the only place the
+    generated passwords are ever shown."""
     name = validate_dns_label(body.get("name"), "name", PROJECT_NAME_MAX)
-    ptype = validate_choice(body.get("type", "nodejs"), PROJECT_TYPES, "type")
-    git_repo = body.get("git_repo")
-    wanted = list(DEFAULT_ENVIRONMENTS)
-    if body.get("preview"):
-        wanted.append("preview")
+    params = {
+        "name": name,
+        "type": validate_choice(body.get("type", "nodejs"), PROJECT_TYPES, "type"),
+        "git_repo": body.get("git_repo"),
+        "preview": bool(body.get("preview")),
+    }
+    return protection.guard(
+        deps,
+        actor,
+        "project_create",
+        Target("project", name, name),
+        params,
+        effect=f"Creates project {name!r} with its environments, ports and passwords.",
+        confirmation=confirmation,
+        success_status=201,
+    )
+
+
+def _execute_project_create(
+    deps: Deps, actor: Actor, target: Target, params: dict[str, Any]
+) -> dict:
+    name = params["name"]
+    wanted = [*DEFAULT_ENVIRONMENTS, *(["preview"] if params.get("preview") else [])]
     now = deps.clock.now()
+    if Project.select().where(Project.name == name).exists():
+        raise Conflict(f"a project named {name!r} already exists", {"name": name})
     try:
-        with deps.write():
-            if Project.select().where(Project.name == name).exists():
-                raise Conflict(f"a project named {name!r} already exists", {"name": name})
+        with deps.db.atomic():  # a savepoint: a lost race on the name leaves nothing
             project = Project(
                 id=new_id("prj"),
                 name=name,
-                type=ptype,
-                git_repo=git_repo,
+                type=params["type"],
+                git_repo=params.get("git_repo"),
                 local_db_password=deps.box.encrypt(generate_password()),
                 created_at=now,
                 updated_at=now,
             )
             project.save(force_insert=True)
             envs = [_new_environment(deps, project, env_name) for env_name in wanted]
-            audit.record(
-                deps.db,
-                operation="project_create",
-                danger_level=1,
-                status="executed",
-                requested_by=actor.requested_by,
-                key_name=actor.key_name,
-                now=now,
-                project_id=project.id,
-                target=name,
-                details={
-                    "environments": {e.name: environment_ports(e) for e in envs},
-                    "type": ptype,
-                },
-                executed=True,
-            )
     except IntegrityError:
-        # Lost a race on the unique name with a concurrent request.
         raise Conflict(f"a project named {name!r} already exists", {"name": name}) from None
     env_files = {"local": _local_env_file(deps, project)}
     env_files.update({env.name: _env_file(deps, project, env) for env in envs})
@@ -441,42 +447,55 @@ def _find_environment(project: Project, env_name: str) -> Environment:
     return env
 
 
-def create_environment(deps: Deps, actor: Actor, ref: str, body: dict[str, Any]) -> dict:
+def create_environment(
+    deps: Deps,
+    actor: Actor,
+    ref: str,
+    body: dict[str, Any],
+    confirmation: protection.Confirmation | None = None,
+) -> protection.Answer:
     """Add an environment (typically preview) to a project; answers with its .env file."""
     env_name = validate_choice(body.get("name"), ports.ENVIRONMENTS, "name")
-    now = deps.clock.now()
+    project = find_project(ref)
+    target = Target(
+        "environment", f"{project.id}/{env_name}", f"{project.name}/{env_name}",
+        project_id=project.id, environment=env_name,
+    )  # fmt: skip
+    return protection.guard(
+        deps,
+        actor,
+        "environment_create",
+        target,
+        {"name": env_name},
+        effect=f"Adds a {env_name} environment with its own ports to {project.name!r}.",
+        confirmation=confirmation,
+        success_status=201,
+    )
+
+
+def _execute_environment_create(
+    deps: Deps, actor: Actor, target: Target, params: dict[str, Any]
+) -> dict:
+    project = _live_project(target.project_id)
+    env_name = params["name"]
+    if (
+        Environment.select()
+        .where((Environment.project == project.id) & (Environment.name == env_name))
+        .exists()
+    ):
+        raise Conflict(
+            f"project {project.name!r} already has a {env_name} environment",
+            {"project": project.name, "environment": env_name},
+        )
     try:
-        with deps.write():
-            project = find_project(ref)
-            if (
-                Environment.select()
-                .where((Environment.project == project.id) & (Environment.name == env_name))
-                .exists()
-            ):
-                raise Conflict(
-                    f"project {project.name!r} already has a {env_name} environment",
-                    {"project": project.name, "environment": env_name},
-                )
+        with deps.db.atomic():
             env = _new_environment(deps, project, env_name)
-            project.updated_at = now
-            project.save()
-            audit.record(
-                deps.db,
-                operation="environment_create",
-                danger_level=1,
-                status="executed",
-                requested_by=actor.requested_by,
-                key_name=actor.key_name,
-                now=now,
-                project_id=project.id,
-                target=f"{project.name}/{env_name}",
-                details={"ports": environment_ports(env)},
-                executed=True,
-            )
     except IntegrityError:
         raise Conflict(
             f"project already has a {env_name} environment", {"environment": env_name}
         ) from None
+    project.updated_at = deps.clock.now()
+    project.save()
     return {
         "environment": environment_view(env, project),
         "env_file": _env_file(deps, project, env),
@@ -533,6 +552,8 @@ def _execute_environment_delete(
     }
 
 
+protection.register_executor("project_create", _execute_project_create)
+protection.register_executor("environment_create", _execute_environment_create)
 protection.register_executor("project_update", _execute_project_update)
 protection.register_executor("project_delete", _execute_project_delete)
 protection.register_executor("environment_delete", _execute_environment_delete)
