@@ -3,6 +3,7 @@ installations); migrations run at start-up."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Hashable
@@ -24,7 +25,10 @@ def open_database(url: str, *, busy_timeout_ms: int = 10_000) -> Database:
     """Create the Database for `url` and bind every model to it."""
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The database holds key hashes and encrypted passwords: owner only. SQLite gives
+        # its -wal and -shm files the database file's mode.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         db: Database = connect_url(
             url,
             pragmas={

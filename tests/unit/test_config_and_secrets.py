@@ -64,3 +64,15 @@ def test_passwords_url_safe_and_distinct():
     for pw in pws:
         assert len(pw) >= 32
         assert all(c.isalnum() or c in "-_" for c in pw)
+
+
+def test_sqlite_files_are_owner_only(tmp_path):
+    from codeb.store.db import migrate, open_database
+
+    db = open_database(f"sqlite:///{tmp_path / 'state' / 'codeb.db'}")
+    migrate(db)
+    with db.connection_context():
+        db.execute_sql("SELECT 1")
+        for path in (tmp_path / "state").glob("codeb.db*"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
