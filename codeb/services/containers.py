@@ -299,7 +299,9 @@ class DeployJob:
             "url": f"http://{app_ip}:{units.app_port}/",
         }
         if healthy:
-            image_id = _inspect_image(ctx, units.app_server, units.app_image)
+            image_id = _artifact(records, "codeb_images").get(units.app_server, {}).get(
+                units.app_image
+            ) or _inspect_image(ctx, units.app_server, units.app_image)
             _record(deps, ctx.operation.id, units, "healthy", previous, image_id)
             return JobResult("succeeded", None, {**result, "image_id": image_id})
         if previous is None or previous == units.app_image:
@@ -391,11 +393,16 @@ def _inspect_image(ctx: RunContext, server: str, image: str) -> str | None:
             timeout_s=120,
         )
     )
+    image_id = _artifact(records, "codeb_inspect").get("image_id")
+    return image_id.removeprefix("sha256:") if image_id else None
+
+
+def _artifact(records: list[EventRecord], key: str) -> dict:
+    """What a playbook reported with set_stats under `key`."""
     for rec in reversed(records):
         if rec.event == "playbook_on_stats":
-            found = (rec.data.get("artifact_data") or {}).get("codeb_inspect") or {}
-            return found.get("image_id") or None
-    return None
+            return (rec.data.get("artifact_data") or {}).get(key) or {}
+    return {}
 
 
 def _require_tested_image(ctx: RunContext, project: Project, units: EnvironmentUnits) -> None:
