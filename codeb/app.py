@@ -79,11 +79,13 @@ def build_deps(settings: Settings, clock: Clock | None = None) -> Deps:
 def start_runtime(deps: Deps) -> Deps:
     """What only the serving process does: recover operations a crash left in flight, import
     runs made by hand, and start the worker. Returns deps with the worker attached."""
-    operations.recover_interrupted(deps)
+    interrupted = operations.recover_interrupted(deps)
     operations.import_journal(deps, deps.settings.data_dir / "journal")
     jobs = {**servers.JOBS, **containers.JOBS}
     worker = Worker(deps, jobs, servers.ssh_settings(deps.settings))
-    return dataclasses.replace(deps, worker=worker)
+    deps = dataclasses.replace(deps, worker=worker)
+    operations.clean_up_after(deps, interrupted)
+    return deps
 
 
 def create_app(deps: Deps) -> falcon.App:

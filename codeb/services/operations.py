@@ -12,7 +12,7 @@ from typing import Any
 from codeb.errors import Conflict, NotFound, ServiceUnavailable
 from codeb.executor.runner import reap_orphans
 from codeb.protection import audit
-from codeb.services.context import Actor, Deps
+from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import Lock, Operation, OperationEvent
 
 FINAL = ("succeeded", "failed", "canceled", "timeout", "interrupted")
@@ -191,13 +191,15 @@ def cancel_operation(deps: Deps, actor: Actor, operation_id: str) -> dict:
     return get_operation(operation_id)
 
 
-def recover_interrupted(deps: Deps) -> int:
+def recover_interrupted(deps: Deps) -> list[Operation]:
     """At start-up: what was queued or running when the API died is `interrupted` (never
-    succeeded), and every lease is released."""
+    succeeded), every lease is released, and the local processes it left are stopped.
+    Returns the operations that were running (their remote work may still be going on)."""
     reap_orphans(deps.settings.data_dir / "runs")
     now = deps.clock.now()
     with deps.db.connection_context(), deps.write():
-        count = (
+        running = list(Operation.select().where(Operation.status == "running"))
+        (
             Operation.update(
                 status="interrupted",
                 finished_at=now,
@@ -207,7 +209,24 @@ def recover_interrupted(deps: Deps) -> int:
             .execute()
         )
         Lock.delete().execute()
-    return count
+    return running
+
+
+def clean_up_after(deps: Deps, interrupted: list[Operation]) -> list[str]:
+    """Stop on the hosts what interrupted runs had started there (playbooks/cancel.yml finds
+    their processes by marker), each as an operation of its own."""
+    started = []
+    for op in interrupted:
+        if not op.targets or op.kind == "remote_cleanup":
+            continue
+        with deps.db.connection_context(), deps.write():
+            cleanup = create_operation(
+                deps, SYSTEM, "remote_cleanup", list(op.targets),
+                {"interrupted_operation": op.id}, project_id=op.project_id,
+            )  # fmt: skip
+        dispatch(deps, cleanup.id)
+        started.append(cleanup.id)
+    return started
 
 
 def import_journal(deps: Deps, journal_dir: Path) -> int:

@@ -325,7 +325,21 @@ def ssh_settings(settings: Settings) -> SshSettings:
     return SshSettings(private_key=key, known_hosts=known_hosts)
 
 
-JOBS = {"server_bootstrap": PlaybookJob(build=_build_bootstrap, finish=_finish_bootstrap)}
+def _build_remote_cleanup(deps: Deps, op: Operation) -> PlaybookRun:
+    return PlaybookRun(
+        playbook="cancel.yml",
+        targets=targets_of(deps, op.targets),
+        limit=",".join(op.targets),
+        extravars={"codeb_cancel_operation_id": op.params["interrupted_operation"]},
+        timeout_s=300,
+    )
+
+
+JOBS = {
+    "server_bootstrap": PlaybookJob(build=_build_bootstrap, finish=_finish_bootstrap),
+    # After a crash: stop what an interrupted run left running on its hosts.
+    "remote_cleanup": PlaybookJob(build=_build_remote_cleanup, finish=lambda *args: None),
+}
 
 
 def export_inventory(deps: Deps, path: Path) -> Path:

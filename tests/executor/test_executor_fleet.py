@@ -211,13 +211,18 @@ def test_kill9_during_a_run_then_restart(fleet, tmp_path):
                 json={"name": "app", "ip": host.ip, "role": "app", "bootstrap": False},
             )
             assert r.status_code == 201, r.text
-            r = c.post("/api/test/slow", json={"targets": ["app"], "slow_steps": 30})
+            r = c.post(
+                "/api/test/slow", json={"targets": ["app"], "slow_steps": 0, "long_sleep": 600}
+            )
             op_id = r.json()["id"]
+            pidfile = f"/run/codeb-slow-{op_id}.pid"
             deadline = time.monotonic() + 60
-            while c.get(f"/api/operations/{op_id}").json()["status"] != "running":
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-            time.sleep(2)
+            while host.ssh(f"test -s {pidfile}").returncode != 0:
+                assert time.monotonic() < deadline, "the remote work never started"
+                time.sleep(0.3)
+            remote_pid = host.ssh(f"cat {pidfile}", check=True).stdout.strip()
+            old_runs = list((tmp_path / "runs").glob("run-*"))
+            assert old_runs
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -228,11 +233,18 @@ def test_kill9_during_a_run_then_restart(fleet, tmp_path):
             op = c.get(f"/api/operations/{op_id}").json()
             assert op["status"] == "interrupted" and "run it again" in op["error"]
             # The orphaned ansible-playbook is gone, and so is its run directory (extra vars).
-            assert not list((tmp_path / "runs").glob("run-*"))
-            orphans = subprocess.run(
-                ["pgrep", "-f", str(tmp_path / "runs")], capture_output=True, text=True
-            ).stdout.split()
-            assert orphans == [], orphans
+            assert not [run for run in old_runs if run.exists()]
+            for run in old_runs:
+                orphans = subprocess.run(
+                    ["pgrep", "-f", str(run)], capture_output=True, text=True
+                ).stdout.split()
+                assert orphans == [], orphans
+            # The remote work it left is stopped by a cleanup run of its own.
+            ops = c.get("/api/operations", params={"kind": "remote_cleanup"}).json()
+            cleanup = wait_operation(c, ops["operations"][0]["id"])
+            assert cleanup["status"] == "succeeded", cleanup
+            assert cleanup["params"]["interrupted_operation"] == op_id
+            assert fleet["app"].ssh(f"kill -0 {remote_pid}").returncode != 0
             # Its lock is free: a run on the same server starts and converges.
             r = c.post(f"/api/servers/{fleet['app'].ip}/bootstrap")
             assert r.status_code == 202
