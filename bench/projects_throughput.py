@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from _common import BenchError, free_port, stop
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 # `codeb serve` prints the first admin key once: "Created the first admin API key (...): KEY".
@@ -41,10 +43,6 @@ KEY_LINE = re.compile(r"first admin API key[^:\n]*:\s*(\S+)")
 TARGET_RATIO = 0.50
 TARGET_P99_MS = 20.0
 STARTUP_TIMEOUT_S = 60.0
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 # --- the bare app (runs in its own subprocess: `--serve-bare`) -------------------------------
@@ -67,12 +65,6 @@ def serve_bare(port: int, threads: int) -> int:
 # --- processes -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Server:
     name: str
@@ -89,20 +81,6 @@ class Server:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-
-
-def stop(proc: subprocess.Popen | None) -> None:
-    """Stop one process we started, by its PID: SIGTERM, then SIGKILL."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(timeout=10)
 
 
 def wait_listening(server: Server, timeout: float = STARTUP_TIMEOUT_S) -> None:
