@@ -3,10 +3,12 @@ validates bodies against, so the document and the behaviour cannot drift apart."
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from codeb import __version__
 from codeb.protection.rules import RULES
+from codeb.services import operations
 
 NAME = {
     "type": "string",
@@ -646,10 +648,7 @@ def protection_paths() -> dict[str, Any]:
     }
 
 
-OPERATION_STATUS = {
-    "type": "string",
-    "enum": ["queued", "running", "succeeded", "failed", "canceled", "timeout", "interrupted"],
-}
+OPERATION_STATUS = {"type": "string", "enum": list(operations.STATUSES)}
 SCHEMAS.update(
     {
         "Operation": {
@@ -999,7 +998,9 @@ def container_paths() -> dict[str, Any]:
     }
 
 
+@lru_cache(maxsize=1)
 def build_document() -> dict:
+    """Built once: the OpenAPI resource serves it and the query-parameter check reads it."""
     paths: dict[str, Any] = {
         "/api/health": {
             "get": {

@@ -8,15 +8,13 @@ from codeb.api.body import query_choice, query_int, query_text
 from codeb.api.resources import Resource
 from codeb.services import operations, servers
 
-STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "timeout", "interrupted")
-
 
 class Operations(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = operations.list_operations(
             limit=query_int(req, "limit", 50, 1, 500),
             offset=query_int(req, "offset", 0, 0, 2**31),
-            status=query_choice(req, "status", STATUSES),
+            status=query_choice(req, "status", operations.STATUSES),
             kind=query_text(req, "kind", 64),
         )
 

@@ -97,6 +97,14 @@ def to_record(raw: dict[str, Any], secrets: Iterable[str] = ()) -> EventRecord:
     )
 
 
+def reported(records: Iterable[EventRecord], key: str) -> dict:
+    """What the playbook reported with `set_stats` under `key` (its final stats event)."""
+    for rec in reversed(list(records)):
+        if rec.event == "playbook_on_stats":
+            return (rec.data.get("artifact_data") or {}).get(key) or {}
+    return {}
+
+
 def host_recap(records: Iterable[EventRecord]) -> dict[str, dict[str, int]]:
     """Per-host counts from the final stats event (Ansible's PLAY RECAP)."""
     for rec in records:

@@ -25,7 +25,8 @@ from codeb.store.models import Lock, Operation, OperationEvent
 
 log = logging.getLogger("codeb.worker")
 
-FINAL_STATES = frozenset({"succeeded", "failed", "canceled", "timeout", "interrupted"})
+STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "timeout", "interrupted")
+FINAL_STATES = frozenset(STATUSES[2:])
 OUTCOME_STATUS = {
     "successful": "succeeded",
     "failed": "failed",

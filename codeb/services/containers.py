@@ -15,9 +15,15 @@ from typing import Any
 import httpx
 
 from codeb.errors import Conflict, NotFound, ValidationFailed
-from codeb.executor.events import EventRecord
-from codeb.executor.runner import PlaybookRun, run_playbook
-from codeb.executor.worker import JobFailed, JobResult, RunContext, describe_failure
+from codeb.executor.events import reported
+from codeb.executor.runner import PlaybookRun
+from codeb.executor.worker import (
+    OUTCOME_STATUS,
+    JobFailed,
+    JobResult,
+    RunContext,
+    describe_failure,
+)
 from codeb.protection.tokens import Target
 from codeb.render.units import EnvironmentUnits, plan_environment
 from codeb.services import operations, projects, protection, servers
@@ -87,25 +93,13 @@ def get_container(deps: Deps, container_id: str, live: bool = False) -> dict:
 
 def _inspect(deps: Deps, c: Container) -> dict:
     server = _server_by_ip(c.server_ip)
-    records: list[EventRecord] = []
-    outcome = run_playbook(
-        PlaybookRun(
-            "inspect.yml",
-            servers.targets_of(deps, [server.name]),
-            limit=server.name,
-            extravars={"codeb_inspect_unit": c.container_name},
-            timeout_s=60,
-        ),
-        ssh=servers.ssh_settings(deps.settings),
-        work_dir=deps.settings.data_dir / "runs",
-        on_event=records.append,
-    )
+    outcome, records = servers.run_now(
+        deps, "inspect.yml", [server.name],
+        extravars={"codeb_inspect_unit": c.container_name}, timeout_s=60,
+    )  # fmt: skip
     if outcome.status != "successful":
         return {"error": describe_failure(outcome, records)}
-    for rec in reversed(records):
-        if rec.event == "playbook_on_stats":
-            return (rec.data.get("artifact_data") or {}).get("codeb_inspect") or {}
-    return {}
+    return reported(records, "codeb_inspect")
 
 
 def _server_by_ip(ip: str) -> Server:
@@ -278,7 +272,9 @@ class DeployJob:
         outcome, records = ctx.run(_deploy_run(deps, units, plan))
         if outcome.status != "successful":
             return JobResult(
-                _status(outcome.status), describe_failure(outcome, records), dict(ctx.cleanup)
+                OUTCOME_STATUS.get(outcome.status, "failed"),
+                describe_failure(outcome, records),
+                dict(ctx.cleanup),
             )
         # The app's dependencies first: a fresh PostgreSQL runs initdb before it listens.
         for name, port in (
@@ -299,7 +295,7 @@ class DeployJob:
             "url": f"http://{app_ip}:{units.app_port}/",
         }
         if healthy:
-            image_id = _artifact(records, "codeb_images").get(units.app_server, {}).get(
+            image_id = reported(records, "codeb_images").get(units.app_server, {}).get(
                 units.app_image
             ) or _inspect_image(ctx, units.app_server, units.app_image)
             _record(deps, ctx.operation.id, units, "healthy", previous, image_id)
@@ -338,10 +334,6 @@ def _deploy_run(deps: Deps, units: EnvironmentUnits, plan: dict) -> PlaybookRun:
         secrets=units.secrets,
         limit=",".join(names),
     )
-
-
-def _status(outcome_status: str) -> str:
-    return {"canceled": "canceled", "timeout": "timeout"}.get(outcome_status, "failed")
 
 
 def _server_ip(name: str) -> str:
@@ -393,16 +385,8 @@ def _inspect_image(ctx: RunContext, server: str, image: str) -> str | None:
             timeout_s=120,
         )
     )
-    image_id = _artifact(records, "codeb_inspect").get("image_id")
+    image_id = reported(records, "codeb_inspect").get("image_id")
     return image_id.removeprefix("sha256:") if image_id else None
-
-
-def _artifact(records: list[EventRecord], key: str) -> dict:
-    """What a playbook reported with set_stats under `key`."""
-    for rec in reversed(records):
-        if rec.event == "playbook_on_stats":
-            return (rec.data.get("artifact_data") or {}).get(key) or {}
-    return {}
 
 
 def _require_tested_image(ctx: RunContext, project: Project, units: EnvironmentUnits) -> None:
@@ -536,11 +520,9 @@ def _action_vars(c: Container, server: Server, action: str) -> dict[str, Any]:
 
 
 def _component_files(c: Container) -> list[str]:
-    if c.server_type == "app":
-        return [f"/etc/codeb/env/{c.container_name}.env"]
-    if c.server_type == "db":
-        return [f"/etc/codeb/env/{c.container_name}.env"]
-    return [f"/etc/codeb/redis/{c.container_name}.conf"]
+    if c.server_type == "redis":
+        return [f"/etc/codeb/redis/{c.container_name}.conf"]
+    return [f"/etc/codeb/env/{c.container_name}.env"]
 
 
 def _execute_action(deps: Deps, actor: Actor, target: Target, params: dict[str, Any]) -> dict:
@@ -592,7 +574,9 @@ class ContainerActionJob:
         )
         if outcome.status != "successful":
             return JobResult(
-                _status(outcome.status), describe_failure(outcome, records), dict(ctx.cleanup)
+                OUTCOME_STATUS.get(outcome.status, "failed"),
+                describe_failure(outcome, records),
+                dict(ctx.cleanup),
             )
         with deps.write():
             c = Container.get_by_id(params["container_id"])
@@ -617,31 +601,17 @@ def _preview(
     units: EnvironmentUnits | None,
     extravars: dict[str, Any],
     current: str,
-    limit: str | None = None,
+    server: str | None = None,
 ) -> dict:
     """Run the playbook in check mode with diff: what would change, changing nothing."""
-    secret_values = units.secrets if units else ()
     if units:
         names = sorted({units.app_server, units.db_server, units.cache_server})
-        limit = ",".join(names)
     else:
-        names = [limit] if limit else []
-    records: list[EventRecord] = []
-    outcome = run_playbook(
-        PlaybookRun(
-            playbook,
-            servers.targets_of(deps, names),
-            extravars=extravars,
-            secrets=secret_values,
-            limit=limit,
-            check=True,
-            diff=True,
-            timeout_s=300,
-        ),
-        ssh=servers.ssh_settings(deps.settings),
-        work_dir=deps.settings.data_dir / "runs",
-        on_event=records.append,
-    )
+        names = [server] if server else []
+    outcome, records = servers.run_now(
+        deps, playbook, names, extravars=extravars, secrets=units.secrets if units else (),
+        check=True, diff=True, timeout_s=300,
+    )  # fmt: skip
     if outcome.status != "successful":
         raise Conflict(
             "the preview run failed: " + describe_failure(outcome, records),

@@ -12,7 +12,7 @@ from peewee import IntegrityError
 
 from codeb.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from codeb.protection import audit
-from codeb.services.context import ROLES, Actor, Deps
+from codeb.services.context import ROLES, SYSTEM, Actor, Deps
 from codeb.services.validation import validate_choice, validate_key_name
 from codeb.store.db import ThreadCache
 from codeb.store.models import ApiKey
@@ -149,7 +149,5 @@ def ensure_admin_key(deps: Deps) -> str | None:
     """On first start (no key at all) create an admin key and return it, to be shown once."""
     if ApiKey.select().exists():
         return None
-    from codeb.services.context import SYSTEM
-
     _, plaintext = create_key(deps, SYSTEM, "admin", "admin")
     return plaintext

@@ -11,11 +11,12 @@ from typing import Any
 
 from codeb.errors import Conflict, NotFound, ServiceUnavailable
 from codeb.executor.runner import reap_orphans
+from codeb.executor.worker import FINAL_STATES
+from codeb.executor.worker import STATUSES as STATUSES  # re-exported for the API layer
 from codeb.protection import audit
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import Lock, Operation, OperationEvent
 
-FINAL = ("succeeded", "failed", "canceled", "timeout", "interrupted")
 MAX_WAIT_S = 30
 
 
@@ -147,11 +148,11 @@ def list_events(
             .order_by(OperationEvent.seq)
             .limit(limit)
         )
-        if events or op.status in FINAL or time.monotonic() >= deadline:
+        if events or op.status in FINAL_STATES or time.monotonic() >= deadline:
             return {
                 "operation_id": operation_id,
                 "status": op.status,
-                "finished": op.status in FINAL,
+                "finished": op.status in FINAL_STATES,
                 "events": [event_view(e) for e in events],
                 "next_after": events[-1].seq if events else after,
             }
@@ -164,7 +165,7 @@ def cancel_operation(deps: Deps, actor: Actor, operation_id: str) -> dict:
     now = deps.clock.now()
     with deps.write():
         op = _find(operation_id)
-        if op.status in FINAL:
+        if op.status in FINAL_STATES:
             raise Conflict(
                 f"operation {operation_id} has already finished ({op.status})",
                 {"status": op.status},

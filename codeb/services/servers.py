@@ -19,7 +19,7 @@ from codeb.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from codeb.executor.events import EventRecord
+from codeb.executor.events import EventRecord, reported
 from codeb.executor.identity import ensure_ssh_key
 from codeb.executor.inventory import SshSettings, Target, build_inventory
 from codeb.executor.runner import PlaybookRun, RunOutcome, run_playbook
@@ -241,11 +241,24 @@ def targets_of(deps: Deps, names: list[str]) -> list[Target]:
     return [Target(s.name, s.ip, s.role, s.ssh_user, s.ssh_port) for s in servers]
 
 
-def _artifact(records: list[EventRecord], key: str) -> dict:
-    for rec in reversed(records):
-        if rec.event == "playbook_on_stats":
-            return (rec.data.get("artifact_data") or {}).get(key) or {}
-    return {}
+def run_now(
+    deps: Deps, playbook: str, names: list[str], **options: Any
+) -> tuple[RunOutcome, list[EventRecord]]:
+    """A short read-only run answered synchronously (stats, live state, previews): no
+    operation and no lock, since it changes nothing. `options` are PlaybookRun's."""
+    try:
+        targets = targets_of(deps, names)
+    except JobFailed as exc:
+        raise Conflict(str(exc), {"servers": names}) from None
+    options.setdefault("limit", ",".join(names))
+    records: list[EventRecord] = []
+    outcome = run_playbook(
+        PlaybookRun(playbook, targets, **options),
+        ssh=ssh_settings(deps.settings),
+        work_dir=deps.settings.data_dir / "runs",
+        on_event=records.append,
+    )
+    return outcome, records
 
 
 def _build_bootstrap(deps: Deps, op: Operation) -> PlaybookRun:
@@ -260,7 +273,7 @@ def _build_bootstrap(deps: Deps, op: Operation) -> PlaybookRun:
 def _finish_bootstrap(
     deps: Deps, op: Operation, outcome: RunOutcome, records: list[EventRecord]
 ) -> dict:
-    facts = _artifact(records, "codeb_facts")
+    facts = reported(records, "codeb_facts")
     unreachable = {r.host for r in records if r.event == "runner_on_unreachable"}
     now = deps.clock.now()
     for server in Server.select().where(Server.name.in_(op.targets)):
@@ -287,18 +300,8 @@ def server_stats(deps: Deps, ip: str) -> dict:
         cached = _STATS_CACHE.get(server.name)
     if cached and time.monotonic() - cached[0] < deps.settings.stats_cache_s:
         return {**cached[1], "cached": True}
-    try:
-        targets = targets_of(deps, [server.name])
-    except JobFailed as exc:
-        raise Conflict(str(exc), {"server": server.name}) from None
-    records: list[EventRecord] = []
-    outcome = run_playbook(
-        PlaybookRun(playbook="stats.yml", targets=targets, limit=server.name, timeout_s=60),
-        ssh=ssh_settings(deps.settings),
-        work_dir=deps.settings.data_dir / "runs",
-        on_event=records.append,
-    )
-    stats = _artifact(records, "codeb_stats").get(server.name)
+    outcome, records = run_now(deps, "stats.yml", [server.name], timeout_s=60)
+    stats = reported(records, "codeb_stats").get(server.name)
     if outcome.status != "successful" or not stats:
         raise ServiceUnavailable(
             f"could not read statistics from {server.name}: " + describe_failure(outcome, records),

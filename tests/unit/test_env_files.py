@@ -53,8 +53,12 @@ def test_env_file_matches_golden(name):
 
 
 def test_missing_value_is_an_error():
+    """codeb's own template environment refuses an undefined value (never renders "")."""
     import jinja2
 
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    from codeb.render import template_environment
+
     with pytest.raises(jinja2.UndefinedError):
-        env.from_string("{{ nope }}").render()
+        template_environment(TEMPLATES).get_template("env/server.env.j2").render(
+            environment="staging", node_env="staging"
+        )
