@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs: real PostgreSQL and Redis servers, and what the test
-# fleet (systemd-nspawn hosts) needs. Installs only what is missing.
+# Debian packages the test suite needs: real PostgreSQL and Redis servers, what the test
+# fleet (systemd-nspawn hosts) needs, and squid: the package proxy the suite starts on the
+# fleet's bridge so bare hosts (no route out) can install from Debian's mirror.
+# Installs only what is missing; nothing is started here (the suite starts what it needs).
 set -euo pipefail
 
 packages=(postgresql redis-server redis-tools debootstrap systemd-container busybox-static
-          iproute2 iptables openssh-client)
+          iproute2 iptables openssh-client squid)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \

@@ -4,9 +4,15 @@
 Run as root on a bare Debian machine:
 
     python3 tests/fleet/fleet.py up 3      # build what is missing, boot app, db, cache
+    python3 tests/fleet/fleet.py add bare1:bare   # boot one more host of a variant
+    python3 tests/fleet/fleet.py proxy     # start the package proxy on the bridge
     python3 tests/fleet/fleet.py status
     python3 tests/fleet/fleet.py down      # idempotent; also cleans up after a crash
     python3 tests/fleet/fleet.py images    # only build the cached template and images
+
+Host variants: `full` (the default: Podman, Quadlet and the test images pre-baked), `bare`
+(Debian 13 minbase + sshd + python3, nothing codeb's bootstrap installs) and `bare-bookworm`
+(the same on Debian 12, whose Podman is too old for Quadlet).
 
 Stdlib only. Caches (host template, image archive) live in CODEB_FLEET_CACHE
 (/var/cache/codeb-fleet), keyed by a hash of their recipe; the running fleet's state (PIDs, key
@@ -29,6 +35,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -58,8 +65,11 @@ BUSYBOX = Path("/bin/busybox")
 GUEST_PACKAGES = (
     "systemd,systemd-sysv,systemd-resolved,dbus,libpam-systemd,openssh-server,python3,python3-apt,"
     "sudo,podman,crun,conmon,netavark,aardvark-dns,passt,catatonit,fuse-overlayfs,busybox-static,"
-    "curl,ca-certificates,iproute2,procps,nftables,iptables"
+    "curl,ca-certificates,iproute2,procps,nftables,iptables,systemd-timesyncd"
 )
+# A bare server as a provider hands it over: systemd, sshd, python3 (Ansible needs it) and
+# nothing codeb's bootstrap installs itself. tests/bootstrap proves that it does.
+BARE_PACKAGES = "systemd,systemd-sysv,systemd-resolved,dbus,openssh-server,python3"
 # Units that must not run in the guest (no kernel modules / first-boot wizard in a container)
 # plus timers that would only try to reach the network.
 GUEST_MASKS = (
@@ -91,6 +101,29 @@ GUEST_FILES: dict[str, str] = {
         "[Resolve]\nDNS=\nFallbackDNS=\nLLMNR=no\nMulticastDNS=no\n"
     ),
 }
+
+# The bare variants get the same sshd and resolver set-up, but no containers.conf: that is
+# bootstrap's to write.
+BARE_FILES = {k: v for k, v in GUEST_FILES.items() if not k.startswith("etc/containers/")}
+
+
+@dataclass(frozen=True)
+class Variant:
+    suite: str
+    packages: str
+    files: dict[str, str]
+    images: bool  # the test images pre-loaded into /var/lib/containers
+
+
+VARIANTS = {
+    "full": Variant(SUITE, GUEST_PACKAGES, GUEST_FILES, images=True),
+    "bare": Variant(SUITE, BARE_PACKAGES, BARE_FILES, images=False),
+    "bare-bookworm": Variant("bookworm", BARE_PACKAGES, BARE_FILES, images=False),
+}
+
+# The package proxy (Debian's squid) the suite may start on the bridge's own address, so that
+# bare guests, which have no route out, can install from Debian's mirror through it.
+APT_PROXY_PORT = 3142
 
 DB_PACKAGES = "postgresql,redis-server"
 PG_MAJOR = "17"  # trixie ships PostgreSQL 17
@@ -246,6 +279,7 @@ class Host:
     ssh_user: str = "root"
     ssh_port: int = 22
     known_hosts: Path | None = None
+    variant: str = "full"
 
     def ssh_argv(self, command: str | None = None, *, strict: bool = False) -> list[str]:
         """ssh command line; strict=True pins the host key from the fleet's known_hosts."""
@@ -567,21 +601,27 @@ def pid_is_our_nspawn(pid: int, root: Path) -> bool:
 # ---------------------------------------------------------------- template
 
 
-def template_recipe() -> dict:
-    return {
+def template_recipe(variant: str = "full") -> dict:
+    v = VARIANTS[variant]
+    recipe = {
         "version": RECIPE_VERSION,
-        "suite": SUITE,
-        "packages": GUEST_PACKAGES,
-        "files": GUEST_FILES,
+        "suite": v.suite,
+        "packages": v.packages,
+        "files": v.files,
         "masks": GUEST_MASKS,
         "enable": GUEST_ENABLE,
     }
+    if variant != "full":  # the full template keeps the hash it always had
+        recipe["variant"] = variant
+    return recipe
 
 
-def debootstrap(cfg: Config, target: Path, include: str, log_path: Path) -> None:
+def debootstrap(
+    cfg: Config, target: Path, include: str, log_path: Path, suite: str = SUITE
+) -> None:
     t0 = time.monotonic()
     res = run(
-        ["debootstrap", "--variant=minbase", f"--include={include}", SUITE, target, cfg.mirror],
+        ["debootstrap", "--variant=minbase", f"--include={include}", suite, target, cfg.mirror],
         timeout=1200,
         check=False,
     )
@@ -591,11 +631,12 @@ def debootstrap(cfg: Config, target: Path, include: str, log_path: Path) -> None
     log(f"debootstrap {include[:40]}... done in {time.monotonic() - t0:.0f}s")
 
 
-def _build_base_template(cfg: Config, target: Path) -> None:
+def _build_base_template(cfg: Config, target: Path, variant: str = "full") -> None:
+    v = VARIANTS[variant]
     tmp = target.with_name(f".tmp-{target.name}")  # only ever touched under the target's lock
     rm_tree(tmp)
-    debootstrap(cfg, tmp, GUEST_PACKAGES, cfg.cache_dir / f"{target.name}.log")
-    for rel, content in GUEST_FILES.items():
+    debootstrap(cfg, tmp, v.packages, cfg.cache_dir / f"{target.name}.log", suite=v.suite)
+    for rel, content in v.files.items():
         p = tmp / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(content)
@@ -612,14 +653,15 @@ def _build_base_template(cfg: Config, target: Path) -> None:
     os.rename(tmp, target)
 
 
-def ensure_base_template(cfg: Config) -> Path:
-    target = cfg.cache_dir / f"template-{recipe_hash(template_recipe())}"
+def ensure_base_template(cfg: Config, variant: str = "full") -> Path:
+    prefix = "template" if variant == "full" else variant
+    target = cfg.cache_dir / f"{prefix}-{recipe_hash(template_recipe(variant))}"
     if target.is_dir():
         return target
     with file_lock(cfg.cache_dir / f"{target.name}.lock"):
         if not target.is_dir():
             t0 = time.monotonic()
-            _build_base_template(cfg, target)
+            _build_base_template(cfg, target, variant)
             log(f"base template {target.name} built in {time.monotonic() - t0:.0f}s")
     return target
 
@@ -1009,7 +1051,10 @@ def _nspawn_boot_args(cfg: Config, host: Host) -> list[str]:
     return [
         "-b",
         f"-D{host.root}",
-        f"--machine={host.name}",
+        # nspawn names the host side of the veth after the machine (vb-<machine>): two
+        # fleets on one machine, each with an `app`, need distinct machine names.
+        f"--machine={cfg.bridge}-{host.name}",
+        f"--hostname={host.name}",
         "--register=no",  # no machined / system bus on this machine
         "--keep-unit",  # stay in the cgroup we made for it
         f"--network-bridge={cfg.bridge}",
@@ -1044,12 +1089,14 @@ def _mount_hosts_tmpfs(cfg: Config) -> None:
     run(["mount", "-t", "tmpfs", "-o", opts, "codeb-fleet", hosts_dir])
 
 
-def _copy_roots(template: Path, hosts: list[Host]) -> None:
+def _copy_roots(template: Path | dict[str, Path], hosts: list[Host]) -> None:
+    """Copies each host's template (one for all, or one per variant) in parallel."""
     procs = []
     for h in hosts:
+        src = template[h.variant] if isinstance(template, dict) else template
         rm_tree(h.root)
         h.root.parent.mkdir(parents=True, exist_ok=True)
-        procs.append(subprocess.Popen(["cp", "-a", "--reflink=auto", str(template), str(h.root)]))
+        procs.append(subprocess.Popen(["cp", "-a", "--reflink=auto", str(src), str(h.root)]))
     deadline = time.monotonic() + 600
     for p in procs:
         rc = p.wait(timeout=max(1, deadline - time.monotonic()))
@@ -1120,6 +1167,270 @@ def up(names: int | Sequence[str] = DEFAULT_NAMES, cfg: Config | None = None) ->
         return hosts
 
 
+def ensure_variant_template(cfg: Config, variant: str) -> Path:
+    """The root every host of this variant is copied from (built and cached if missing)."""
+    if variant not in VARIANTS:
+        raise FleetError(f"unknown host variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if VARIANTS[variant].images:
+        return ensure_host_template(cfg)
+    ensure_root()
+    ensure_host_packages()
+    cfg.cache_dir.mkdir(parents=True, exist_ok=True)
+    return ensure_base_template(cfg, variant)
+
+
+def add_hosts(specs: Sequence[tuple[str, str]], cfg: Config | None = None) -> list[Host]:
+    """Boot more hosts, given as (name, variant), into the running fleet: a test that needs a
+    bare server boots its own beside the shared ones. `remove_hosts` or `down` stops them."""
+    cfg = cfg or Config.from_env()
+    ensure_root()
+    templates = {v: ensure_variant_template(cfg, v) for v in {v for _, v in specs}}
+    key = ensure_keypair(cfg)
+    with file_lock(cfg.state_dir / "lock"):
+        state = State.load(cfg)
+        if state is None:
+            raise FleetError("the fleet is not up: add_hosts boots into a running fleet")
+        taken = {h.name for h in state.hosts}
+        clash = sorted(taken & {n for n, _ in specs})
+        if clash:
+            raise FleetError(f"hosts already in the fleet: {', '.join(clash)}")
+        used = {h.ip for h in state.hosts}
+        new: list[Host] = []
+        index = 0
+        for name, variant in specs:
+            while cfg.host_ip(index) in used:
+                index += 1
+            used.add(cfg.host_ip(index))
+            new.append(
+                Host(
+                    name=name,
+                    ip=cfg.host_ip(index),
+                    ssh_private_key_path=key,
+                    root=cfg.state_dir / "hosts" / name / "root",
+                    console_log=cfg.state_dir / "hosts" / name / "console.log",
+                    cgroup=cfg.cgroup_name(name),
+                    known_hosts=cfg.state_dir / "known_hosts",
+                    variant=variant,
+                )
+            )
+        state.hosts += new  # recorded first, so a crash from here on is cleanable
+        state.save(cfg)
+        t0 = time.monotonic()
+        try:
+            _copy_roots(templates, new)
+            pubkey = key.with_suffix(".pub").read_text()
+            known = [_prepare_host_root(cfg, h, state.hosts, pubkey) for h in new]
+            with (cfg.state_dir / "known_hosts").open("a") as f:
+                f.write("\n".join(known) + "\n")
+            _write_inventory(cfg, state.hosts)
+            procs: dict[str, subprocess.Popen] = {}
+            for h in new:
+                h.console_log.unlink(missing_ok=True)
+                procs[h.name] = spawn_nspawn(
+                    _nspawn_boot_args(cfg, h), h.cgroup, h.console_log, background=True
+                )
+                h.pid = procs[h.name].pid
+                state.save(cfg)
+            _wait_ssh(cfg, new, procs)
+        except BaseException:
+            _keep_console_logs(cfg)
+            _remove_locked(cfg, state, [h.name for h in new])
+            raise
+        log(
+            f"{len(new)} hosts added in {time.monotonic() - t0:.1f}s: "
+            + ", ".join(f"{h.name}={h.ip} ({h.variant})" for h in new)
+        )
+        return new
+
+
+def _remove_locked(cfg: Config, state: State, names: Sequence[str]) -> None:
+    gone = [h for h in state.hosts if h.name in names]
+    stoppers = [threading.Thread(target=_stop_host, args=(h, cfg.stop_timeout)) for h in gone]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join(timeout=60)
+    for h in gone:
+        rm_tree(h.root.parent)
+    state.hosts = [h for h in state.hosts if h.name not in names]
+    state.save(cfg)
+    known = cfg.state_dir / "known_hosts"
+    if known.exists():
+        ips = {h.ip for h in gone}
+        lines = [ln for ln in known.read_text().splitlines() if ln.split(" ", 1)[0] not in ips]
+        known.write_text("".join(ln + "\n" for ln in lines))
+    _write_inventory(cfg, state.hosts)
+
+
+def remove_hosts(names: Sequence[str], cfg: Config | None = None) -> None:
+    """Stop and delete hosts added with add_hosts (by PID, as `down` does); idempotent."""
+    cfg = cfg or Config.from_env()
+    ensure_root()
+    with file_lock(cfg.state_dir / "lock"):
+        state = State.load(cfg)
+        if state is not None:
+            _remove_locked(cfg, state, names)
+
+
+def load_images(host: Host, cfg: Config | None = None) -> list[str]:
+    """`podman load` the test images into a host that has Podman (a bare host after its
+    bootstrap): the archive is streamed over ssh, as an operator would copy it."""
+    archive = ensure_images(cfg or Config.from_env())
+    with archive.open("rb") as f:
+        res = subprocess.run(
+            host.ssh_argv("podman load -q && podman images --format '{{.Repository}}:{{.Tag}}'"),
+            stdin=f,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    missing = [t for t in image_tags() if t not in res.stdout]
+    if res.returncode != 0 or missing:
+        raise FleetError(
+            f"{host.name}: podman load failed (rc={res.returncode}, missing "
+            f"{missing}): {res.stderr[-1500:]}"
+        )
+    return image_tags()
+
+
+# ---------------------------------------------------------------- package proxy
+
+SQUID_CONF = """\
+# codeb test fleet: a caching proxy for Debian's mirror, only for this bridge's guests.
+http_port {listen}
+acl fleet src {subnet}
+acl Safe_ports port 80
+http_access deny !Safe_ports
+http_access deny CONNECT
+http_access allow fleet
+http_access deny all
+icp_port 0
+htcp_port 0
+visible_hostname codeb-fleet-proxy
+cache_effective_user proxy
+pid_filename none
+cache_dir ufs {cache} 4000 16 256
+maximum_object_size 1 GB
+cache_mem 64 MB
+access_log {run}/access.log
+cache_log {run}/cache.log
+cache_store_log none
+coredump_dir {run}
+shutdown_lifetime 1 seconds
+# Packages and by-hash indexes never change under their name; the rest is revalidated.
+refresh_pattern \\.u?deb$ 129600 100% 129600
+refresh_pattern /by-hash/ 129600 100% 129600
+refresh_pattern /(Packages|Sources|Translation-[^/]*)(\\.(gz|bz2|xz))?$ 0 0% 0 refresh-ims
+refresh_pattern /(Release|InRelease|Release\\.gpg)$ 0 0% 0 refresh-ims
+refresh_pattern . 0 20% 4320
+"""
+
+
+def apt_proxy_url(cfg: Config) -> str:
+    """What a guest sets as its apt proxy: the fleet bridge's own address (no route out)."""
+    return f"http://{cfg.gateway}:{APT_PROXY_PORT}"
+
+
+def _proxy_dirs(cfg: Config) -> tuple[Path, Path]:
+    # Runtime files with the fleet's state; the cache per bridge, kept between runs.
+    return cfg.state_dir / "apt-proxy", cfg.cache_dir / "apt-proxy" / cfg.bridge
+
+
+def _proxy_pid(cfg: Config) -> int | None:
+    run_dir, _ = _proxy_dirs(cfg)
+    try:
+        pid = int((run_dir / "pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return None
+    conf = str(run_dir / "squid.conf").encode()
+    # PID reuse guard: only ever our own squid, started with our config file.
+    return pid if pid_alive(pid) and b"squid" in argv[0] and conf in argv else None
+
+
+def apt_proxy_up(cfg: Config | None = None, timeout: float = 60) -> str:
+    """Start Debian's squid on the bridge address as a caching proxy for Debian's mirror
+    (idempotent). Only this machine reaches the mirror; the guests reach only this proxy."""
+    cfg = cfg or Config.from_env()
+    ensure_root()
+    if shutil.which("squid") is None:
+        log("installing host package: squid")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run(["apt-get", "update", "-qq"], env=env, timeout=600)
+        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "squid"], env=env)
+    with file_lock(cfg.state_dir / "lock"):
+        if State.load(cfg) is None:
+            raise FleetError("the fleet is not up: the package proxy listens on its bridge")
+        if _proxy_pid(cfg):
+            return apt_proxy_url(cfg)
+        run_dir, cache = _proxy_dirs(cfg)
+        for d in (run_dir, cache):
+            d.mkdir(parents=True, exist_ok=True)
+            shutil.chown(d, "proxy", "proxy")
+        conf = run_dir / "squid.conf"
+        conf.write_text(
+            SQUID_CONF.format(
+                listen=f"{cfg.gateway}:{APT_PROXY_PORT}",
+                subnet=cfg.subnet,
+                cache=cache,
+                run=run_dir,
+            )
+        )
+        if not (cache / "00").is_dir():
+            run(["squid", "-z", "-N", "-f", conf], timeout=120)
+        with (run_dir / "squid.out").open("ab") as out:
+            proc = subprocess.Popen(
+                ["squid", "-N", "-f", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C in the terminal must not kill it
+            )
+        (run_dir / "pid").write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise FleetError(
+                    f"squid exited with {proc.returncode}:\n{_tail(run_dir / 'cache.log')}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((cfg.gateway, APT_PROXY_PORT), timeout=1),
+            ):
+                break
+            if time.monotonic() > deadline:
+                _stop_proxy_locked(cfg)
+                raise FleetError(f"squid not listening after {timeout:.0f}s")
+            time.sleep(0.2)
+        log(f"package proxy {apt_proxy_url(cfg)} (squid pid {proc.pid}, cache {cache})")
+        return apt_proxy_url(cfg)
+
+
+def _stop_proxy_locked(cfg: Config) -> None:
+    pid = _proxy_pid(cfg)
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    run_dir, _ = _proxy_dirs(cfg)
+    (run_dir / "pid").unlink(missing_ok=True)
+
+
+def apt_proxy_down(cfg: Config | None = None) -> None:
+    """Stop the package proxy by its PID (idempotent); its cache stays for the next run."""
+    cfg = cfg or Config.from_env()
+    with file_lock(cfg.state_dir / "lock"):
+        _stop_proxy_locked(cfg)
+
+
 def _keep_console_logs(cfg: Config) -> None:
     """A failed up tears down at once; keep the consoles for the post-mortem."""
     hosts_dir = cfg.state_dir / "hosts"
@@ -1186,6 +1497,7 @@ def _stop_host(h: Host, timeout: float) -> None:
 
 
 def _down_locked(cfg: Config) -> None:
+    _stop_proxy_locked(cfg)
     state = State.load(cfg)
     hosts = state.hosts if state else []
     grace = cfg.stop_timeout
@@ -1269,6 +1581,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("down", help="stop and remove the fleet (idempotent)")
     sub.add_parser("status", help="list hosts, IPs, PIDs, ssh state")
     sub.add_parser("images", help="build the cached host template and images only")
+    p_add = sub.add_parser("add", help="boot more hosts into the running fleet")
+    p_add.add_argument("hosts", nargs="+", metavar="NAME:VARIANT", help=", ".join(VARIANTS))
+    p_rm = sub.add_parser("remove", help="stop and delete hosts added with `add`")
+    p_rm.add_argument("names", nargs="+")
+    sub.add_parser("proxy", help="start the package proxy on the bridge (down stops it)")
     args = parser.parse_args(argv)
     cfg = Config.from_env()
     try:
@@ -1291,6 +1608,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r in rows:
                 state = "running" if r["running"] else "STOPPED"
                 print(f"{r['name']}\t{r['ip']}\tpid={r['pid']}\t{state}\tssh={r['ssh']}")
+        elif args.cmd == "add":
+            specs = [(h.partition(":")[0], h.partition(":")[2] or "full") for h in args.hosts]
+            for h in add_hosts(specs, cfg):
+                print(f"{h.name}\t{h.ip}\tpid={h.pid}\t{h.variant}")
+        elif args.cmd == "remove":
+            remove_hosts(args.names, cfg)
+        elif args.cmd == "proxy":
+            print(apt_proxy_up(cfg))
         elif args.cmd == "images":
             t0 = time.monotonic()
             print(ensure_host_template(cfg))
