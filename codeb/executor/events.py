@@ -105,8 +105,20 @@ def reported(records: Iterable[EventRecord], key: str) -> dict:
     return {}
 
 
+RECAP_KEYS = ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored")
+# What each task-level event says about the task on its host.
+TASK_OUTCOME = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
+
+
 def host_recap(records: Iterable[EventRecord]) -> dict[str, dict[str, int]]:
-    """Per-host counts from the final stats event (Ansible's PLAY RECAP)."""
+    """Per-host counts from the final stats event (Ansible's PLAY RECAP); for a run stopped
+    before it (canceled, timed out), the same counts from its task events."""
+    records = list(records)
     for rec in records:
         if rec.event == "playbook_on_stats":
             stats = rec.data.get("stats", {})
@@ -114,4 +126,39 @@ def host_recap(records: Iterable[EventRecord]) -> dict[str, dict[str, int]]:
             return {
                 h: {k: int((stats.get(k) or {}).get(h, 0)) for k in stats} for h in sorted(hosts)
             }
-    return {}
+    recap: dict[str, dict[str, int]] = {}
+    for host, tasks in host_tasks(records).items():
+        counts = dict.fromkeys(RECAP_KEYS, 0)
+        for task in tasks:
+            outcome = task["status"]
+            if outcome in ("ok", "changed"):
+                counts["ok"] += 1
+                counts["changed"] += outcome == "changed"
+            elif outcome in ("failed", "unreachable", "skipped"):
+                counts[{"failed": "failures", "unreachable": "dark"}.get(outcome, outcome)] += 1
+        recap[host] = counts
+    return dict(sorted(recap.items()))
+
+
+def host_tasks(records: Iterable[EventRecord]) -> dict[str, list[dict[str, str]]]:
+    """Which tasks ran on which host, in order, with how each ended: ok, changed, failed,
+    skipped, unreachable, or `interrupted` (started, never finished: the run was stopped
+    while it ran, so it may have done part of its work)."""
+    tasks: dict[str, list[dict[str, str]]] = {}
+    open_tasks: dict[tuple[str, str], dict[str, str]] = {}
+    for rec in records:
+        if not rec.host or rec.task is None:
+            continue
+        key = (rec.host, rec.task)
+        if rec.event == "runner_on_start":
+            entry = {"task": rec.task, "status": "interrupted"}
+            tasks.setdefault(rec.host, []).append(entry)
+            open_tasks[key] = entry
+        elif rec.event in TASK_OUTCOME:
+            entry = open_tasks.pop(key, None)
+            if entry is None:
+                entry = {"task": rec.task, "status": ""}
+                tasks.setdefault(rec.host, []).append(entry)
+            outcome = TASK_OUTCOME[rec.event]
+            entry["status"] = "changed" if outcome == "ok" and rec.changed else outcome
+    return dict(sorted(tasks.items()))

@@ -25,6 +25,12 @@ from codeb.executor.inventory import SshSettings, Target, build_inventory
 PLAYBOOKS_DIR = REPO_ROOT / "playbooks"
 ROLES_DIR = REPO_ROOT / "roles"
 ANSIBLE_CFG = REPO_ROOT / "ansible.cfg"
+# ansible-runner checks the cancel callback (and the job timeout) each time its pexpect loop
+# wakes up: on output, or after `pexpect_timeout` seconds without any (5 s by default, during
+# which a canceled run went on restarting units). A tenth of a second makes a cancel take
+# effect at once; the loop costs ~10 wake-ups a second per run, nothing measurable.
+CANCEL_POLL_S = 0.1
+SETTINGS = {"pexpect_timeout": CANCEL_POLL_S}
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,9 @@ def run_playbook(
         _write_private(inventory, json.dumps(build_inventory(run.targets, ssh)))
         # Extra vars go in a 0600 file (never on the command line, where `ps` shows them).
         _write_private(private / "env" / "extravars", json.dumps(run.extravars))
+        # A file, not the `settings` argument: ansible-runner 2.4 replaces that argument with
+        # {} when env/settings is missing (config/_base.py, prepare_env).
+        _write_private(private / "env" / "settings", json.dumps(SETTINGS))
         cmdline = " ".join(opt for opt, on in (("--check", run.check), ("--diff", run.diff)) if on)
 
         def handle(raw: dict) -> bool:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from peewee import IntegrityError
 
-from codeb.executor.events import EventRecord, host_recap
+from codeb.executor.events import EventRecord, host_recap, host_tasks
 from codeb.executor.inventory import SshSettings
 from codeb.executor.runner import PlaybookRun, RunOutcome, run_playbook
 from codeb.store.models import Lock, Operation, OperationEvent
@@ -70,6 +70,17 @@ class PlaybookJob:
         return JobResult(status, error, {**ctx.cleanup, **extra})
 
 
+class CancelFlag(threading.Event):
+    """A cancel request that remembers when it was made (to measure how fast runs stop)."""
+
+    requested_at: float | None = None
+
+    def set(self) -> None:
+        if self.requested_at is None:
+            self.requested_at = time.monotonic()
+        super().set()
+
+
 class RunContext:
     """What a job sees: the operation, the deps, and `run` for each playbook it needs."""
 
@@ -79,15 +90,23 @@ class RunContext:
         self.operation = operation
         self.cancel = cancel
         self.records: list[EventRecord] = []
+        # The records of the runs that do the operation's work (not of probes made after it):
+        # the recap and the list of tasks that ran are theirs.
+        self.primary_records: list[EventRecord] = []
         self.cleanup: dict[str, str] = {}
         self.last_rc: int | None = None
+        self.cancel_stopped_after_s: float | None = None
 
     @property
     def canceled(self) -> bool:
         return self.cancel.is_set()
 
-    def run(self, run: PlaybookRun) -> tuple[RunOutcome, list[EventRecord]]:
-        """Run a playbook as part of this operation; its events follow the earlier runs'."""
+    def run(
+        self, run: PlaybookRun, *, cancellable: bool = True, primary: bool = True
+    ) -> tuple[RunOutcome, list[EventRecord]]:
+        """Run a playbook as part of this operation; its events follow the earlier runs'.
+        A run that is not `cancellable` (a read-only probe settling the registry after a
+        cancel) runs to its end even when the operation was canceled."""
         op_id = self.operation.id
         # Every remote process of the run carries this marker (see playbooks/cancel.yml).
         run = dataclasses.replace(run, extravars={**run.extravars, "codeb_operation_id": op_id})
@@ -99,18 +118,32 @@ class RunContext:
                 ssh=self._worker._ssh,
                 work_dir=self.deps.settings.data_dir / "runs",
                 on_event=writer.put,
-                should_cancel=self.cancel.is_set,
+                should_cancel=self.cancel.is_set if cancellable else (lambda: False),
             )
         finally:
             writer.close()
+        if outcome.status == "canceled":
+            self.note_stopped()
         self.records.extend(writer.records)
-        self.last_rc = outcome.rc
+        if primary:
+            self.primary_records.extend(writer.records)
+            self.last_rc = outcome.rc
         if outcome.status in ("canceled", "timeout"):
             self.cleanup["remote_cleanup"] = self._worker._stop_remote_work(run, op_id)
         return outcome, writer.records
 
+    def note_stopped(self) -> None:
+        """The job has stopped its work because of the cancel: remember how long it took."""
+        requested_at = getattr(self.cancel, "requested_at", None)
+        if requested_at is not None and self.cancel_stopped_after_s is None:
+            self.cancel_stopped_after_s = round(time.monotonic() - requested_at, 3)
+
     def recap(self) -> dict[str, dict[str, int]]:
-        return host_recap(self.records)
+        return host_recap(self.primary_records)
+
+    def ran(self) -> dict[str, list[dict[str, str]]]:
+        """Which tasks ran on which host (see `host_tasks`)."""
+        return host_tasks(self.primary_records)
 
 
 class EventWriter:
@@ -204,7 +237,7 @@ class Worker:
     def submit(self, operation_id: str) -> None:
         """Start an operation whose row is committed (call after the transaction)."""
         with self._lock:
-            self._cancel[operation_id] = threading.Event()
+            self._cancel[operation_id] = CancelFlag()
         self._pool.submit(self._run_safely, operation_id)
 
     def cancel(self, operation_id: str) -> bool:
@@ -260,6 +293,11 @@ class Worker:
         except JobFailed as exc:
             done = JobResult("failed", str(exc), {})
         result = {"recap": ctx.recap(), **done.result}
+        if done.status != "succeeded":
+            # Exactly what was done on each host before the run stopped or failed.
+            result.setdefault("ran", ctx.ran())
+        if flag.is_set():
+            result["cancel"] = {"stopped_after_s": ctx.cancel_stopped_after_s}
         self._finish(operation_id, done.status, ctx.last_rc, done.error, result)
 
     def _stop_remote_work(self, run: PlaybookRun, operation_id: str) -> str:
