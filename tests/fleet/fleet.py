@@ -1312,10 +1312,10 @@ pid_filename none
 cache_dir ufs {cache} 4000 16 256
 maximum_object_size 1 GB
 cache_mem 64 MB
-access_log {run}/access.log
-cache_log {run}/cache.log
+access_log stdio:{logs}/access.log
+cache_log {logs}/cache.log
 cache_store_log none
-coredump_dir {run}
+coredump_dir {logs}
 shutdown_lifetime 1 seconds
 # Packages and by-hash indexes never change under their name; the rest is revalidated.
 refresh_pattern \\.u?deb$ 129600 100% 129600
@@ -1331,13 +1331,15 @@ def apt_proxy_url(cfg: Config) -> str:
     return f"http://{cfg.gateway}:{APT_PROXY_PORT}"
 
 
-def _proxy_dirs(cfg: Config) -> tuple[Path, Path]:
-    # Runtime files with the fleet's state; the cache per bridge, kept between runs.
-    return cfg.state_dir / "apt-proxy", cfg.cache_dir / "apt-proxy" / cfg.bridge
+def _proxy_dirs(cfg: Config) -> tuple[Path, Path, Path]:
+    # Config and PID with the fleet's state (root only); the cache per bridge, kept between
+    # runs, and the logs beside it (squid writes them as `proxy`, who cannot enter state_dir).
+    base = cfg.cache_dir / "apt-proxy"
+    return cfg.state_dir / "apt-proxy", base / cfg.bridge, base / f"{cfg.bridge}-logs"
 
 
 def _proxy_pid(cfg: Config) -> int | None:
-    run_dir, _ = _proxy_dirs(cfg)
+    run_dir = _proxy_dirs(cfg)[0]
     try:
         pid = int((run_dir / "pid").read_text())
     except (FileNotFoundError, ValueError):
@@ -1366,8 +1368,9 @@ def apt_proxy_up(cfg: Config | None = None, timeout: float = 60) -> str:
             raise FleetError("the fleet is not up: the package proxy listens on its bridge")
         if _proxy_pid(cfg):
             return apt_proxy_url(cfg)
-        run_dir, cache = _proxy_dirs(cfg)
-        for d in (run_dir, cache):
+        run_dir, cache, logs = _proxy_dirs(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for d in (cache, logs):
             d.mkdir(parents=True, exist_ok=True)
             shutil.chown(d, "proxy", "proxy")
         conf = run_dir / "squid.conf"
@@ -1376,7 +1379,7 @@ def apt_proxy_up(cfg: Config | None = None, timeout: float = 60) -> str:
                 listen=f"{cfg.gateway}:{APT_PROXY_PORT}",
                 subnet=cfg.subnet,
                 cache=cache,
-                run=run_dir,
+                logs=logs,
             )
         )
         if not (cache / "00").is_dir():
@@ -1394,7 +1397,7 @@ def apt_proxy_up(cfg: Config | None = None, timeout: float = 60) -> str:
         while True:
             if proc.poll() is not None:
                 raise FleetError(
-                    f"squid exited with {proc.returncode}:\n{_tail(run_dir / 'cache.log')}"
+                    f"squid exited with {proc.returncode}:\n{_tail(run_dir / 'squid.out')}"
                 )
             with (
                 contextlib.suppress(OSError),
@@ -1420,8 +1423,7 @@ def _stop_proxy_locked(cfg: Config) -> None:
         if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    run_dir, _ = _proxy_dirs(cfg)
-    (run_dir / "pid").unlink(missing_ok=True)
+    (_proxy_dirs(cfg)[0] / "pid").unlink(missing_ok=True)
 
 
 def apt_proxy_down(cfg: Config | None = None) -> None:
