@@ -20,7 +20,7 @@ from codeb.api.middleware import (
 )
 from codeb.api.openapi import build_document
 from codeb.clock import Clock, SystemClock
-from codeb.config import Settings, load_settings
+from codeb.config import SettingError, Settings, load_settings
 from codeb.executor.worker import Worker
 from codeb.secretbox import SecretBox
 from codeb.services import containers, operations, protection, servers
@@ -41,6 +41,7 @@ ROUTES: tuple[tuple[str, type[resources.Resource]], ...] = (
     ("/api/servers/{ip}/bootstrap", operations_api.ServerBootstrap),
     ("/api/containers", containers_api.Containers),
     ("/api/containers/deploy", containers_api.Deploy),
+    ("/api/containers/drift-check", containers_api.DriftCheck),
     ("/api/containers/{container_id}", containers_api.ContainerItem),
     ("/api/containers/{container_id}/start", containers_api.ContainerStart),
     ("/api/containers/{container_id}/stop", containers_api.ContainerStop),
@@ -72,7 +73,12 @@ def build_deps(settings: Settings, clock: Clock | None = None) -> Deps:
     box = SecretBox.from_key_file(settings.resolved_secret_key_file)
     deps = Deps(settings=settings, db=db, box=box, clock=clock or SystemClock())
     # Checks the configured protection rules (a bad one stops the start) and logs overrides.
-    protection.log_rule_overrides(deps)
+    try:
+        protection.log_rule_overrides(deps)
+    except ValueError as exc:
+        raise SettingError(
+            f"CODEB_PROTECTION_RULES / CODEB_PROTECTION_RULE_OVERRIDES: {exc}"
+        ) from None
     return deps
 
 
@@ -85,6 +91,8 @@ def start_runtime(deps: Deps) -> Deps:
     worker = Worker(deps, jobs, servers.ssh_settings(deps.settings))
     deps = dataclasses.replace(deps, worker=worker)
     operations.clean_up_after(deps, interrupted)
+    # Then the registry follows what those runs left on the hosts (issue 16).
+    containers.reconcile_after_crash(deps, interrupted)
     return deps
 
 

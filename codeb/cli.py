@@ -20,7 +20,7 @@ from codeb.cli_flow import report_error as report_api_error
 from codeb.cli_output import Output
 from codeb.client import ApiError, CodebClient, ConfigError, config_path
 from codeb.client import load_settings as load_client_settings
-from codeb.config import REPO_ROOT, load_settings
+from codeb.config import REPO_ROOT, SettingError, load_settings
 from codeb.errors import CodebError
 from codeb.services import keys
 from codeb.services.context import ROLES, SYSTEM, Deps
@@ -199,6 +199,10 @@ def main(argv: list[str] | None = None, *, client: CodebClient | None = None) ->
         return run_remote(args, client)
     try:
         return args.func(args)
+    except SettingError as exc:
+        # Bad configuration refuses to start, naming the setting; never a traceback.
+        print(f"error: configuration: {exc}", file=sys.stderr)
+        return 2
     except CodebError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2 if exc.status < 500 else 1

@@ -15,7 +15,7 @@ from codeb.client import Json
 PROJECT_TYPES = ("nextjs", "remix", "nodejs", "static")
 ENVIRONMENTS = ("staging", "production", "preview")
 SERVER_ROLES = ("control", "app", "db", "cache", "storage")
-ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+ENV_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # fullmatch only
 
 
 # --- .env files ----------------------------------------------------------------------------
@@ -24,7 +24,7 @@ ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 def env_paths(directory: Path, names: Iterable[str]) -> dict[str, Path]:
     paths = {}
     for name in names:
-        if not ENV_NAME.match(name):
+        if not ENV_NAME.fullmatch(name):
             raise UsageError(f"refusing to write an .env file named {name!r}")
         paths[name] = directory / f".env.{name}"
     return paths

@@ -3,6 +3,7 @@ over the defaults. Every setting is listed in SETTINGS so the README can be chec
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -11,6 +12,30 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingError(ValueError):
+    """A setting that codeb refuses to start with; the message names it (CODEB_<NAME>)."""
+
+
+# Numeric settings and their sane ranges: beyond them a value is a typo, not a wish (a queue
+# window of 99999999999 hours overflowed every date computed from it).
+BOUNDS: dict[str, tuple[int, int]] = {
+    "port": (1, 65535),
+    "threads": (1, 256),
+    "sqlite_busy_timeout_ms": (0, 3_600_000),
+    "protection_token_ttl_minutes": (1, 24 * 60),
+    "protection_queue_window_hours": (1, 24 * 366),
+    "worker_threads": (1, 64),
+    "run_timeout_s": (1, 7 * 24 * 3600),
+    "lock_wait_s": (0, 7 * 24 * 3600),
+    "stats_cache_s": (0, 24 * 3600),
+}
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+def env_name(setting: str) -> str:
+    return f"CODEB_{setting.upper()}"
 
 
 def _default_data_dir() -> Path:
@@ -53,6 +78,24 @@ class Settings:
     # How long a run waits for another run on the same server to finish.
     lock_wait_s: int = 900
     stats_cache_s: int = 10
+    # apt proxy URL that bootstrap writes on servers (http://host:port); empty: each server
+    # uses its own apt sources directly. codeb never adds repositories.
+    apt_proxy: str = ""
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise SettingError(f"{env_name(name)} must be an integer from {low} to {high}")
+        if str(self.log_level).upper() not in LOG_LEVELS:
+            raise SettingError(f"{env_name('log_level')} must be one of {', '.join(LOG_LEVELS)}")
+        try:
+            for cidr in self.allowed_networks.split(","):
+                ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            raise SettingError(
+                f"{env_name('allowed_networks')} must be comma-separated CIDRs"
+            ) from None
 
     @property
     def resolved_database_url(self) -> str:
@@ -108,7 +151,7 @@ def load_settings(
             raw = tomllib.load(fh)
         unknown = set(raw) - set(SETTINGS)
         if unknown:
-            raise ValueError(f"unknown settings in {path}: {', '.join(sorted(unknown))}")
+            raise SettingError(f"unknown settings in {path}: {', '.join(sorted(unknown))}")
         values.update(raw)
     for name in SETTINGS:
         key = f"CODEB_{name.upper()}"
@@ -116,5 +159,8 @@ def load_settings(
             values[name] = env[key]
     for name, cast in _CASTS.items():
         if name in values and values[name] is not None:
-            values[name] = cast(values[name])
+            try:
+                values[name] = cast(values[name])
+            except (ValueError, TypeError) as exc:
+                raise SettingError(f"{env_name(name)}: {exc}") from None
     return Settings(**values)

@@ -10,6 +10,7 @@ import falcon
 from codeb.errors import Forbidden, ValidationFailed
 from codeb.services import keys
 from codeb.services.context import CLIENTS, Deps
+from codeb.services.validation import has_control_characters
 from codeb.store.db import begin_request, end_request, is_sqlite
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -63,7 +64,8 @@ class DatabaseSession:
 
 class Authentication:
     """Every route needs X-API-Key unless its resource says `auth_required = False`.
-    readonly keys may only read; a resource marks admin-only methods in `admin_methods`."""
+    readonly keys may only read; a resource marks admin-only methods in `admin_methods`.
+    X-Codeb-Client is recorded as `requested_by`, never used to authorise."""
 
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
@@ -80,7 +82,9 @@ class Authentication:
                 {"header": "X-Codeb-Client", "allowed": list(CLIENTS)},
             )
         actor = keys.authenticate(self._deps, req.get_header("X-API-Key"), client)
-        if req.method not in READ_METHODS and not actor.has_role("operator"):
+        # agent keys may request changes; what they may never do (confirm, approve, cancel
+        # others' entries) is decided by the Protection Layer from the key's role.
+        if req.method not in READ_METHODS and not actor.has_role("agent"):
             raise Forbidden(
                 f"a {actor.role} key may only read", {"role": actor.role, "method": req.method}
             )
@@ -106,11 +110,27 @@ class KnownQueryParameters:
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
     ) -> None:
-        if not req.query_string or not has_responder(resource, req.method):
+        if not has_responder(resource, req.method):
+            return
+        # Control characters are refused in every path segment and query value, as in bodies.
+        bad = sorted(
+            k for k, v in params.items() if isinstance(v, str) and has_control_characters(v)
+        )
+        if bad:
+            raise ValidationFailed("path parameters contain control characters", {"fields": bad})
+        if not req.query_string:
             return
         known = self._known.get((req.uri_template, req.method), frozenset())
         # Blank values and blank names count too (req.params may drop them).
         given = falcon.uri.parse_query_string(req.query_string, keep_blank=True)
+        bad = sorted(
+            name
+            for name, value in given.items()
+            for v in (value if isinstance(value, list) else [value])
+            if has_control_characters(name) or has_control_characters(v)
+        )
+        if bad:
+            raise ValidationFailed("query parameters contain control characters", {"fields": bad})
         unknown = sorted(set(given) - known)
         if unknown:
             raise ValidationFailed(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import falcon
 
 from codeb.api.body import query_choice, query_int, query_text
+from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
-from codeb.services import operations, servers
+from codeb.services import cancel, operations, servers
 
 
 class Operations(Resource):
@@ -37,7 +38,10 @@ class OperationEvents(Resource):
 
 class OperationCancel(Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, operation_id: str) -> None:
-        resp.media = operations.cancel_operation(self.deps, req.context.actor, operation_id)
+        answer = cancel.cancel_operation(
+            self.deps, req.context.actor, operation_id, confirmation_from(req)
+        )
+        respond(resp, answer)
 
 
 class ServerSshKey(Resource):
@@ -52,5 +56,7 @@ class ServerStats(Resource):
 
 class ServerBootstrap(Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, ip: str) -> None:
-        resp.media = servers.bootstrap_server(self.deps, req.context.actor, ip)
-        resp.status = falcon.HTTP_202
+        respond(
+            resp,
+            servers.bootstrap_server(self.deps, req.context.actor, ip, confirmation_from(req)),
+        )

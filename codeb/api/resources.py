@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import falcon
 
 from codeb import __version__
@@ -105,10 +103,9 @@ class Servers(Resource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, "ServerCreate")
-        answer = servers.register_server(self.deps, req.context.actor, body)
-        resp.media = answer
-        # 202 while the bootstrap run is in flight; 201 when only registered.
-        resp.status = falcon.HTTP_202 if answer["operation"] else falcon.HTTP_201
+        # 202 while the bootstrap run is in flight (or not executed yet); 201 when registered.
+        answer = servers.register_server(self.deps, req.context.actor, body, confirmation_from(req))
+        respond(resp, answer)
 
 
 class Server(Resource):
@@ -129,19 +126,15 @@ class Keys(Resource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, "ApiKeyCreate")
-        expires_at = None
-        if "expires_in_days" in body:
-            expires_at = self.deps.clock.now() + dt.timedelta(days=body["expires_in_days"])
-        record, plaintext = keys.create_key(
-            self.deps, req.context.actor, body["name"], body["role"], expires_at
-        )
-        resp.media = {"key": record, "api_key": plaintext}
-        resp.status = falcon.HTTP_201
-        resp.cache_control = ["no-store"]
+        # 201 with the key (shown once) when it runs at once; 202 queued for an admin key
+        # or another principal's key. respond() marks both no-store.
+        respond(resp, keys.request_key(self.deps, req.context.actor, body, confirmation_from(req)))
 
 
 class Key(Resource):
     admin_methods = ("DELETE",)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        resp.media = keys.revoke_key(self.deps, req.context.actor, name)
+        respond(
+            resp, keys.request_revoke(self.deps, req.context.actor, name, confirmation_from(req))
+        )

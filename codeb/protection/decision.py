@@ -13,11 +13,18 @@ from codeb.protection.rules import COOLDOWNS, REQUIREMENTS, STATE_REQUIREMENTS, 
 Action = Literal["request", "confirm", "approve", "cancel"]
 
 
+# Roles that may ask for anything; of them, only a person's confirm or approve.
+REQUESTING_ROLES = ("agent", "operator", "admin")
+HUMAN_ROLES = ("operator", "admin")
+
+
 @dataclass(frozen=True)
 class ActorFacts:
     key_id: int | None
-    role: str  # readonly, operator, admin
-    client: str = "api"  # what the client says it is (mcp, cli, api): never trusted for more
+    role: str  # readonly, agent, operator, admin
+    client: str = "api"  # what the client says it is (mcp, cli, api): recorded, never trusted
+    principal: str | None = None  # the person or service the key belongs to
+    key_created_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,10 @@ class EntryFacts:
     expires_at: dt.datetime
     confirmations: int = 0
     approved_by_key_id: int | None = None
+    principal: str | None = None  # the requesting key's principal
+    key_role: str | None = None  # the requesting key's role
+    confirmed_by: tuple[str, ...] = ()  # principals that confirmed
+    approved_principal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,10 +142,18 @@ def _words(unmet: tuple[Unmet, ...]) -> tuple[str, ...]:
 
 
 def decide(facts: Facts) -> Decision:
-    if facts.actor.role not in ("operator", "admin"):
-        return Refused((f"a {facts.actor.role} key may only read",), "role")
+    """Decided by the key's role and principal, never by what the client says it is."""
+    role = facts.actor.role
+    if role not in REQUESTING_ROLES:
+        return Refused((f"a {role} key may only read",), "role")
     if facts.attempt.action == "request":
         return _request(facts)
+    if facts.attempt.action in ("confirm", "approve") and role not in HUMAN_ROLES:
+        return Refused(
+            (f"a {role} key may request but never {facts.attempt.action}: a person does that "
+             "with an operator or admin key",),
+            "human_required",
+        )  # fmt: skip
     entry = facts.entry
     if entry is None:
         return Refused(("no pending entry for this token",), "token_unknown")
@@ -178,10 +197,23 @@ def _request(facts: Facts) -> Decision:
     return Proceed((f"{level}: logged, then runs" if rule.level else "SAFE: runs at once",))
 
 
+def _may_confirm(actor: ActorFacts, entry: EntryFacts) -> bool:
+    """The requesting key confirms its own request; an agent's request is confirmed by a
+    person (any operator or admin key): that is the point of the agent role."""
+    return actor.key_id == entry.key_id or (
+        entry.key_role not in HUMAN_ROLES and entry.key_role is not None
+    )
+
+
 def _confirm(facts: Facts, entry: EntryFacts) -> Decision:
     actor, attempt, rule = facts.actor, facts.attempt, facts.rule
-    if actor.key_id != entry.key_id:
+    if not _may_confirm(actor, entry):
         return Refused(("the token belongs to another API key",), "token_other_key")
+    if entry.approved_principal is not None and actor.principal == entry.approved_principal:
+        return Refused(
+            ("the principal that approved this entry may not also confirm it",),
+            "approver_confirming",
+        )
     if not attempt.binding_matches:
         return Refused(
             ("the token was issued for another operation, target or parameters",),
@@ -192,9 +224,6 @@ def _confirm(facts: Facts, entry: EntryFacts) -> Decision:
         if missing:
             return Refused(_words(missing), "requirements_unmet", missing)
         return Proceed(("confirmed with its token",))
-    if actor.client == "mcp":
-        return Refused(("a queued operation needs a human's confirmation, not MCP's",),
-                       "human_required")  # fmt: skip
     typed = attempt.typed_name
     if (entry.confirmations >= 1 or typed is not None) and typed != entry.target_name:
         return Refused(
@@ -225,10 +254,26 @@ def _approve(facts: Facts, entry: EntryFacts) -> Decision:
         return Refused(("this operation needs no approval",), "approval_not_required")
     if actor.role != "admin":
         return Refused(("only an admin key may approve",), "admin_required")
-    if actor.client == "mcp":
-        return Refused(("approval needs a human with an admin key, not MCP",), "human_required")
     if actor.key_id is None or actor.key_id == entry.key_id:
         return Refused(("the requesting key may not approve its own request",), "self_approval")
+    # Two people: the approver is another principal than whoever requested or confirmed.
+    if actor.principal is None or actor.principal == entry.principal:
+        return Refused(
+            (f"the approval must come from another principal than the requester "
+             f"({entry.principal})",),
+            "self_approval",
+        )  # fmt: skip
+    if actor.principal in entry.confirmed_by:
+        return Refused(
+            ("a principal that confirmed this entry may not also approve it",),
+            "self_approval",
+        )
+    # A key made after the request could have been made for the purpose.
+    if actor.key_created_at is None or actor.key_created_at > entry.created_at:
+        return Refused(
+            ("the approving key must have existed when the request was made",),
+            "approver_key_too_new",
+        )
     if entry.approved_by_key_id is not None:
         return Refused(("this entry is already approved",), "already_approved")
     unmet = unmet_requirements(

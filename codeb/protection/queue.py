@@ -38,6 +38,8 @@ def create_entry(
     now: dt.datetime,
     cooldown_ends_at: dt.datetime,
     expires_at: dt.datetime,
+    principal: str | None = None,
+    key_role: str | None = None,
 ) -> ProtectionQueue:
     """`params` must already be free of secrets: they are stored to execute later."""
     entry = ProtectionQueue(
@@ -64,6 +66,9 @@ def create_entry(
         requested_by=requested_by,
         cooldown_ends_at=cooldown_ends_at,
         confirmations=0,
+        principal=principal,
+        key_role=key_role,
+        confirmed_by=[],
     )
     entry.save(force_insert=True)
     return entry
@@ -95,6 +100,10 @@ def entry_facts(entry: ProtectionQueue) -> EntryFacts:
         expires_at=entry.expires_at,
         confirmations=entry.confirmations,
         approved_by_key_id=entry.approved_key_id,
+        principal=entry.principal,
+        key_role=entry.key_role,
+        confirmed_by=tuple(entry.confirmed_by or ()),
+        approved_principal=entry.approved_principal,
     )
 
 
@@ -153,6 +162,9 @@ def entry_view(
         "warning": entry.details.get("warning"),
         "requested_by": entry.requested_by,
         "key_name": entry.key_name,
+        "principal": entry.principal,
+        "key_role": entry.key_role,
+        "confirmed_by": list(entry.confirmed_by or []),
         "created_at": iso(entry.created_at),
         "cooldown_ends_at": iso(cooldown_end),
         "cooldown_remaining_seconds": max(0, int((cooldown_end - now).total_seconds())),

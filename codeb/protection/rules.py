@@ -150,6 +150,8 @@ _TABLE: tuple[Rule, ...] = (
     Rule("container_start", L.LOW, (), "Starts a container."),
     Rule("container_restart", L.LOW, (), "Restarts a container."),
     Rule("container_stop", L.MEDIUM, (), "Stopping a container takes its service down."),
+    Rule("container_drift_check", L.SAFE, (),
+         "Reads every container's host state and reports what differs from the registry."),
     Rule("deploy_staging", L.LOW, (), "Deploys an image to staging."),
     Rule("deploy_preview", L.LOW, (), "Deploys an image to a preview environment."),
     Rule("domain_set", L.LOW, (), "Points a domain at an environment."),
@@ -162,8 +164,12 @@ _TABLE: tuple[Rule, ...] = (
     Rule("server_delete", L.CRITICAL, (), "Deleting a server removes everything on it."),
     Rule("scale_up", L.LOW, (), "Adds a server at the provider (it costs money)."),
     Rule("scale_down", L.CRITICAL, (), "Scaling down destroys a server and what runs on it."),
-    Rule("api_key_create", L.LOW, (), "Creates an API key."),
+    Rule("api_key_create", L.LOW, (), "Creates a non-admin API key for the caller's principal."),
+    Rule("api_key_grant", L.MEDIUM, ("admin_approval",),
+         "An admin key, or a key for another principal, needs another admin's approval."),
     Rule("api_key_revoke", L.LOW, (), "Revokes an API key."),
+    Rule("operation_cancel", L.LOW, (), "Cancels a running operation (its hosts are reconciled)."),
+    Rule("server_bootstrap", L.LOW, (), "Runs the bootstrap playbook on a server again."),
 )  # fmt: skip
 RULES: dict[str, Rule] = {rule.operation: rule for rule in _TABLE}
 
@@ -209,7 +215,9 @@ def configure(
     for operation, spec in stricter.items():
         level, requires = _parse_entry(operation, spec, "protection_rules")
         base = rules[operation]
-        wanted = Rule(operation, level or base.level, requires, base.message)
+        # A stricter entry adds to the rule's own requirements; it never drops them.
+        wanted = Rule(operation, level or base.level, ordered((*base.requires, *requires)),
+                      base.message)  # fmt: skip
         if not wanted.at_least_as_strict_as(base):
             raise ValueError(
                 f"protection_rules.{operation} would weaken the rule (level {base.level.name}); "

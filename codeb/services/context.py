@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,9 @@ from codeb.clock import Clock
 from codeb.config import Settings
 from codeb.secretbox import SecretBox
 
-ROLES = ("readonly", "operator", "admin")
+# In order of what they may do. `agent` (AI assistants, the MCP server) reads and requests
+# like an operator, but never confirms, approves, cancels others' entries or manages keys.
+ROLES = ("readonly", "agent", "operator", "admin")
 CLIENTS = ("api", "cli", "mcp")
 
 
@@ -40,15 +43,25 @@ class Deps:
 
 @dataclass(frozen=True)
 class Actor:
-    """Who asks. `requested_by` is what the client says it is: recorded, never trusted."""
+    """Who asks. `requested_by` is what the client says it is: recorded, never trusted.
+    `principal` is the person or service the key belongs to; `key_created_at` when the key
+    was made (an approver's key must predate the request)."""
 
     key_id: int | None
     key_name: str
     role: str
     requested_by: str = "api"
+    principal: str | None = None
+    key_created_at: dt.datetime | None = None
+
+    @property
+    def who(self) -> str:
+        return self.principal or self.key_name
 
     def has_role(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
 
 
-SYSTEM = Actor(key_id=None, key_name="codeb", role="admin", requested_by="cli")
+# The server itself (`codeb keys create`, start-up, recovery): shell access to the control
+# server is the root of trust.
+SYSTEM = Actor(key_id=None, key_name="codeb", role="admin", requested_by="cli", principal="codeb")

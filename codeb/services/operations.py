@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codeb.errors import Conflict, NotFound, ServiceUnavailable
+from codeb.errors import NotFound, ServiceUnavailable
 from codeb.executor.runner import reap_orphans
 from codeb.executor.worker import FINAL_STATES
 from codeb.executor.worker import STATUSES as STATUSES  # re-exported for the API layer
@@ -110,7 +110,7 @@ def dispatch(deps: Deps, operation_id: str) -> None:
     deps.worker.submit(operation_id)
 
 
-def _find(operation_id: str) -> Operation:
+def find(operation_id: str) -> Operation:
     op = Operation.get_or_none(Operation.id == operation_id)
     if op is None:
         raise NotFound(f"operation {operation_id!r} not found", {"operation_id": operation_id})
@@ -118,7 +118,7 @@ def _find(operation_id: str) -> Operation:
 
 
 def get_operation(operation_id: str) -> dict:
-    return operation_view(_find(operation_id))
+    return operation_view(find(operation_id))
 
 
 def list_operations(
@@ -141,7 +141,7 @@ def list_events(
     something new or the operation has finished, at the latest after wait_s."""
     deadline = time.monotonic() + min(wait_s, MAX_WAIT_S)
     while True:
-        op = _find(operation_id)
+        op = find(operation_id)
         events = list(
             OperationEvent.select()
             .where((OperationEvent.operation == operation_id) & (OperationEvent.seq > after))
@@ -159,37 +159,6 @@ def list_events(
         deps.db.close()  # don't hold a connection while waiting
         time.sleep(0.2)
         deps.db.connect(reuse_if_open=True)
-
-
-def cancel_operation(deps: Deps, actor: Actor, operation_id: str) -> dict:
-    now = deps.clock.now()
-    with deps.write():
-        op = _find(operation_id)
-        if op.status in FINAL_STATES:
-            raise Conflict(
-                f"operation {operation_id} has already finished ({op.status})",
-                {"status": op.status},
-            )
-        Operation.update(cancel_requested_at=now).where(Operation.id == operation_id).execute()
-        if op.status == "queued":
-            Operation.update(
-                status="canceled", finished_at=now, error="canceled before start"
-            ).where((Operation.id == operation_id) & (Operation.status == "queued")).execute()
-        audit.record(
-            deps.db,
-            operation=op.kind,
-            danger_level=1,
-            status="cancelled",
-            requested_by=actor.requested_by,
-            key_name=actor.key_name,
-            now=now,
-            project_id=op.project_id,
-            target=",".join(op.targets or []),
-            details={"operation_id": op.id},
-        )
-    if deps.worker is not None:
-        deps.worker.cancel(operation_id)
-    return get_operation(operation_id)
 
 
 def recover_interrupted(deps: Deps) -> list[Operation]:

@@ -62,7 +62,7 @@ from codeb.store.models import Project, ProtectionQueue
 Executor = Callable[[Deps, Actor, Target, dict[str, Any]], dict[str, Any]]
 _EXECUTORS: dict[str, Executor] = {}
 # Modules that register executors when imported: a confirmation may arrive in a fresh process.
-EXECUTOR_MODULES = ("codeb.services.projects",)
+EXECUTOR_MODULES = ("codeb.services.projects", "codeb.services.keys", "codeb.services.cancel")
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,13 @@ def log_rule_overrides(deps: Deps) -> list[AppliedOverride]:
 
 
 def _actor_facts(actor: Actor) -> ActorFacts:
-    return ActorFacts(key_id=actor.key_id, role=actor.role, client=actor.requested_by)
+    return ActorFacts(
+        key_id=actor.key_id,
+        role=actor.role,
+        client=actor.requested_by,
+        principal=actor.who,
+        key_created_at=actor.key_created_at,
+    )
 
 
 def _log(
@@ -259,8 +265,11 @@ def _run_now(
 
 
 def dispatch_started(deps: Deps, result: Any) -> bool:
-    """An executor that starts a long-running operation returns it as `operation`; the worker
-    gets it only now, after the transaction that created it committed."""
+    """After the executor's transaction committed, tell the worker: an executor that starts a
+    long-running operation returns it as `operation` (True: it now runs); one that cancels
+    returns `canceled_operation` (the running work is stopped now)."""
+    if isinstance(result, dict) and result.get("canceled_operation") and deps.worker is not None:
+        deps.worker.cancel(result["canceled_operation"])
     if isinstance(result, dict) and isinstance(result.get("operation"), dict):
         operations.dispatch(deps, result["operation"]["id"])
         return True
@@ -305,7 +314,8 @@ def _enqueue(
             rule=rule, target=target, params=params, warning=warning,
             token_hash=hash_token(token), binding=binding, key_id=actor.key_id,
             key_name=actor.key_name, requested_by=actor.requested_by, now=now,
-            cooldown_ends_at=cooldown_end, expires_at=expires,
+            cooldown_ends_at=cooldown_end, expires_at=expires, principal=actor.who,
+            key_role=actor.role,
         )  # fmt: skip
         details = {"entry_id": entry.id, "params": redacted(params), "unmet": _unmet_list(decision)}
         _log(deps, actor, rule, target, "requested", details)
@@ -396,6 +406,11 @@ def confirm(
     return outcome
 
 
+def _with(principals: list[str] | None, principal: str) -> list[str]:
+    seen = list(principals or [])
+    return seen if principal in seen else [*seen, principal]
+
+
 def _confirm_in_transaction(
     deps: Deps, actor: Actor, token: str, typed_name: str | None, binding: str | None
 ) -> Answer | CodebError:
@@ -415,7 +430,8 @@ def _confirm_in_transaction(
     before = entry.confirmations
     if isinstance(decision, Queued):
         if not queue.transition(entry, expected_confirmations=before,
-                                confirmations=before + 1, last_confirmed_at=now):  # fmt: skip
+                                confirmations=before + 1, last_confirmed_at=now,
+                                confirmed_by=_with(entry.confirmed_by, actor.who)):  # fmt: skip
             return ProtectionEntryClosed("another confirmation won", {"entry_id": entry.id})
         _log(deps, actor, entry, target, "confirmed",
              {"entry_id": entry.id, "confirmations": before + 1,
@@ -429,8 +445,8 @@ def _confirm_in_transaction(
         }
         return Answer(202, body)
     if not queue.transition(entry, expected_confirmations=before, status="executed",
-                            confirmations=before + 1, last_confirmed_at=now,
-                            finished_at=now):  # fmt: skip
+                            confirmations=before + 1, last_confirmed_at=now, finished_at=now,
+                            confirmed_by=_with(entry.confirmed_by, actor.who)):  # fmt: skip
         return ProtectionEntryClosed("this token was already used", {"entry_id": entry.id})
     _log(deps, actor, entry, target, "confirmed",
          {"entry_id": entry.id, "confirmations": before + 1})  # fmt: skip
@@ -483,7 +499,7 @@ def _approve_in_transaction(deps: Deps, actor: Actor, entry_id: str) -> Answer |
     assert isinstance(decision, Queued)
     now = deps.clock.now()
     if not queue.transition(entry, approved_key_id=actor.key_id, approved_by=actor.key_name,
-                            approved_at=now):  # fmt: skip
+                            approved_at=now, approved_principal=actor.who):  # fmt: skip
         return ProtectionEntryClosed("the entry changed meanwhile", {"entry_id": entry.id})
     _log(deps, actor, entry, target, "approved",
          {"entry_id": entry.id, "unmet": _unmet_list(decision)})  # fmt: skip

@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 import yaml
@@ -24,7 +25,6 @@ from codeb.executor.identity import ensure_ssh_key
 from codeb.executor.inventory import SshSettings, Target, build_inventory
 from codeb.executor.runner import PlaybookRun, RunOutcome, run_playbook
 from codeb.executor.worker import JobFailed, PlaybookJob, describe_failure
-from codeb.protection import audit
 from codeb.protection.tokens import Target as ProtectionTarget
 from codeb.services import operations, protection
 from codeb.services.context import Actor, Deps
@@ -32,13 +32,13 @@ from codeb.services.validation import validate_choice, validate_dns_label, valid
 from codeb.store.models import Container, Operation, Server
 
 SERVER_ROLES = ("control", "app", "db", "cache", "storage")
-_SSH_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # fullmatch only
 
 
 def _ssh_settings(body: dict[str, Any]) -> tuple[str, int]:
     user = body.get("ssh_user", "root")
     port = body.get("ssh_port", 22)
-    if not isinstance(user, str) or not _SSH_USER.match(user):
+    if not isinstance(user, str) or not _SSH_USER.fullmatch(user):
         raise ValidationFailed("ssh_user is not a valid user name", {"field": "ssh_user"})
     if isinstance(port, float) and port.is_integer():
         port = int(port)  # JSON has one number type: 2222.0 is 2222
@@ -64,15 +64,20 @@ def server_view(server: Server) -> dict:
     }
 
 
-def register_server(deps: Deps, actor: Actor, body: dict[str, Any]) -> dict:
-    """Register a server and, unless `bootstrap` is false, start the bootstrap run that checks
-    it and records what it found. Answers the server and the operation (if any)."""
+def register_server(
+    deps: Deps,
+    actor: Actor,
+    body: dict[str, Any],
+    confirmation: protection.Confirmation | None = None,
+) -> protection.Answer:
+    """Register a server through the gate (`server_register`) and, unless `bootstrap` is
+    false, start the bootstrap run that checks it and records what it found. Executed at once,
+    it answers the server and the operation (if any): 201 registered, 202 with a run."""
     name = validate_dns_label(body.get("name"), "name")
     ip = validate_ip(body.get("ip"))
     role = validate_choice(body.get("role"), SERVER_ROLES, "role")
     ssh_user, ssh_port = _ssh_settings(body)
-    now = deps.clock.now()
-    fields = {
+    params = {
         "name": name,
         "ip": ip,
         "role": role,
@@ -80,44 +85,64 @@ def register_server(deps: Deps, actor: Actor, body: dict[str, Any]) -> dict:
         "ssh_port": ssh_port,
         "provider": body.get("provider", "manual"),
         "provider_id": body.get("provider_id"),
-        "created_at": now,
-        "updated_at": now,
+        "bootstrap": bool(body.get("bootstrap", True)),
     }
+    with deps.db.connection_context():
+        _refuse_clash(name, ip)
+    answer = protection.guard(
+        deps,
+        actor,
+        "server_register",
+        ProtectionTarget("server", ip, name, server_ip=ip),
+        params,
+        effect=f"Registers server {name!r} ({ip}, {role})"
+        + (" and runs its bootstrap." if params["bootstrap"] else "."),
+        confirmation=confirmation,
+        success_status=201,
+    )
+    return _unwrapped(answer)
+
+
+def _unwrapped(answer: protection.Answer) -> protection.Answer:
+    """An immediate run keeps this route's own answer (the envelope is for confirmations)."""
+    body = answer.body
+    if answer.status == 202 and body.get("status") == "executed" and "result" in body:
+        return protection.Answer(202, body["result"])
+    return answer
+
+
+def _refuse_clash(name: str, ip: str) -> None:
+    clash = Server.select().where((Server.name == name) | (Server.ip == ip)).first()
+    if clash is not None:
+        field = "name" if clash.name == name else "ip"
+        raise Conflict(
+            f"a server with this {field} is already registered",
+            {"field": field, "server": clash.name},
+        )
+
+
+def _execute_register(
+    deps: Deps, actor: Actor, target: ProtectionTarget, params: dict[str, Any]
+) -> dict[str, Any]:
+    now = deps.clock.now()
+    _refuse_clash(params["name"], params["ip"])
+    fields = {k: params[k] for k in ("name", "ip", "role", "ssh_user", "ssh_port", "provider")}
     try:
-        with deps.write():
-            clash = Server.select().where((Server.name == name) | (Server.ip == ip)).first()
-            if clash is not None:
-                field = "name" if clash.name == name else "ip"
-                raise Conflict(
-                    f"a server with this {field} is already registered",
-                    {"field": field, "server": clash.name},
-                )
-            bootstrap = body.get("bootstrap", True)
-            fields["status"] = "bootstrapping" if bootstrap else "registered"
-            server = Server.create(**fields)
-            audit.record(
-                deps.db,
-                operation="server_register",
-                danger_level=1,
-                status="executed",
-                requested_by=actor.requested_by,
-                key_name=actor.key_name,
-                now=now,
-                target=ip,
-                details={"name": name, "role": role},
-                executed=True,
-            )
-            op = (
-                operations.create_operation(
-                    deps, actor, "server_bootstrap", [name], {"ip": ip}, server_id=server.id
-                )
-                if bootstrap
-                else None
+        with deps.db.atomic():
+            server = Server.create(
+                **fields,
+                provider_id=params.get("provider_id"),
+                status="bootstrapping" if params["bootstrap"] else "registered",
+                created_at=now,
+                updated_at=now,
             )
     except IntegrityError:
         raise Conflict("a server with this name or ip is already registered") from None
-    if op is not None:
-        operations.dispatch(deps, op.id)
+    op = None
+    if params["bootstrap"]:
+        op = operations.create_operation(
+            deps, actor, "server_bootstrap", [server.name], {"ip": server.ip}, server_id=server.id
+        )
     return {
         "server": server_view(server),
         "operation": operations.operation_view(op) if op is not None else None,
@@ -146,15 +171,37 @@ def find_server(ip: str) -> Server:
     return server
 
 
-def bootstrap_server(deps: Deps, actor: Actor, ip: str) -> dict:
-    """Run the bootstrap again (after fixing a server, or to refresh what it reports)."""
-    with deps.write():
+def bootstrap_server(
+    deps: Deps, actor: Actor, ip: str, confirmation: protection.Confirmation | None = None
+) -> protection.Answer:
+    """Run the bootstrap again (after fixing a server, or to refresh what it reports), through
+    the gate (`server_bootstrap`). Executed at once, it answers the operation (202)."""
+    with deps.db.connection_context():
         server = find_server(ip)
-        op = operations.create_operation(
-            deps, actor, "server_bootstrap", [server.name], {"ip": server.ip}, server_id=server.id
-        )
-    operations.dispatch(deps, op.id)
-    return operations.operation_view(op)
+    answer = protection.guard(
+        deps,
+        actor,
+        "server_bootstrap",
+        ProtectionTarget("server", str(server.id), server.name, server_ip=server.ip),
+        {"ip": server.ip},
+        effect=f"Runs the bootstrap playbook on {server.name!r} ({server.ip}).",
+        confirmation=confirmation,
+    )
+    if answer.status == 202 and answer.body.get("status") == "executed":
+        return protection.Answer(202, answer.body["result"]["operation"])
+    return answer
+
+
+def _execute_bootstrap(
+    deps: Deps, actor: Actor, target: ProtectionTarget, params: dict[str, Any]
+) -> dict[str, Any]:
+    server = Server.get_or_none((Server.id == int(target.ref)) & (Server.status != "deleted"))
+    if server is None:
+        raise NotFound("the server no longer exists", {"server": target.name})
+    op = operations.create_operation(
+        deps, actor, "server_bootstrap", [server.name], {"ip": server.ip}, server_id=server.id
+    )
+    return {"operation": operations.operation_view(op)}
 
 
 def ssh_public_key(deps: Deps) -> dict:
@@ -207,6 +254,8 @@ def _execute_server_delete(
     return {"server": target.name, "deleted": True}
 
 
+protection.register_executor("server_register", _execute_register)
+protection.register_executor("server_bootstrap", _execute_bootstrap)
 protection.register_executor("server_delete", _execute_server_delete)
 
 
@@ -261,11 +310,27 @@ def run_now(
     return outcome, records
 
 
+# Written inside double quotes into an apt.conf file on the server: nothing that could end
+# the string or start another statement.
+_APT_PROXY = re.compile(r"https?://[^\s\"';\\{}]+")
+
+
 def _build_bootstrap(deps: Deps, op: Operation) -> PlaybookRun:
+    targets = targets_of(deps, op.targets)
+    proxy = deps.settings.apt_proxy
+    if proxy and not _APT_PROXY.fullmatch(proxy):
+        raise JobFailed("CODEB_APT_PROXY must be an http:// or https:// URL")
+    password = urlsplit(proxy).password if proxy else None
     return PlaybookRun(
         playbook="bootstrap.yml",
-        targets=targets_of(deps, op.targets),
+        targets=targets,
         limit=",".join(op.targets),
+        # Each server gets what its role runs (roles/codeb_bootstrap/vars/main.yml).
+        extravars={
+            "codeb_bootstrap_server_roles": {t.name: [t.role] for t in targets},
+            "codeb_bootstrap_apt_proxy": proxy,
+        },
+        secrets=(password,) if password else (),
         timeout_s=deps.settings.run_timeout_s,
     )
 

@@ -139,6 +139,10 @@ class ApiKey(BaseModel):
     expires_at = DateTimeField(null=True)
     revoked_at = DateTimeField(null=True)
     last_used_at = DateTimeField(null=True)
+    # Added by migration 0005. The person or service the key belongs to: approvals need
+    # another principal. `created_by` is the creating key's name (None: made on the server).
+    principal = CharField(null=True, max_length=64)
+    created_by = CharField(null=True, max_length=64)
 
     class Meta:
         table_name = "api_keys"
@@ -211,6 +215,12 @@ class ProtectionQueue(BaseModel):
     approved_by = CharField(null=True, max_length=64)
     approved_at = DateTimeField(null=True)
     finished_at = DateTimeField(null=True)
+    # Added by migration 0005: the requester's principal and role, the principals that
+    # confirmed (a JSON list), and the approver's principal.
+    principal = CharField(null=True, max_length=64)
+    key_role = CharField(null=True, max_length=20)
+    confirmed_by = JSONField(null=True)
+    approved_principal = CharField(null=True, max_length=64)
 
     class Meta:
         table_name = "protection_queue"

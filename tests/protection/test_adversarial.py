@@ -221,19 +221,32 @@ def test_readonly_and_operator_keys_cannot_approve(papi):
     assert project_row(papi, p["id"]).status == "active"
 
 
-def test_mcp_client_cannot_approve_nor_finally_confirm(papi, clock):
-    boss = papi.new_key("boss", "admin")
-    with papi.client() as c, papi.client(key=boss, **{"X-Codeb-Client": "mcp"}) as mcp:
+def test_agent_key_cannot_approve_nor_confirm_whatever_header_it_sends(papi, clock):
+    """Decided by the key's role: an agent key never confirms or approves, and the client
+    header neither takes rights away nor gives them (it is only recorded)."""
+    helper = papi.new_key("helper", "agent")
+    with papi.client() as c:
         p = make_project(c, "gone")["project"]
         add_backup(papi, p["id"])
-        token, entry_id = _queue_project_delete(c)
-        r = mcp.post("/api/protection/approve", json={"id": entry_id})
-        assert r.status_code == 403 and r.json()["error"]["details"]["reason"] == "human_required"
-    with papi.client(**{"X-Codeb-Client": "mcp"}) as own_mcp:
-        clock.advance(hours=49)
-        r = confirm(own_mcp, token, "gone")
-        assert r.status_code == 403 and r.json()["error"]["details"]["reason"] == "human_required"
+    for client in ("api", "cli", "mcp"):
+        with papi.client(key=helper, **{"X-Codeb-Client": client}) as agent:
+            r = agent.delete("/api/projects/gone")
+            assert r.status_code == 202, r.text
+            token, entry_id = r.json()["confirm_token"], r.json()["entry"]["id"]
+            r = agent.post("/api/protection/approve", json={"id": entry_id})
+            assert r.status_code == 403, r.text
+            for typed in (None, "gone"):
+                r = confirm(agent, token, typed)
+                assert r.status_code == 403, r.text
+                assert r.json()["error"]["details"]["reason"] == "human_required"
+            assert agent.post("/api/protection/cancel", json={"id": entry_id}).status_code == 200
     assert project_row(papi, p["id"]).status == "active"
+    boss = papi.new_key("boss", "admin")
+    with papi.client() as c, papi.client(key=boss, **{"X-Codeb-Client": "mcp"}) as b:
+        _, entry_id = _queue_project_delete(c)
+        r = b.post("/api/protection/approve", json={"id": entry_id})
+        assert r.status_code == 200, r.text
+        assert log_statuses(papi, "project_delete")[-1] == "approved"
 
 
 def test_approval_alone_executes_nothing(papi, clock):

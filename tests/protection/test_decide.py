@@ -20,11 +20,21 @@ from codeb.protection.decision import (
 from codeb.protection.rules import RULES
 
 T0 = dt.datetime(2026, 1, 1, 12, 0)
-OP = ActorFacts(key_id=1, role="operator")
-ADMIN = ActorFacts(key_id=1, role="admin")
-OTHER_ADMIN = ActorFacts(key_id=2, role="admin")
-READONLY = ActorFacts(key_id=1, role="readonly")
-MCP = ActorFacts(key_id=1, role="operator", client="mcp")
+BEFORE = T0 - dt.timedelta(days=1)
+OP = ActorFacts(key_id=1, role="operator", principal="alice", key_created_at=BEFORE)
+ADMIN = ActorFacts(key_id=1, role="admin", principal="alice", key_created_at=BEFORE)
+OTHER_ADMIN = ActorFacts(key_id=2, role="admin", principal="bob", key_created_at=BEFORE)
+# Another key of alice's (minted by her): another key, the same person.
+ALICE_SECOND_ADMIN = ActorFacts(key_id=5, role="admin", principal="alice", key_created_at=BEFORE)
+NEW_ADMIN = ActorFacts(key_id=6, role="admin", principal="carol", key_created_at=T0)
+LATE_ADMIN = ActorFacts(key_id=6, role="admin", principal="carol",
+                        key_created_at=T0 + dt.timedelta(seconds=1))  # fmt: skip
+READONLY = ActorFacts(key_id=1, role="readonly", principal="alice")
+AGENT = ActorFacts(key_id=1, role="agent", principal="alice", key_created_at=BEFORE)
+OTHER_AGENT_ADMIN = ActorFacts(key_id=3, role="agent", principal="bob", key_created_at=BEFORE)
+# What the client says it is changes nothing: an operator key that says "mcp" is an operator.
+SAYS_MCP = ActorFacts(key_id=1, role="operator", client="mcp", principal="alice",
+                      key_created_at=BEFORE)  # fmt: skip
 ALL_STATE = {n: True for n in ("backup_exists", "backup_verified", "container_stopped",
                                 "staging_tested", "health_check_passed")}  # fmt: skip
 
@@ -33,7 +43,8 @@ def entry(hours: int = 24, confirmations: int = 0, approved: int | None = None, 
     fields = dict(status="pending", key_id=1, target_name="shop/staging", created_at=T0,
                   cooldown_ends_at=T0 + dt.timedelta(hours=hours),
                   expires_at=T0 + dt.timedelta(hours=hours, days=7),
-                  confirmations=confirmations, approved_by_key_id=approved)  # fmt: skip
+                  confirmations=confirmations, approved_by_key_id=approved,
+                  principal="alice", key_role="operator")  # fmt: skip
     fields.update(kw)
     return EntryFacts(**fields)
 
@@ -90,8 +101,16 @@ CASES = [
      None),
     ("high no backup", "volume_delete", OP, {}, NAMED, entry(confirmations=1), at(25), Refused,
      "requirements_unmet"),
-    ("high by mcp", "volume_delete", MCP, ALL_STATE, NAMED, entry(confirmations=1), at(25),
+    ("high by agent", "volume_delete", AGENT, ALL_STATE, NAMED, entry(confirmations=1), at(25),
      Refused, "human_required"),
+    ("medium by agent", "container_stop", AGENT, {}, CONFIRM, entry(0), T0, Refused,
+     "human_required"),
+    ("agent requests", "container_stop", AGENT, {}, Attempt(), None, T0, NeedsConfirmation,
+     None),
+    ("agent's request, person confirms", "container_stop", ActorFacts(2, "operator",
+     principal="bob"), {}, CONFIRM, entry(0, key_role="agent"), T0, Proceed, None),
+    ("header says mcp", "volume_delete", SAYS_MCP, ALL_STATE, NAMED, entry(confirmations=1),
+     at(25), Proceed, None),
     ("high expired", "volume_delete", OP, ALL_STATE, NAMED, entry(confirmations=1),
      at(24 + 7 * 24), Refused, "entry_expired"),
     ("critical unapproved", "db_drop", ADMIN, ALL_STATE, NAMED, entry(48, confirmations=1),
@@ -106,8 +125,19 @@ CASES = [
      "self_approval"),
     ("approve operator", "db_drop", ActorFacts(2, "operator"), ALL_STATE, Attempt("approve"),
      entry(48), T0, Refused, "admin_required"),
-    ("approve mcp", "db_drop", ActorFacts(2, "admin", "mcp"), ALL_STATE, Attempt("approve"),
+    ("approve agent", "db_drop", OTHER_AGENT_ADMIN, ALL_STATE, Attempt("approve"),
      entry(48), T0, Refused, "human_required"),
+    ("approve same principal", "db_drop", ALICE_SECOND_ADMIN, ALL_STATE, Attempt("approve"),
+     entry(48), T0, Refused, "self_approval"),
+    ("approve a confirmer", "db_drop", OTHER_ADMIN, ALL_STATE, Attempt("approve"),
+     entry(48, key_role="agent", confirmed_by=("bob",)), T0, Refused, "self_approval"),
+    ("approve key made later", "db_drop", LATE_ADMIN, ALL_STATE, Attempt("approve"), entry(48),
+     T0, Refused, "approver_key_too_new"),
+    ("approve key made at once", "db_drop", NEW_ADMIN, ALL_STATE, Attempt("approve"), entry(48),
+     T0, Queued, ("user_confirmation", "name_confirmation", "cooldown_48h")),
+    ("approver confirms", "db_drop", ActorFacts(2, "operator", principal="bob"), ALL_STATE,
+     CONFIRM, entry(48, key_role="agent", approved=2, approved_principal="bob"), at(49),
+     Refused, "approver_confirming"),
     ("approve twice", "db_drop", OTHER_ADMIN, ALL_STATE, Attempt("approve"), entry(48, approved=3),
      T0, Refused, "already_approved"),
     ("approve high", "volume_delete", OTHER_ADMIN, ALL_STATE, Attempt("approve"), entry(), T0,
