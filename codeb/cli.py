@@ -68,11 +68,16 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     if args.expires_in_days:
         expires_at = deps.clock.now() + dt.timedelta(days=args.expires_in_days)
     with deps.db.connection_context():
-        record, plaintext = keys.create_key(deps, SYSTEM, args.name, args.role, expires_at)
+        record, plaintext = keys.create_key(
+            deps, SYSTEM, args.name, args.role, expires_at, principal=args.principal
+        )
     if args.json:
         print(json.dumps({"key": record, "api_key": plaintext}))
     else:
-        print(f"API key {record['name']} ({record['role']}), shown once: {plaintext}")
+        print(
+            f"API key {record['name']} ({record['role']}, principal {record['principal']}), "
+            f"shown once: {plaintext}"
+        )
     return 0
 
 
@@ -140,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_cmd.add_parser("create", help="create a key (shown once)")
     create.add_argument("--name", required=True)
     create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument(
+        "--principal",
+        help="the person or service the key belongs to (default: the key's name); approvals "
+        "need an admin of another principal",
+    )
     create.add_argument("--expires-in-days", type=int)
     create.add_argument("--json", action="store_true")
     create.set_defaults(func=cmd_keys_create)

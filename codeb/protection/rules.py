@@ -147,6 +147,8 @@ _TABLE: tuple[Rule, ...] = (
     Rule("environment_create", L.LOW, (), "Adds an environment with its own ports."),
     Rule("environment_delete", L.HIGH, (),
          "Deleting an environment removes it and releases its ports."),
+    Rule("environment_delete_production", L.CRITICAL, (),
+         "Deleting production removes what the project exists for: it costs a project delete."),
     Rule("container_start", L.LOW, (), "Starts a container."),
     Rule("container_restart", L.LOW, (), "Restarts a container."),
     Rule("container_stop", L.MEDIUM, (), "Stopping a container takes its service down."),
@@ -172,6 +174,11 @@ _TABLE: tuple[Rule, ...] = (
     Rule("server_bootstrap", L.LOW, (), "Runs the bootstrap playbook on a server again."),
 )  # fmt: skip
 RULES: dict[str, Rule] = {rule.operation: rule for rule in _TABLE}
+# No sequence of cheaper operations may reach the effect of a dearer one: each operation here
+# has (at least) the effective rule of the one it is bound to, after configuration too.
+DOMINATED_BY: dict[str, str] = {
+    "environment_delete_production": "project_delete",
+}
 
 
 @dataclass(frozen=True)
@@ -224,6 +231,10 @@ def configure(
                 "weakening needs protection_rule_overrides"
             )
         rules[operation] = base.merged_with(wanted)
+    for operation, dearer in DOMINATED_BY.items():
+        rules[operation] = rules[operation].merged_with(
+            Rule(operation, rules[dearer].level, rules[dearer].requires)
+        )
     applied = []
     for operation, spec in overrides.items():
         level, requires = _parse_entry(operation, spec, "protection_rule_overrides")

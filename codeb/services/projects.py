@@ -514,6 +514,7 @@ def delete_environment(
     backups, volumes and container records stay."""
     project = find_project(ref)
     env = _find_environment(project, env_name)
+    _refuse_last_environment(project, env)
     target = Target(
         "environment", env.id, f"{project.name}/{env.name}", project_id=project.id,
         environment=env.name,
@@ -521,7 +522,9 @@ def delete_environment(
     return protection.guard(
         deps,
         actor,
-        "environment_delete",
+        # Production holds the data the project exists for: deleting it costs what deleting
+        # the project costs (rules.DOMINATED_BY keeps that true under configuration too).
+        "environment_delete_production" if env.name == "production" else "environment_delete",
         target,
         effect=(
             f"Deletes the {env.name} environment of project {project.name!r} and releases its "
@@ -531,6 +534,25 @@ def delete_environment(
     )
 
 
+def _refuse_last_environment(project: Project, env: Environment) -> None:
+    """Deleting every environment one by one would be a project delete at a lower price."""
+    others = (
+        Environment.select()
+        .where(
+            (Environment.project == project.id)
+            & (Environment.status == "active")
+            & (Environment.id != env.id)
+        )
+        .count()
+    )
+    if not others:
+        raise Conflict(
+            f"{env.name} is the last environment of {project.name!r}: deleting it would delete "
+            f"the project; use DELETE /api/projects/{project.name} (CRITICAL) instead",
+            {"reason": "last_environment", "project": project.name, "environment": env.name},
+        )
+
+
 def _execute_environment_delete(
     deps: Deps, actor: Actor, target: Target, params: dict[str, Any]
 ) -> dict:
@@ -538,6 +560,8 @@ def _execute_environment_delete(
     env = Environment.get_or_none((Environment.id == target.ref) & (Environment.status == "active"))
     if env is None:
         raise NotFound("the environment no longer exists", {"environment": target.name})
+    # Again at execution: two queued deletes may each have been the last but one.
+    _refuse_last_environment(project, env)
     name = env.name
     released = ports.release_ports(project.id, name)
     # The deleted row steps aside (UNIQUE(project, name)) so the environment can be re-created.
@@ -557,3 +581,4 @@ protection.register_executor("environment_create", _execute_environment_create)
 protection.register_executor("project_update", _execute_project_update)
 protection.register_executor("project_delete", _execute_project_delete)
 protection.register_executor("environment_delete", _execute_environment_delete)
+protection.register_executor("environment_delete_production", _execute_environment_delete)
