@@ -22,6 +22,7 @@ from codeb.api.openapi import build_document
 from codeb.clock import Clock, SystemClock
 from codeb.config import SettingError, Settings, load_settings
 from codeb.executor.worker import Worker
+from codeb.protection import audit
 from codeb.secretbox import SecretBox
 from codeb.services import containers, operations, protection, servers
 from codeb.services.context import Deps
@@ -71,6 +72,7 @@ def build_deps(settings: Settings, clock: Clock | None = None) -> Deps:
     )
     migrate(db)
     box = SecretBox.from_key_file(settings.resolved_secret_key_file)
+    audit.bind(db, settings.resolved_log_key_file, settings.resolved_log_anchor_file)
     deps = Deps(settings=settings, db=db, box=box, clock=clock or SystemClock())
     # Checks the configured protection rules (a bad one stops the start) and logs overrides.
     try:

@@ -51,6 +51,10 @@ class Settings:
     database_url: str = ""
     # Fernet key used for stored passwords; kept outside the database.
     secret_key_file: Path | None = None
+    # HMAC key of the operation log's chain (never in the database) and the append-only file
+    # where each new head of the chain is anchored.
+    log_key_file: Path | None = None
+    log_anchor_file: Path | None = None
     templates_dir: Path = REPO_ROOT / "templates"
     host: str = "127.0.0.1"
     port: int = 8080
@@ -106,6 +110,14 @@ class Settings:
         return self.secret_key_file or (self.data_dir / "secret.key")
 
     @property
+    def resolved_log_key_file(self) -> Path:
+        return self.log_key_file or (self.data_dir / "log.key")
+
+    @property
+    def resolved_log_anchor_file(self) -> Path:
+        return self.log_anchor_file or (self.data_dir / "log.anchor")
+
+    @property
     def resolved_ssh_key_file(self) -> Path:
         return self.ssh_private_key_file or (self.data_dir / "ssh" / "id_ed25519")
 
@@ -121,6 +133,8 @@ def _json_table(value: Any) -> dict[str, Any]:
 _CASTS: dict[str, Any] = {
     "data_dir": Path,
     "secret_key_file": Path,
+    "log_key_file": Path,
+    "log_anchor_file": Path,
     "templates_dir": Path,
     "port": int,
     "threads": int,

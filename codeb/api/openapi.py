@@ -204,7 +204,12 @@ SCHEMAS: dict[str, Any] = {
         "required": ["name", "role", "prefix", "state", "created_at"],
         "properties": {
             "name": {"type": "string"},
-            "role": {"type": "string", "enum": ["admin", "operator", "readonly"]},
+            "role": {"type": "string", "enum": ["admin", "operator", "agent", "readonly"]},
+            "principal": {"type": "string", "description": "the person or service it belongs to"},
+            "created_by": {
+                "type": ["string", "null"],
+                "description": "the key that created it (null: made on the server)",
+            },
             "prefix": {"type": "string"},
             "state": {"type": "string", "enum": ["active", "expired", "revoked"]},
             "created_at": TIMESTAMP,
@@ -219,7 +224,15 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {
             "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
-            "role": {"type": "string", "enum": ["admin", "operator", "readonly"]},
+            "role": {"type": "string", "enum": ["admin", "operator", "agent", "readonly"]},
+            "principal": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                "description": (
+                    "the person or service the key belongs to (default: the caller's). An admin "
+                    "key, or a key for another principal, is queued for another admin's approval"
+                ),
+            },
             "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650},
         },
     },
@@ -493,11 +506,45 @@ SCHEMAS.update(
         },
         "ChainVerification": {
             "type": "object",
-            "required": ["valid", "first_bad_id", "checked"],
+            "required": [
+                "valid",
+                "first_bad_id",
+                "checked",
+                "anchored_through",
+                "unanchored",
+                "problems",
+            ],
+            "description": (
+                "The log is an HMAC chain (key outside the database) whose head is anchored in "
+                "a file outside it after every commit: edits, deletions, truncation and forged "
+                "appends each show as a problem."
+            ),
             "properties": {
                 "valid": {"type": "boolean"},
                 "first_bad_id": {"type": ["integer", "null"]},
                 "checked": {"type": "integer"},
+                "anchored_through": {"type": ["integer", "null"]},
+                "unanchored": {"type": "integer"},
+                "problems": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["problem"],
+                        "properties": {
+                            "problem": {
+                                "type": "string",
+                                "enum": [
+                                    "row_does_not_verify",
+                                    "anchor_missing",
+                                    "anchored_row_missing",
+                                    "anchored_row_changed",
+                                ],
+                            },
+                            "id": {"type": "integer"},
+                            "file": {"type": "string"},
+                        },
+                    },
+                },
             },
         },
         "OperationLogList": {
@@ -538,6 +585,24 @@ PROTECTED_ANSWERS = {
         },
     },
 }
+
+
+def _pending_or(schema_name: str, description: str) -> dict:
+    """A 202 that is either the route's own answer (a run started) or not executed yet."""
+    return {
+        "description": f"{description}, or not executed yet (a token or a queue entry)",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        _ref(schema_name),
+                        _ref("ProtectionPending"),
+                        _ref("ProtectionRecorded"),
+                    ]
+                }
+            }
+        },
+    }
 
 
 def _query(name: str, schema: dict) -> dict:
@@ -779,10 +844,14 @@ def executor_paths() -> dict[str, Any]:
         "/api/servers/{ip}/bootstrap": {
             "parameters": [IP_PARAM],
             "post": _op(
-                "Run the bootstrap again; follow the operation",
-                {"202": _json("Operation", "started")},
+                "Run the bootstrap again (server_bootstrap); follow the operation",
+                {"202": _pending_or("Operation", "started")},
                 403,
                 404,
+                409,
+                410,
+                parameters=CONFIRM_HEADERS,
+                description=CONFIRM_CONTRACT,
             ),
         },
         "/api/operations": {
@@ -822,11 +891,15 @@ def executor_paths() -> dict[str, Any]:
         "/api/operations/{operation_id}/cancel": {
             "parameters": [OPERATION_PARAM],
             "post": _op(
-                "Cancel a queued or running operation (the ansible process is stopped)",
-                {"200": _json("Operation", "cancel requested")},
+                "Cancel a queued or running operation (operation_cancel; an agent key only its "
+                "own); the ansible process is stopped",
+                {"200": _json("Operation", "cancel requested"), "202": PROTECTED_ANSWERS["202"]},
                 403,
                 404,
                 409,
+                410,
+                parameters=CONFIRM_HEADERS,
+                description=CONFIRM_CONTRACT,
             ),
         },
     }
@@ -843,6 +916,7 @@ CONTAINER = {
         "server_ip": {"type": "string"},
         "container_name": {"type": "string"},
         "image": {"type": "string"},
+        "image_id": NULLABLE_STRING,
         "previous_image": NULLABLE_STRING,
         "port_external": {"type": ["integer", "null"]},
         "port_internal": {"type": ["integer", "null"]},
@@ -853,7 +927,11 @@ CONTAINER = {
         "last_operation_id": NULLABLE_STRING,
         "created_at": NULLABLE_TIME,
         "updated_at": NULLABLE_TIME,
-        "live": {"type": "object", "description": "with ?live=true: read from the host"},
+        "live": {
+            "type": "object",
+            "description": "with ?live=true: read from the host; `drift` lists how the host "
+            "differs from this row (`in_sync` when it does not)",
+        },
     },
 }
 SCHEMAS.update(
@@ -963,6 +1041,15 @@ def container_paths() -> dict[str, Any]:
                 "same image healthy in staging); the first deploy also provisions PostgreSQL "
                 "and Redis; a failing version is rolled back",
                 body="DeployRequest",
+            )
+        },
+        "/api/containers/drift-check": {
+            "post": _op(
+                "Compare what runs on every host with the registry (SAFE, read-only): an "
+                "operation whose result lists the containers that drifted",
+                {"202": CONTAINER_ANSWERS["202"]},
+                403,
+                409,
             )
         },
         "/api/containers/{container_id}": {
@@ -1126,14 +1213,31 @@ def build_document() -> dict:
                 ],
             ),
             "post": _op(
-                "Register a server; unless bootstrap is false, a bootstrap run starts (202)",
+                "Register a server (server_register); unless bootstrap is false, a bootstrap "
+                "run starts (202)",
                 {
                     "201": _json("ServerRegistered", "registered, no run started"),
-                    "202": _json("ServerRegistered", "registered; follow the operation"),
+                    "202": {
+                        "description": "registered and a run started, or not executed yet",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "anyOf": [
+                                        _ref("ServerRegistered"),
+                                        _ref("ProtectionPending"),
+                                        _ref("ProtectionRecorded"),
+                                    ]
+                                }
+                            }
+                        },
+                    },
                 },
                 403,
                 409,
+                410,
                 body="ServerCreate",
+                parameters=CONFIRM_HEADERS,
+                description=CONFIRM_CONTRACT,
             ),
         },
         "/api/servers/{ip}": {
@@ -1154,17 +1258,29 @@ def build_document() -> dict:
         "/api/keys": {
             "get": _op("API keys (admin)", {"200": _json("ApiKeyList", "keys")}, 403),
             "post": _op(
-                "Create an API key (admin); the key is shown once",
-                {"201": _json("ApiKeyCreated", "created")},
+                "Create an API key (admin; api_key_create LOW for a non-admin key of the "
+                "caller's principal, else api_key_grant: queued for another admin's approval); "
+                "the key is shown once",
+                {"201": _json("ApiKeyCreated", "created"), "202": PROTECTED_ANSWERS["202"]},
                 403,
                 409,
+                410,
                 body="ApiKeyCreate",
+                parameters=CONFIRM_HEADERS,
+                description=CONFIRM_CONTRACT,
             ),
         },
         "/api/keys/{name}": {
             "parameters": [KEY_PARAM],
             "delete": _op(
-                "Revoke an API key (admin)", {"200": _json("ApiKey", "revoked")}, 403, 404
+                "Revoke an API key (admin; api_key_revoke)",
+                {"200": _json("ApiKey", "revoked"), "202": PROTECTED_ANSWERS["202"]},
+                403,
+                404,
+                409,
+                410,
+                parameters=CONFIRM_HEADERS,
+                description=CONFIRM_CONTRACT,
             ),
         },
     }

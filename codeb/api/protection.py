@@ -107,13 +107,13 @@ class Logs(resources.Resource):
             target=req.get_param("target"),
         )
         if query_choice(req, "verify", ("true", "false")) == "true":
-            answer["chain"] = audit.verify_report()
+            answer["chain"] = audit.verify_report(self.deps.db)
         resp.media = answer
 
 
 class LogsVerify(resources.Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = audit.verify_report()
+        resp.media = audit.verify_report(self.deps.db)
 
 
 class Rules(resources.Resource):

@@ -12,6 +12,7 @@ from peewee import Database, SqliteDatabase
 
 from codeb.clock import Clock
 from codeb.config import Settings
+from codeb.protection import audit
 from codeb.secretbox import SecretBox
 
 # In order of what they may do. `agent` (AI assistants, the MCP server) reads and requests
@@ -39,6 +40,9 @@ class Deps:
         else:
             with self.db.atomic():
                 yield
+        if self.db.transaction_depth() == 0:
+            # Committed: the log's new head is anchored outside the database.
+            audit.anchor_pending(self.db)
 
 
 @dataclass(frozen=True)
