@@ -94,3 +94,11 @@ class ContainerRestart(ContainerAction):
 class ContainerVolume(_Acting):
     def on_delete(self, req: falcon.Request, resp: falcon.Response, container_id: str) -> None:
         self._act(req, resp, container_id, "volume_delete")
+
+
+class DriftCheck(Resource):
+    """Starts a read-only operation comparing every container's host state with the
+    registry (what a scheduler will also call)."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        respond(resp, containers.drift_check(self.deps, req.context.actor, confirmation_from(req)))

@@ -22,11 +22,12 @@ COMPONENTS = ("app", "db", "redis")
 
 # Values land in unit files, env files and redis.conf unquoted: anything else could inject a
 # directive or break the line. Passwords codeb generates are URL-safe tokens.
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_DB_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_PASSWORD = re.compile(r"^[A-Za-z0-9_.~-]{16,256}$")
-_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
-_ONE_LINE = re.compile(r"^[^\n\r]+$")
+# Checked with fullmatch(): `$` would also match before a final newline.
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_DB_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_PASSWORD = re.compile(r"[A-Za-z0-9_.~-]{16,256}")
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
+_ONE_LINE = re.compile(r"[^\x00-\x1f\x7f]+")
 
 
 class PlanFile(TypedDict):
@@ -38,11 +39,19 @@ class PlanFile(TypedDict):
     sha1: str  # of content: the role compares it with the host's file without sending content
 
 
+class PlanContainer(TypedDict):
+    unit: str  # x.container
+    name: str  # the container's name (and the unit's base name)
+    image: str  # the image it must run
+
+
 class HostPlan(TypedDict):
     dirs: list[dict[str, str]]
     files: list[PlanFile]
     units: list[str]
     images: list[str]
+    # What each unit must run: the probe compares it with what the container does run.
+    containers: list[PlanContainer]
 
 
 @dataclass(frozen=True)
@@ -84,12 +93,12 @@ class EnvironmentUnits:
             ("db_name", self.db_name, _DB_IDENT),
             ("db_password", self.db_password, _PASSWORD),
             ("redis_password", self.redis_password, _PASSWORD),
-            ("health_interval", self.health_interval, re.compile(r"^[0-9]+(ms|s|m)$")),
+            ("health_interval", self.health_interval, re.compile(r"[0-9]+(ms|s|m)")),
         ]
         if self.app_health_cmd:
             checks.append(("app_health_cmd", self.app_health_cmd, _ONE_LINE))
         for field, value, pattern in checks:
-            if not isinstance(value, str) or not pattern.match(value):
+            if not isinstance(value, str) or not pattern.fullmatch(value):
                 raise ValueError(f"{field} is not valid for a unit file: {value!r}")
         if "$" in self.app_health_cmd:
             raise ValueError("app_health_cmd must not contain `$` (systemd expands it)")
@@ -279,12 +288,14 @@ def plan_environment(
     values: EnvironmentUnits,
     components: tuple[str, ...] = COMPONENTS,
 ) -> dict[str, HostPlan]:
-    """`{server: {"dirs", "files", "units", "images"}}`, the `codeb_plan` extra var of
+    """`{server: {"dirs", "files", "units", "images", "containers"}}`, the `codeb_plan` extra var of
     playbooks/deploy.yml. Components sharing a server share its entry."""
     plan: dict[str, HostPlan] = {}
     for component in components:
         server, files, image = component_files(templates_dir, values, component)
-        host = plan.setdefault(server, {"dirs": [], "files": [], "units": [], "images": []})
+        host = plan.setdefault(
+            server, {"dirs": [], "files": [], "units": [], "images": [], "containers": []}
+        )
         for f in files:
             parent = PurePosixPath(f["path"]).parent
             # /etc/codeb itself too: on a server bootstrap never saw it would be 0755.
@@ -294,6 +305,9 @@ def plan_environment(
                     host["dirs"].append({"path": d, "mode": _dir_mode(d)})
         host["files"].extend(files)
         host["units"].append(values.unit(component))
+        host["containers"].append(
+            {"unit": values.unit(component), "name": values.name(component), "image": image}
+        )
         if image not in host["images"]:
             host["images"].append(image)
     return plan

@@ -10,13 +10,14 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from codeb.errors import Conflict, NotFound, ValidationFailed
-from codeb.executor.events import reported
-from codeb.executor.runner import PlaybookRun
+from codeb.executor.events import EventRecord, host_tasks, reported
+from codeb.executor.runner import PlaybookRun, RunOutcome
 from codeb.executor.worker import (
     OUTCOME_STATUS,
     JobFailed,
@@ -25,16 +26,19 @@ from codeb.executor.worker import (
     describe_failure,
 )
 from codeb.protection.tokens import Target
-from codeb.render.units import EnvironmentUnits, plan_environment
+from codeb.render.units import COMPONENTS, EnvironmentUnits, HostPlan, plan_environment
 from codeb.services import operations, projects, protection, servers
-from codeb.services.context import Actor, Deps
-from codeb.store.models import Container, Environment, Project, Server
+from codeb.services.context import SYSTEM, Actor, Deps
+from codeb.store.models import Container, Environment, Operation, Project, Server
 
-IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
+IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")  # fullmatch only
 COMPONENT_SERVER = {"app": "app", "db": "db", "redis": "cache"}
 INTERNAL_PORT = {"db": 5432, "redis": 6379}
 ACTIONS = ("start", "stop", "restart")
 HEALTH_DEADLINE_S = 60
+# How long a probe settling the registry waits for units half-way through a (re)start that a
+# stopped run left to systemd.
+SETTLE_S = 30
 
 
 def _iso(value: Any) -> str | None:
@@ -50,6 +54,7 @@ def container_view(c: Container) -> dict:
         "server_ip": c.server_ip,
         "container_name": c.container_name,
         "image": c.image,
+        "image_id": c.image_id,
         "previous_image": c.previous_image,
         "port_external": c.port_external,
         "port_internal": c.port_internal,
@@ -87,19 +92,79 @@ def get_container(deps: Deps, container_id: str, live: bool = False) -> dict:
     c = find_container(container_id)
     view = container_view(c)
     if live:
-        view["live"] = _inspect(deps, c)
+        view["live"] = _live(deps, c)
     return view
 
 
-def _inspect(deps: Deps, c: Container) -> dict:
+def _live(deps: Deps, c: Container) -> dict:
+    """What runs on the host, read now, and how it differs from this row (drift)."""
     server = _server_by_ip(c.server_ip)
+    units = _registry_units(deps, c)
+    plan = plan_environment(deps.settings.templates_dir, units, (c.server_type,))
     outcome, records = servers.run_now(
-        deps, "inspect.yml", [server.name],
-        extravars={"codeb_inspect_unit": c.container_name}, timeout_s=60,
+        deps, "deploy_probe.yml", [server.name], extravars={"codeb_plan": _probe_plan(plan)},
+        secrets=units.secrets, timeout_s=60,
     )  # fmt: skip
     if outcome.status != "successful":
         return {"error": describe_failure(outcome, records)}
-    return reported(records, "codeb_inspect")
+    info = reported(records, "codeb_probe").get(server.name, {}).get(c.container_name)
+    if info is None:
+        return {"error": f"the probe did not report {c.container_name}"}
+    drift = drift_of(c, info)
+    return {
+        "unit": {"ActiveState": info["active"], "SubState": info["sub"], "LoadState": info["load"]},
+        "container": {
+            "running": info["running"],
+            "image": info["image"],
+            "image_id": info["image_id"],
+            "unit_image": info["unit_image"],
+        },
+        "drift": drift,
+        "in_sync": not drift,
+    }
+
+
+def drift_of(c: Container, info: dict) -> list[str]:
+    """How what the probe saw for a container differs from its row (empty: in sync)."""
+    drift: list[str] = []
+    if c.status == "running" and not info["running"]:
+        drift.append("the registry says running; the container is not running")
+    if c.status != "running" and info["running"]:
+        drift.append(f"the registry says {c.status}; the container is running")
+    if info["running"] and info["image"] and info["image"] != c.image:
+        drift.append(f"the registry says {c.image}; the container runs {info['image']}")
+    if info["running"] and c.image_id and info["image_id"] and info["image_id"] != c.image_id:
+        drift.append(
+            f"the registry says image id {c.image_id[:12]}; "
+            f"the container runs {info['image_id'][:12]}"
+        )
+    if info["unit_image"] and info["unit_image"] != c.image:
+        drift.append(f"the unit file names {info['unit_image']}, not {c.image}")
+    # The probe's own findings (files changed by hand, a unit never reloaded or restarted);
+    # whether it runs at all is the registry's comparison above.
+    drift.extend(d for d in info["drift"] if d != "not running")
+    return drift
+
+
+def _registry_units(deps: Deps, c: Container) -> EnvironmentUnits:
+    """The units of a container's environment as the registry describes them."""
+    project = Project.get_by_id(c.project_id)
+    env = _environment(project, c.environment)
+    app = _row(project.id, env.name, "app")
+    image = c.image if c.server_type == "app" else (app.image if app else c.image)
+    return environment_units(deps, project, env, image)
+
+
+def _probe_plan(plan: dict[str, HostPlan]) -> dict:
+    """A plan without file contents: all the probe compares is paths, modes and checksums
+    (secret files' contents need not travel for a read)."""
+    return {
+        host: {
+            **hp,
+            "files": [{k: v for k, v in f.items() if k != "content"} for f in hp["files"]],
+        }
+        for host, hp in plan.items()
+    }
 
 
 def _server_by_ip(ip: str) -> Server:
@@ -169,6 +234,30 @@ def plan_hash(plan: dict) -> str:
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
 
 
+def deploy_plan_hash(plan: dict, from_state: dict[str, str]) -> str:
+    """A deploy plan goes from one state to another: the hash binds the files it places (its
+    target) and, per host, the digest of the state the probe saw when it was computed (what
+    was placed and what ran), so a plan previewed from another state never applies."""
+    return plan_hash({"to": plan_hash(plan), "from": from_state})
+
+
+def _probe_state(deps: Deps, units: EnvironmentUnits, plan: dict) -> dict[str, str]:
+    """The state digest of every host of a plan, read now (a short read-only run)."""
+    names = sorted(plan)
+    outcome, records = servers.run_now(
+        deps, "deploy_probe.yml", names, extravars={"codeb_plan": _probe_plan(plan)},
+        secrets=units.secrets, timeout_s=120,
+    )  # fmt: skip
+    state = reported(records, "codeb_state")
+    if outcome.status != "successful" or set(state) != set(names):
+        raise Conflict(
+            "could not read the hosts' state to check the plan: "
+            + describe_failure(outcome, records),
+            {"servers": names},
+        )
+    return state
+
+
 def deploy(
     deps: Deps,
     actor: Actor,
@@ -180,15 +269,21 @@ def deploy(
     project = projects.find_project(str(body.get("project", "")))
     env = _environment(project, str(body.get("environment", "")))
     image = body.get("image")
-    if not isinstance(image, str) or not IMAGE.match(image):
+    if not isinstance(image, str) or not IMAGE.fullmatch(image):
         raise ValidationFailed("image is not a valid image reference", {"field": "image"})
     units = environment_units(deps, project, env, image)
     plan = plan_environment(deps.settings.templates_dir, units)
-    current = plan_hash(plan)
     if preview:
-        return _preview(deps, "deploy.yml", units, {"codeb_plan": plan}, current)
-    if expected_plan and expected_plan != current:
-        raise PlanChanged(current)
+        return _preview(
+            deps, "deploy.yml", units, {"codeb_plan": plan},
+            lambda records: deploy_plan_hash(plan, reported(records, "codeb_state")),
+        )  # fmt: skip
+    from_state: dict[str, str] = {}
+    if expected_plan:
+        from_state = _probe_state(deps, units, plan)
+        current = deploy_plan_hash(plan, from_state)
+        if expected_plan != current:
+            raise PlanChanged(current)
     operation = f"deploy_{env.name}"
     target = Target(
         "environment",
@@ -197,9 +292,12 @@ def deploy(
         project_id=project.id,
         environment=env.name,
     )
-    params = {"image": image}
+    params: dict[str, Any] = {"image": image}
     if expected_plan:
+        # The state the plan starts from travels with it: the run checks each host is still
+        # in it before it changes anything (see roles/codeb_quadlet/tasks/probe.yml).
         params["plan_hash"] = expected_plan
+        params["from_state"] = from_state
     return protection.guard(
         deps,
         actor,
@@ -231,8 +329,10 @@ def _execute_deploy(deps: Deps, actor: Actor, target: Target, params: dict[str, 
     env = _environment(project, target.environment)
     units = environment_units(deps, project, env, params["image"])
     plan = plan_environment(deps.settings.templates_dir, units)
-    if params.get("plan_hash") and params["plan_hash"] != plan_hash(plan):
-        raise PlanChanged(plan_hash(plan))
+    if params.get("plan_hash"):
+        current = deploy_plan_hash(plan, params.get("from_state") or {})
+        if params["plan_hash"] != current:
+            raise PlanChanged(current)
     names = sorted({units.app_server, units.db_server, units.cache_server})
     op = operations.create_operation(
         deps,
@@ -244,6 +344,7 @@ def _execute_deploy(deps: Deps, actor: Actor, target: Target, params: dict[str, 
             "environment": env.name,
             "image": params["image"],
             "plan_hash": params.get("plan_hash"),
+            "from_state": params.get("from_state"),
         },
         project_id=project.id,
     )
@@ -255,7 +356,9 @@ for _env in ("staging", "production", "preview"):
 
 
 class DeployJob:
-    """Place the units, check the app's health; a failing new version is rolled back."""
+    """Place the units, check the app's health; a failing new version is rolled back. After
+    a run that did not succeed (failed, canceled, timed out) every host it touched is either
+    as it was or its rows say exactly what it runs (see `_settle`)."""
 
     def run(self, ctx: RunContext) -> JobResult:
         deps, params = ctx.deps, ctx.operation.params
@@ -265,30 +368,29 @@ class DeployJob:
         previous = app_row.image if app_row and app_row.status == "running" else None
         units = environment_units(deps, project, env, params["image"])
         plan = plan_environment(deps.settings.templates_dir, units)
-        if params.get("plan_hash") and params["plan_hash"] != plan_hash(plan):
+        from_state = params.get("from_state") or {}
+        if params.get("plan_hash") and params["plan_hash"] != deploy_plan_hash(plan, from_state):
             raise JobFailed("the state changed since the preview; nothing was deployed")
         if env.name == "production":
             _require_tested_image(ctx, project, units)
-        outcome, records = ctx.run(_deploy_run(deps, units, plan))
-        if outcome.status != "successful":
-            return JobResult(
-                OUTCOME_STATUS.get(outcome.status, "failed"),
-                describe_failure(outcome, records),
-                dict(ctx.cleanup),
-            )
+            if ctx.canceled:
+                ctx.note_stopped()
+                return JobResult("canceled", "canceled by request", {})
+        outcome, records = ctx.run(_deploy_run(deps, units, plan, expected_state=from_state))
+        if outcome.status != "successful" or ctx.canceled:
+            return _settle(ctx, units, previous, describe_failure(outcome, records), outcome)
         # The app's dependencies first: a fresh PostgreSQL runs initdb before it listens.
         for name, port in (
             (units.db_server, units.db_port),
             (units.cache_server, units.redis_port),
         ):
             if not _wait_listening(_server_ip(name), port, ctx):
-                return JobResult(
-                    "failed",
-                    f"nothing listens on {name}:{port} after the deploy",
-                    dict(ctx.cleanup),
-                )
+                error = f"nothing listens on {name}:{port} after the deploy"
+                return _settle(ctx, units, previous, error, outcome)
         app_ip = _server_ip(units.app_server)
         healthy = _wait_healthy(app_ip, units.app_port, ctx)
+        if ctx.canceled:
+            return _settle(ctx, units, previous, "canceled by request", outcome)
         result: dict[str, Any] = {
             "image": units.app_image,
             "healthy": healthy,
@@ -301,15 +403,22 @@ class DeployJob:
             _record(deps, ctx.operation.id, units, "healthy", previous, image_id)
             return JobResult("succeeded", None, {**result, "image_id": image_id})
         if previous is None or previous == units.app_image:
-            _record(deps, ctx.operation.id, units, "unhealthy", previous)
+            image_id = (
+                reported(records, "codeb_images").get(units.app_server, {}).get(units.app_image)
+            )
+            _record(deps, ctx.operation.id, units, "unhealthy", previous, image_id)
             return JobResult("failed", f"{units.app_image} failed its health check", result)
         # Roll back to what ran before, the same way it was deployed.
         old = environment_units_for_image(deps, params, previous)
-        back, _ = ctx.run(
-            _deploy_run(deps, old, plan_environment(deps.settings.templates_dir, old))
+        back, back_records = ctx.run(
+            _deploy_run(deps, old, plan_environment(deps.settings.templates_dir, old)),
+            primary=False,
         )
         back_healthy = back.status == "successful" and _wait_healthy(app_ip, old.app_port, ctx)
-        _record(deps, ctx.operation.id, old, "healthy" if back_healthy else "unhealthy", None)
+        old_id = reported(back_records, "codeb_images").get(old.app_server, {}).get(previous)
+        _record(
+            deps, ctx.operation.id, old, "healthy" if back_healthy else "unhealthy", None, old_id
+        )
         result.update(rolled_back_to=previous, rollback_healthy=back_healthy)
         return JobResult(
             "failed",
@@ -319,18 +428,176 @@ class DeployJob:
         )
 
 
+def _settle(
+    ctx: RunContext,
+    units: EnvironmentUnits,
+    previous: str | None,
+    error: str,
+    outcome: RunOutcome,
+) -> JobResult:
+    """After a deploy that did not succeed: roll back the hosts a failed run changed (when a
+    version ran before), then probe every reachable host of the plan and make the rows say
+    what runs there. A canceled or timed-out run is not rolled back (it was asked to stop):
+    its hosts are probed and the rows follow them; a rerun converges. What was done is
+    recorded in the result's `registry`."""
+    deps = ctx.deps
+    if ctx.canceled:
+        ctx.note_stopped()
+        status, error = "canceled", "canceled by request"
+    else:
+        status = OUTCOME_STATUS.get(outcome.status, "failed")
+        status = "failed" if status == "succeeded" else status
+    names = sorted({units.app_server, units.db_server, units.cache_server})
+    records = ctx.primary_records
+    unreachable = sorted({r.host for r in records if r.event == "runner_on_unreachable"})
+    reachable = [n for n in names if n not in unreachable]
+    touched = _touched_hosts(records, reachable)
+    rolled_back: list[str] = []
+    if status == "failed" and previous and previous != units.app_image and touched:
+        old = environment_units_for_image(deps, ctx.operation.params, previous)
+        back, _ = ctx.run(
+            _deploy_run(
+                deps, old, plan_environment(deps.settings.templates_dir, old), limit=touched
+            ),
+            primary=False,
+        )
+        if back.status == "successful":
+            rolled_back = touched
+    probed, seen = _probe_hosts(ctx, units, reachable)
+    changes = _reconcile(deps, ctx.operation.id, units, seen)
+    registry = {
+        "action": "rolled_back" if rolled_back else "reconciled",
+        "rolled_back": rolled_back,
+        "probed": probed,
+        "unreachable": unreachable,
+        # Hosts the run changed that could not be read afterwards: their rows were left
+        # as they were and may be wrong until the next run there.
+        "unverified": sorted(set(touched) - set(probed)),
+        "containers": changes,
+    }
+    return JobResult(status, error, {"registry": registry, **ctx.cleanup})
+
+
+def _touched_hosts(records: list[EventRecord], hosts: list[str]) -> list[str]:
+    """Hosts on which the run changed something, or was stopped in the middle of a task."""
+    ran = host_tasks(records)
+    return [
+        h for h in hosts if any(t["status"] in ("changed", "interrupted") for t in ran.get(h, []))
+    ]
+
+
+def _probe_hosts(
+    ctx: RunContext,
+    units: EnvironmentUnits,
+    hosts: list[str],
+    components: tuple[str, ...] = COMPONENTS,
+) -> tuple[list[str], dict[str, dict]]:
+    """What the environment's containers run on `hosts`, once units half-way through a start
+    or stop have settled. Not cancellable: it is how a canceled run ends."""
+    if not hosts:
+        return [], {}
+    plan = plan_environment(ctx.deps.settings.templates_dir, units, components)
+    _, records = ctx.run(
+        PlaybookRun(
+            "deploy_probe.yml",
+            servers.targets_of(ctx.deps, hosts),
+            extravars={"codeb_plan": _probe_plan(plan), "codeb_probe_settle_s": SETTLE_S},
+            secrets=units.secrets,
+            limit=",".join(hosts),
+            timeout_s=SETTLE_S + 120,
+        ),
+        cancellable=False,
+        primary=False,
+    )
+    seen = reported(records, "codeb_probe")
+    return sorted(h for h in hosts if h in seen), seen
+
+
+def _reconcile(
+    deps: Deps,
+    op_id: str,
+    units: EnvironmentUnits,
+    seen: dict[str, dict],
+) -> dict[str, dict]:
+    """Make the environment's rows say what the probe saw. A row whose container still runs
+    the image it recorded keeps its health; any other is no longer known healthy (so
+    `staging_tested` never decides from a version that was not checked)."""
+    now = deps.clock.now()
+    server_names = {"app": units.app_server, "db": units.db_server, "redis": units.cache_server}
+    ports = {"app": units.app_port, "db": units.db_port, "redis": units.redis_port}
+    changes: dict[str, dict] = {}
+    with deps.write():
+        project = Project.get(Project.name == units.project)
+        for component in COMPONENTS:
+            host = server_names[component]
+            info = seen.get(host, {}).get(units.name(component))
+            if info is None:
+                continue  # not probed: the host is unreachable, or was not touched
+            row = _row(project.id, units.environment, component)
+            if row is None and not (info["running"] or info["unit_file_present"]):
+                continue  # nothing there and nothing recorded
+            is_new = row is None
+            if row is None:
+                row = Container(
+                    id=f"ctr_{secrets.token_hex(8)}",
+                    project=project.id,
+                    environment=units.environment,
+                    server_type=component,
+                    created_at=now,
+                    container_name=units.name(component),
+                    server_ip=_server_ip(host),
+                    port_external=ports[component],
+                    port_internal=INTERNAL_PORT.get(component, units.app_port),
+                    volume=units.volume(component) if component != "app" else None,
+                    image=info["unit_image"] or info["wanted_image"],
+                )
+            before = (row.status, row.image, row.image_id)
+            if info["running"]:
+                same = row.image == info["image"] and (
+                    not row.image_id or row.image_id == info["image_id"]
+                )
+                if component == "app" and row.image != info["image"]:
+                    row.previous_image = row.image if not is_new else None
+                row.status, row.image, row.image_id = "running", info["image"], info["image_id"]
+            else:
+                same = False
+                row.status = "stopped"
+                row.image = info["unit_image"] or row.image
+            if not same:
+                row.health_status, row.health_checked_at = None, None
+            if is_new or before != (row.status, row.image, row.image_id):
+                row.last_operation_id = op_id
+                row.updated_at = now
+            row.save(force_insert=is_new)
+            changes[component] = {
+                "status": row.status,
+                "image": row.image,
+                "changed": is_new or before != (row.status, row.image, row.image_id),
+            }
+    return changes
+
+
 def environment_units_for_image(deps: Deps, params: dict, image: str) -> EnvironmentUnits:
     project = Project.get_by_id(params["project_id"])
     env = _environment(project, params["environment"])
     return environment_units(deps, project, env, image)
 
 
-def _deploy_run(deps: Deps, units: EnvironmentUnits, plan: dict) -> PlaybookRun:
-    names = sorted({units.app_server, units.db_server, units.cache_server})
+def _deploy_run(
+    deps: Deps,
+    units: EnvironmentUnits,
+    plan: dict,
+    expected_state: dict[str, str] | None = None,
+    limit: list[str] | None = None,
+) -> PlaybookRun:
+    names = limit or sorted({units.app_server, units.db_server, units.cache_server})
+    extravars: dict[str, Any] = {"codeb_plan": plan}
+    if expected_state:
+        extravars["codeb_expected_state"] = expected_state
     return PlaybookRun(
         "deploy.yml",
         servers.targets_of(deps, names),
-        extravars={"codeb_plan": plan},
+        extravars=extravars,
         secrets=units.secrets,
         limit=",".join(names),
     )
@@ -346,11 +613,12 @@ def _wait_healthy(ip: str, port: int, ctx: RunContext) -> bool:
     url = f"http://{ip}:{port}/health"
     while time.monotonic() < deadline and not ctx.canceled:
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            # Short timeouts and waits on the cancel flag: a cancel stops the wait at once.
+            if httpx.get(url, timeout=0.8).status_code == 200:
                 return True
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        ctx.cancel.wait(0.5)
     return False
 
 
@@ -358,10 +626,10 @@ def _wait_listening(ip: str, port: int, ctx: RunContext) -> bool:
     deadline = time.monotonic() + HEALTH_DEADLINE_S
     while time.monotonic() < deadline and not ctx.canceled:
         try:
-            with socket.create_connection((ip, port), timeout=2):
+            with socket.create_connection((ip, port), timeout=0.8):
                 return True
         except OSError:
-            time.sleep(0.5)
+            ctx.cancel.wait(0.5)
     return False
 
 
@@ -470,6 +738,10 @@ def container_action(
     operation = {"remove": "container_remove", "volume_delete": "volume_delete"}.get(
         action, f"container_{action}"
     )
+    if action == "volume_delete" and c.server_type == "db":
+        # A database's volume is the database: deleting it is a db_drop (CRITICAL), never a
+        # cheaper volume delete (no sequence of cheaper operations reaches a dearer effect).
+        operation = "db_drop"
     target = Target(
         "container",
         c.id,
@@ -552,6 +824,7 @@ for _op in (
     "container_restart",
     "container_remove",
     "volume_delete",
+    "db_drop",
 ):
     protection.register_executor(_op, _execute_action)
 
@@ -572,11 +845,18 @@ class ContainerActionJob:
                 limit=server.name,
             )
         )
-        if outcome.status != "successful":
+        if outcome.status != "successful" or ctx.canceled:
+            if ctx.canceled:
+                ctx.note_stopped()
+            registry = (
+                {"action": "unchanged"}
+                if params["action"] == "volume_delete"
+                else _settle_container(ctx, c, server, params["action"])
+            )
             return JobResult(
-                OUTCOME_STATUS.get(outcome.status, "failed"),
+                "canceled" if ctx.canceled else OUTCOME_STATUS.get(outcome.status, "failed"),
                 describe_failure(outcome, records),
-                dict(ctx.cleanup),
+                {**ctx.cleanup, "registry": registry},
             )
         with deps.write():
             c = Container.get_by_id(params["container_id"])
@@ -592,6 +872,33 @@ class ContainerActionJob:
         return JobResult("succeeded", None, {"container": container_view(c)})
 
 
+def _settle_container(ctx: RunContext, c: Container, server: Server, action: str) -> dict:
+    """After a start/stop/restart/remove that did not succeed: read the container on its host
+    and make its row say what is there."""
+    try:
+        units = _registry_units(ctx.deps, c)
+    except (Conflict, NotFound) as exc:
+        return {"action": "unverified", "reason": str(exc)}
+    _, seen = _probe_hosts(ctx, units, [server.name], (c.server_type,))
+    info = seen.get(server.name, {}).get(c.container_name)
+    if info is None:
+        return {"action": "unverified", "reason": f"{server.name} could not be read"}
+    with ctx.deps.write():
+        row = Container.get_by_id(c.id)
+        if info["running"]:
+            if row.image != info["image"] or (row.image_id and row.image_id != info["image_id"]):
+                row.health_status, row.health_checked_at = None, None
+            row.status, row.image, row.image_id = "running", info["image"], info["image_id"]
+        else:
+            gone = action == "remove" and not info["unit_file_present"]
+            row.status = "removed" if gone else "stopped"
+            row.health_status, row.health_checked_at = None, None
+        row.last_operation_id = ctx.operation.id
+        row.updated_at = ctx.deps.clock.now()
+        row.save()
+    return {"action": "reconciled", "container": {"status": row.status, "image": row.image}}
+
+
 # -- preview ---------------------------------------------------------------------------
 
 
@@ -600,10 +907,12 @@ def _preview(
     playbook: str,
     units: EnvironmentUnits | None,
     extravars: dict[str, Any],
-    current: str,
+    current: str | Callable[[list[EventRecord]], str],
     server: str | None = None,
 ) -> dict:
-    """Run the playbook in check mode with diff: what would change, changing nothing."""
+    """Run the playbook in check mode with diff: what would change, changing nothing.
+    `current` is the plan hash, or computes it from the run's records (a deploy's hash binds
+    the state its probe saw)."""
     if units:
         names = sorted({units.app_server, units.db_server, units.cache_server})
     else:
@@ -615,8 +924,10 @@ def _preview(
     if outcome.status != "successful":
         raise Conflict(
             "the preview run failed: " + describe_failure(outcome, records),
-            {"plan_hash": current},
+            {"plan_hash": current if isinstance(current, str) else None},
         )
+    if not isinstance(current, str):
+        current = current(records)
     changes, restarts = [], []
     looped = {(r.host, r.task) for r in records if r.event.startswith("runner_item_")}
     for rec in records:
@@ -639,4 +950,190 @@ def _preview(
     }
 
 
-JOBS = {"deploy": DeployJob(), "container_action": ContainerActionJob()}
+# -- drift check -----------------------------------------------------------------------
+
+
+def drift_check(
+    deps: Deps, actor: Actor, confirmation: protection.Confirmation | None = None
+) -> protection.Answer:
+    """Compare what runs on the hosts with every container row (read-only; SAFE). Built to
+    be called by a scheduler as well as over the API: it starts one operation whose result
+    lists the containers whose host state differs from the registry."""
+    target = Target("containers", "all", "all containers")
+    return protection.guard(
+        deps,
+        actor,
+        "container_drift_check",
+        target,
+        {},
+        effect="Reads every container's state on its host and reports what differs from the "
+        "registry; changes nothing.",
+        confirmation=confirmation,
+        success_status=202,
+    )
+
+
+def _execute_drift_check(deps: Deps, actor: Actor, target: Target, params: dict) -> dict:
+    names = sorted(
+        {
+            s.name
+            for s in Server.select().where(
+                Server.ip.in_(_tracked().select(Container.server_ip)) & (Server.status != "deleted")
+            )
+        }
+    )
+    op = operations.create_operation(deps, actor, "drift_check", names, {})
+    return {"operation": operations.operation_view(op)}
+
+
+protection.register_executor("container_drift_check", _execute_drift_check)
+
+
+def _tracked():
+    return Container.select().where(Container.status != "removed")
+
+
+def _merge_plans(plans: list[dict[str, HostPlan]]) -> dict[str, dict]:
+    merged: dict[str, dict] = {}
+    for plan in plans:
+        for host, hp in plan.items():
+            into = merged.setdefault(
+                host, {"dirs": [], "files": [], "units": [], "images": [], "containers": []}
+            )
+            into["dirs"] += [d for d in hp["dirs"] if d not in into["dirs"]]
+            into["files"] += hp["files"]
+            into["units"] += hp["units"]
+            into["images"] += [i for i in hp["images"] if i not in into["images"]]
+            into["containers"] += hp["containers"]
+    return merged
+
+
+class DriftCheckJob:
+    """One read-only probe of every host holding a container; a row drifts when what runs
+    there (or what its files say) is not what the row says."""
+
+    def run(self, ctx: RunContext) -> JobResult:
+        deps = ctx.deps
+        rows = list(_tracked().order_by(Container.project, Container.environment))
+        by_env: dict[tuple[str, str], list[Container]] = {}
+        for c in rows:
+            by_env.setdefault((c.project_id, c.environment), []).append(c)
+        plans, secret_values, skipped = [], [], []
+        for group in by_env.values():
+            try:
+                units = _registry_units(deps, group[0])
+            except (Conflict, NotFound) as exc:
+                skipped += [{"container_id": c.id, "reason": str(exc)} for c in group]
+                continue
+            components = tuple(c.server_type for c in group)
+            plans.append(plan_environment(deps.settings.templates_dir, units, components))
+            secret_values += units.secrets
+        plan = _merge_plans(plans)
+        if not plan:
+            return JobResult("succeeded", None, {"checked": 0, "drifted": [], "skipped": skipped})
+        hosts = sorted(plan)
+        outcome, records = ctx.run(
+            PlaybookRun(
+                "deploy_probe.yml",
+                servers.targets_of(deps, hosts),
+                extravars={"codeb_plan": _probe_plan(plan)},
+                secrets=tuple(secret_values),
+                limit=",".join(hosts),
+                timeout_s=300,
+            )
+        )
+        seen = reported(records, "codeb_probe")
+        name_of = {s.ip: s.name for s in Server.select()}
+        drifted, checked, unreachable = [], 0, set()
+        for c in rows:
+            host = name_of.get(c.server_ip)
+            info = seen.get(host or "", {}).get(c.container_name)
+            if info is None:
+                if host in hosts:
+                    unreachable.add(host)
+                continue
+            checked += 1
+            drift = drift_of(c, info)
+            if drift:
+                drifted.append(
+                    {
+                        "container_id": c.id,
+                        "container_name": c.container_name,
+                        "project_id": c.project_id,
+                        "environment": c.environment,
+                        "server_ip": c.server_ip,
+                        "drift": drift,
+                    }
+                )
+        result = {
+            "checked": checked,
+            "drifted": drifted,
+            "unreachable": sorted(unreachable),
+            "skipped": skipped,
+        }
+        if ctx.canceled or (outcome.status != "successful" and not seen):
+            return JobResult(
+                OUTCOME_STATUS.get(outcome.status, "failed"),
+                describe_failure(outcome, records),
+                result,
+            )
+        return JobResult("succeeded", None, result)
+
+
+# -- after a crash ---------------------------------------------------------------------
+
+
+def reconcile_after_crash(deps: Deps, interrupted: list[Operation]) -> list[str]:
+    """Runs a crash interrupted may have changed containers half-way: for each, an
+    operation that reads the hosts and makes the rows say what runs there (after the
+    remote_cleanup operations that stop their leftover work, which are started first)."""
+    started = []
+    for op in interrupted:
+        if op.kind not in ("deploy", "container_action"):
+            continue
+        with deps.db.connection_context(), deps.write():
+            again = operations.create_operation(
+                deps, SYSTEM, "container_reconcile", list(op.targets or []),
+                {"interrupted_operation": op.id, "kind": op.kind, **(op.params or {})},
+                project_id=op.project_id,
+            )  # fmt: skip
+        operations.dispatch(deps, again.id)
+        started.append(again.id)
+    return started
+
+
+class ReconcileJob:
+    """The rows of what an interrupted run touched, made to say what the hosts run."""
+
+    def run(self, ctx: RunContext) -> JobResult:
+        params = ctx.operation.params
+        if params["kind"] == "container_action":
+            c = Container.get_or_none(Container.id == params["container_id"])
+            if c is None:
+                return JobResult("succeeded", None, {"registry": {"action": "unchanged"}})
+            registry = _settle_container(ctx, c, _server_by_ip(c.server_ip), params["action"])
+        else:
+            project = Project.get_by_id(params["project_id"])
+            env = _environment(project, params["environment"])
+            app_row = _row(project.id, env.name, "app")
+            # The rows' own image: the environment as registered, compared with the hosts.
+            units = environment_units(
+                ctx.deps, project, env, app_row.image if app_row else params["image"]
+            )
+            names = sorted({units.app_server, units.db_server, units.cache_server})
+            probed, seen = _probe_hosts(ctx, units, names)
+            registry = {
+                "action": "reconciled",
+                "probed": probed,
+                "unverified": sorted(set(names) - set(probed)),
+                "containers": _reconcile(ctx.deps, ctx.operation.id, units, seen),
+            }
+        return JobResult("succeeded", None, {"registry": registry})
+
+
+JOBS = {
+    "deploy": DeployJob(),
+    "container_action": ContainerActionJob(),
+    "drift_check": DriftCheckJob(),
+    "container_reconcile": ReconcileJob(),
+}
