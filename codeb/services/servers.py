@@ -7,8 +7,8 @@ import re
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from peewee import IntegrityError
