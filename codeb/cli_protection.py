@@ -59,11 +59,13 @@ def operations_follow(args: argparse.Namespace, sess: Session) -> int:
 
 
 def operations_cancel(args: argparse.Namespace, sess: Session) -> int:
-    op = sess.client.cancel_operation(args.operation)
+    answer = sess.client.cancel_operation(args.operation)
+    if "kind" not in answer:  # not executed yet: a stricter rule asks for a confirmation
+        return sess.finish(answer)
     if sess.out.json_mode:
-        sess.out.data(op)
+        sess.out.data(answer)
     else:
-        sess.out.say(f"cancel requested: operation {op['id']} is {op['status']}")
+        sess.out.say(f"cancel requested: operation {answer['id']} is {answer['status']}")
     return OK
 
 

@@ -162,6 +162,6 @@ def test_logs_rules_and_chain(cli):
     body = cli("protection", "logs", "--verify", "--json").json()
     assert body["chain"]["valid"] is True and body["logs"][0]["requested_by"] == "cli"
     r = cli("protection", "rules")
-    assert "project_update      MEDIUM" in r.out
+    assert re.search(r"^project_update +MEDIUM +token", r.out, re.MULTILINE), r.out
     rules = {r["operation"]: r for r in cli("protection", "rules", "--json").json()["rules"]}
     assert rules["project_update"]["flow"] == "token"

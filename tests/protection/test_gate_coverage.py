@@ -116,7 +116,11 @@ def _effects(api: LiveApi) -> dict[str, object]:
             "servers": [(s.name, s.status) for s in Server.select()],
             "keys": [(k.name, k.revoked_at) for k in ApiKey.select()],
             "containers": [(c.id, c.status) for c in Container.select()],
-            "operations": [(o.id, o.status, o.cancel_requested_at) for o in Operation.select()],
+            # The clean-up run that start-up recovery begins goes its own way; not those.
+            "operations": [
+                (o.id, o.status, o.cancel_requested_at)
+                for o in Operation.select().where(Operation.kind != "remote_cleanup")
+            ],
             "executed": OperationLog.select().where(OperationLog.status == "executed").count(),
         }
 
