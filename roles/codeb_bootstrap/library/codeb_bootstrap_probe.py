@@ -4,12 +4,15 @@
 Read-only (run it with check_mode: false): the distribution, whether systemd is PID 1,
 virtualization, what Podman/Quadlet/systemd are there, which of the given Debian packages are
 installed (dpkg-query) and which time-sync daemon runs, and what the host lets containers use
-(can it raise rlimits, is the pids cgroup controller there). Uses only the standard library
-and dpkg-query, so it works on a bare host (no python3-apt).
+(can it raise rlimits, is the pids cgroup controller there). Given the files, directories and
+units bootstrap manages, it also says which of them differ, so that each builtin module after
+it runs only for what differs: a bootstrap of a host that has everything costs a few module
+calls. Uses only the standard library and dpkg-query, so it works on a bare host.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import resource
@@ -95,11 +98,59 @@ def hard_limit(which: int) -> int | None:
     return None if hard == resource.RLIM_INFINITY else hard
 
 
+def file_differs(spec: dict) -> bool:
+    """Missing, another content (sha256 of the text), mode or owner than root's."""
+    try:
+        st = os.stat(spec["path"])
+        with open(spec["path"], "rb") as fh:
+            digest = hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return True
+    want = spec.get("sha256") or hashlib.sha256(spec["content"].encode()).hexdigest()
+    return (
+        digest != want
+        or (st.st_mode & 0o7777) != int(spec.get("mode", "0644"), 8)
+        or (st.st_uid, st.st_gid) != (0, 0)
+    )
+
+
+def dir_spec(spec: str | dict) -> dict:
+    return {"path": spec, "mode": "0755"} if isinstance(spec, str) else spec
+
+
+def dir_differs(spec: dict) -> bool:
+    try:
+        st = os.stat(spec["path"])
+    except OSError:
+        return True
+    return (
+        not os.path.isdir(spec["path"])
+        or (st.st_mode & 0o7777) != int(spec["mode"], 8)
+        or (st.st_uid, st.st_gid) != (0, 0)
+    )
+
+
+def unit_state(unit: str) -> dict:
+    return {
+        "enabled": output(["systemctl", "is-enabled", unit]) in ("enabled", "static"),
+        "active": output(["systemctl", "is-active", unit]) == "active",
+    }
+
+
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={"packages": {"type": "list", "elements": "str", "default": []}},
+        argument_spec={
+            "packages": {"type": "list", "elements": "str", "default": []},
+            # [{path, content or sha256, mode}], [{path, mode} or path], [units]: which differ
+            "files": {"type": "list", "elements": "dict", "default": []},
+            "dirs": {"type": "list", "elements": "raw", "default": []},
+            "units": {"type": "list", "elements": "str", "default": []},
+            # paths that should not exist: report which do
+            "absent": {"type": "list", "elements": "str", "default": []},
+        },
         supports_check_mode=True,
     )
+    params = module.params
     rel = os_release()
     try:
         with open("/proc/1/comm") as fh:
@@ -109,7 +160,7 @@ def main() -> None:
     systemd_version = output(["systemctl", "--version"])
     virt = output(["systemd-detect-virt", "--container"])
     podman = output(["podman", "version", "--format", "{{.Client.Version}}"])
-    packages = installed(list(dict.fromkeys(module.params["packages"] + list(TIME_DAEMONS))))
+    packages = installed(list(dict.fromkeys(params["packages"] + list(TIME_DAEMONS))))
     module.exit_json(
         changed=False,
         os={
@@ -130,7 +181,7 @@ def main() -> None:
         python=platform.python_version(),
         podman=podman,
         quadlet=next((p for p in QUADLET_PATHS if os.access(p, os.X_OK)), None),
-        packages={k: v for k, v in packages.items() if k in module.params["packages"]},
+        packages={k: v for k, v in packages.items() if k in params["packages"]},
         time_daemons=[d for d in TIME_DAEMONS if packages.get(d)],
         limits={
             "can_raise": can_raise_limits(),
@@ -138,6 +189,10 @@ def main() -> None:
             "nproc_hard": hard_limit(resource.RLIMIT_NPROC),
             "pids_controller": pids_controller(),
         },
+        files_differ=[f["path"] for f in params["files"] if file_differs(f)],
+        dirs_differ=[d for d in map(dir_spec, params["dirs"]) if dir_differs(d)],
+        units={u: unit_state(u) for u in params["units"]},
+        present=[p for p in params["absent"] if os.path.lexists(p)],
     )
 
 
