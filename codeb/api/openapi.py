@@ -192,6 +192,19 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "ServerUpdate": {
+        "type": "object",
+        "required": ["role"],
+        "additionalProperties": False,
+        "properties": {
+            "role": {"type": "string", "enum": ["control", "app", "db", "cache", "storage"]},
+            "bootstrap": {
+                "type": "boolean",
+                "description": "run the bootstrap playbook now (default true): it installs "
+                "what the new role needs",
+            },
+        },
+    },
     "ServerList": {
         "type": "object",
         "required": ["servers"],
@@ -1243,6 +1256,34 @@ def build_document() -> dict:
         "/api/servers/{ip}": {
             "parameters": [IP_PARAM],
             "get": _op("A server", {"200": _json("Server", "the server")}, 404),
+            "put": _op(
+                "Change a server's role (server_update); unless bootstrap is false, a "
+                "bootstrap run installs what the new role needs (202)",
+                {
+                    "200": _json("ServerRegistered", "updated, no run started"),
+                    "202": {
+                        "description": "updated and a run started, or not executed yet",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "anyOf": [
+                                        _ref("ServerRegistered"),
+                                        _ref("ProtectionPending"),
+                                        _ref("ProtectionRecorded"),
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                },
+                403,
+                404,
+                409,
+                410,
+                body="ServerUpdate",
+                parameters=CONFIRM_HEADERS,
+                description=CONFIRM_CONTRACT,
+            ),
             "delete": _op(
                 "Delete a server (CRITICAL: queued; see the confirm contract)",
                 PROTECTED_ANSWERS,

@@ -112,6 +112,13 @@ class Server(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, ip: str) -> None:
         resp.media = servers.get_server(ip)
 
+    def on_put(self, req: falcon.Request, resp: falcon.Response, ip: str) -> None:
+        body = read_json(req, "ServerUpdate")
+        respond(
+            resp,
+            servers.update_server(self.deps, req.context.actor, ip, body, confirmation_from(req)),
+        )
+
     def on_delete(self, req: falcon.Request, resp: falcon.Response, ip: str) -> None:
         respond(
             resp, servers.delete_server(self.deps, req.context.actor, ip, confirmation_from(req))

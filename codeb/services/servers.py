@@ -204,6 +204,71 @@ def _execute_bootstrap(
     return {"operation": operations.operation_view(op)}
 
 
+def update_server(
+    deps: Deps,
+    actor: Actor,
+    ip: str,
+    body: dict[str, Any],
+    confirmation: protection.Confirmation | None = None,
+) -> protection.Answer:
+    """Give a server another role through the gate (`server_update`) and, unless `bootstrap`
+    is false, run its bootstrap: it installs only what the new role needs beyond what the
+    server has (nothing is removed). 200 updated, 202 with the bootstrap run."""
+    role = validate_choice(body.get("role"), SERVER_ROLES, "role")
+    with deps.db.connection_context():
+        server = find_server(ip)
+    params = {"role": role, "bootstrap": bool(body.get("bootstrap", True))}
+    answer = protection.guard(
+        deps,
+        actor,
+        "server_update",
+        ProtectionTarget("server", str(server.id), server.name, server_ip=server.ip),
+        params,
+        effect=f"Changes the role of {server.name!r} ({server.ip}) from {server.role} to {role}"
+        + (" and runs its bootstrap." if params["bootstrap"] else "."),
+        confirmation=confirmation,
+    )
+    if answer.status in (200, 202) and answer.body.get("status") == "executed":
+        result = answer.body["result"]
+        return protection.Answer(202 if result["operation"] else 200, result)
+    return answer
+
+
+def _execute_update(
+    deps: Deps, actor: Actor, target: ProtectionTarget, params: dict[str, Any]
+) -> dict[str, Any]:
+    server = Server.get_or_none((Server.id == int(target.ref)) & (Server.status != "deleted"))
+    if server is None:
+        raise NotFound("the server no longer exists", {"server": target.name})
+    if params["role"] != server.role:
+        running = (
+            Container.select()
+            .where((Container.server_ip == server.ip) & (Container.status == "running"))
+            .count()
+        )
+        if running:
+            # They were placed there for its old role; a new role would orphan them.
+            raise Conflict(
+                f"{running} container(s) run on {server.name} as a {server.role} server; "
+                "stop or move them before changing its role",
+                {"server": server.name, "running_containers": running},
+            )
+    server.role = params["role"]
+    server.updated_at = deps.clock.now()
+    if params["bootstrap"]:
+        server.status = "bootstrapping"
+    server.save()
+    op = None
+    if params["bootstrap"]:
+        op = operations.create_operation(
+            deps, actor, "server_bootstrap", [server.name], {"ip": server.ip}, server_id=server.id
+        )
+    return {
+        "server": server_view(server),
+        "operation": operations.operation_view(op) if op is not None else None,
+    }
+
+
 def ssh_public_key(deps: Deps) -> dict:
     return {"public_key": ensure_ssh_key(deps.settings.resolved_ssh_key_file)}
 
@@ -256,6 +321,7 @@ def _execute_server_delete(
 
 protection.register_executor("server_register", _execute_register)
 protection.register_executor("server_bootstrap", _execute_bootstrap)
+protection.register_executor("server_update", _execute_update)
 protection.register_executor("server_delete", _execute_server_delete)
 
 

@@ -40,6 +40,7 @@ BODIES = {
     "ProjectUpdate": {"type": "remix"},
     "EnvironmentCreate": {"name": "preview"},
     "ServerCreate": {"name": "app9", "ip": "127.0.0.9", "role": "app", "bootstrap": False},
+    "ServerUpdate": {"role": "db", "bootstrap": False},
     "ApiKeyCreate": {"name": "ci", "role": "readonly"},
     "DeployRequest": {"project": "shop", "environment": "staging", "image": "reg.example/a:1"},
 }

@@ -32,6 +32,7 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
         "provider_id": "x1",
         "bootstrap": False,
     },
+    "ServerUpdate": {"role": "db", "bootstrap": False},
     "ApiKeyCreate": {"name": "ci", "role": "readonly", "principal": "ci-bot"},
     "ProtectionConfirm": {"token": "t" * 40, "typed_name": "shop"},
     "ProtectionApprove": {"id": "pq_0123"},
