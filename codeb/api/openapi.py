@@ -456,7 +456,8 @@ SCHEMAS.update(
         },
         "ProtectionExecuted": {
             "type": "object",
-            "required": ["status", "operation", "entry", "result"],
+            "description": "`entry` only when a confirmation executed it; a LOW run has none",
+            "required": ["status", "operation", "result"],
             "properties": {
                 "status": {"type": "string", "enum": ["executed"]},
                 "operation": {"type": "string"},
@@ -1098,6 +1099,43 @@ def container_paths() -> dict[str, Any]:
     }
 
 
+# What the API refuses in every string it is given (body, path, query): control characters.
+NO_CONTROL_CHARACTERS = r"^[^\u0000-\u001f\u007f]*$"
+
+
+def _plain_string(schema: dict) -> bool:
+    types = schema.get("type")
+    types = types if isinstance(types, list) else [types]
+    return "string" in types and not ({"enum", "pattern", "format", "anyOf"} & set(schema))
+
+
+def _refuse_control_characters(paths: dict[str, Any]) -> None:
+    """Say in the document what the API enforces for every operation: no string it receives
+    (request bodies, path and query parameters) may hold a control character."""
+    bodies = set()
+    for item in paths.values():
+        shared = item.get("parameters", [])
+        for key, op in item.items():
+            if key == "parameters":
+                continue
+            checked = False
+            for param in [*shared, *op.get("parameters", [])]:
+                schema = param.get("schema", {})
+                if param.get("in") in ("path", "query") and schema.get("type") == "string":
+                    checked = True
+                    if _plain_string(schema):
+                        param["schema"] = {**schema, "pattern": NO_CONTROL_CHARACTERS}
+            if checked and "422" not in op["responses"]:
+                op["responses"].update(_errors(422))
+            if "requestBody" in op:
+                ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                bodies.add(ref.rsplit("/", 1)[1])
+    for name in bodies:
+        for prop, schema in SCHEMAS[name].get("properties", {}).items():
+            if _plain_string(schema):
+                SCHEMAS[name]["properties"][prop] = {**schema, "pattern": NO_CONTROL_CHARACTERS}
+
+
 @lru_cache(maxsize=1)
 def build_document() -> dict:
     """Built once: the OpenAPI resource serves it and the query-parameter check reads it."""
@@ -1246,6 +1284,7 @@ def build_document() -> dict:
                     },
                 },
                 403,
+                404,
                 409,
                 410,
                 body="ServerCreate",
@@ -1304,6 +1343,7 @@ def build_document() -> dict:
                 "the key is shown once",
                 {"201": _json("ApiKeyCreated", "created"), "202": PROTECTED_ANSWERS["202"]},
                 403,
+                404,
                 409,
                 410,
                 body="ApiKeyCreate",
@@ -1328,6 +1368,7 @@ def build_document() -> dict:
     paths.update(protection_paths())
     paths.update(executor_paths())
     paths.update(container_paths())
+    _refuse_control_characters(paths)
     return {
         "openapi": "3.1.0",
         "info": {
