@@ -29,6 +29,7 @@ pytestmark = pytest.mark.fleet
 
 APP_IMAGE = "localhost/codeb-test-app"
 QUADLET = "/usr/libexec/podman/quadlet"
+RESTART_TASK = "Restart the units whose files changed or that run something else"
 TIMINGS_FILE = os.environ.get("CODEB_DEPLOY_TIMINGS")  # where to write the figures, if set
 
 
@@ -344,7 +345,7 @@ def test_new_app_image_restarts_only_the_app(deployer):
     assert run.tasks_changed("app") == [
         "Place the files",
         "Reload systemd so Quadlet generates the changed units",
-        "Restart the units whose files changed",
+        RESTART_TASK,
     ]
     print("app-only deploy, per task:", run.task_seconds("app"))
     after = d.states()
@@ -387,9 +388,7 @@ def test_check_mode_reports_the_diff_and_changes_nothing(fleet, deployer):
     assert db_changed
     assert proposed.db_password not in json.dumps([r.data for r in run.records])
     # It says which units it would restart.
-    restarts = [
-        r for r in run.records if r.task == "Restart the units whose files changed" and r.changed
-    ]
+    restarts = [r for r in run.records if r.task == RESTART_TASK and r.changed]
     assert {r.host for r in restarts} == {"app", "db"}
     # And nothing moved on the hosts.
     assert fleet["app"].ssh(f"cat {unit}", check=True).stdout == before_file
