@@ -283,6 +283,25 @@ class Lock(BaseModel):
         table_name = "locks"
 
 
+class Schedule(BaseModel):
+    """A periodic job's state and lease (codeb/services/scheduler.py). A process runs a job
+    only after claiming it with a conditional UPDATE (due, and no live lease), so two codeb
+    processes never run one job at once; a crashed holder's lease expires."""
+
+    name = CharField(primary_key=True, max_length=64)
+    next_run_at = DateTimeField()
+    last_started_at = DateTimeField(null=True)
+    last_finished_at = DateTimeField(null=True)
+    last_status = CharField(null=True, max_length=20)  # succeeded, failed
+    last_result = JSONField(null=True)  # what the job returned; never secrets
+    last_error = TextField(null=True)
+    lease_owner = CharField(null=True, max_length=120)
+    lease_expires_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "schedules"
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Project,
     Environment,
@@ -296,4 +315,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     Operation,
     OperationEvent,
     Lock,
+    Schedule,
 )
