@@ -23,7 +23,15 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-APT_ENV = {"DEBIAN_FRONTEND": "noninteractive", "APT_LISTCHANGES_FRONTEND": "none"}
+# No prompts; needrestart (Ubuntu) only lists what would need a restart, restarts nothing.
+APT_ENV = {
+    "DEBIAN_FRONTEND": "noninteractive",
+    "APT_LISTCHANGES_FRONTEND": "none",
+    "NEEDRESTART_MODE": "l",
+}
+# A fresh server often runs unattended-upgrades at first boot: wait for its lock a while
+# rather than fail at once.
+LOCK_WAIT = ["-o", "DPkg::Lock::Timeout=300"]
 
 
 def installed(module: AnsibleModule, names: list[str]) -> dict:
@@ -87,7 +95,9 @@ def main() -> None:
     failed = {**result, "changed": False}  # a failure below has installed nothing
 
     if not module.check_mode:
-        rc, out, err = module.run_command(["apt-get", "update", "-q"], environ_update=APT_ENV)
+        rc, out, err = module.run_command(
+            ["apt-get", "update", "-q", *LOCK_WAIT], environ_update=APT_ENV
+        )
         if rc != 0:
             module.fail_json(
                 msg="apt-get update failed; check this host's apt sources "
@@ -140,6 +150,7 @@ def main() -> None:
     rc, out, err = module.run_command(
         [
             "apt-get",
+            *LOCK_WAIT,
             "install",
             "-y",
             "-q",
