@@ -12,6 +12,7 @@ from codeb.api import containers as containers_api
 from codeb.api import errors, resources
 from codeb.api import operations as operations_api
 from codeb.api import protection as protection_api
+from codeb.api import schedules as schedules_api
 from codeb.api.middleware import (
     Authentication,
     DatabaseSession,
@@ -24,7 +25,7 @@ from codeb.config import SettingError, Settings, load_settings
 from codeb.executor.worker import Worker
 from codeb.protection import audit
 from codeb.secretbox import SecretBox
-from codeb.services import containers, operations, protection, servers
+from codeb.services import containers, operations, protection, scheduler, servers
 from codeb.services.context import Deps
 from codeb.store.db import migrate, open_database
 
@@ -62,6 +63,7 @@ ROUTES: tuple[tuple[str, type[resources.Resource]], ...] = (
     ("/api/protection/logs", protection_api.Logs),
     ("/api/protection/logs/verify", protection_api.LogsVerify),
     ("/api/protection/rules", protection_api.Rules),
+    ("/api/schedules", schedules_api.Schedules),
 )
 
 
@@ -86,7 +88,8 @@ def build_deps(settings: Settings, clock: Clock | None = None) -> Deps:
 
 def start_runtime(deps: Deps) -> Deps:
     """What only the serving process does: recover operations a crash left in flight, import
-    runs made by hand, and start the worker. Returns deps with the worker attached."""
+    runs made by hand, and start the worker and the scheduler. Returns deps with both
+    attached; stop them with `deps.scheduler.shutdown()` then `deps.worker.shutdown()`."""
     interrupted = operations.recover_interrupted(deps)
     operations.import_journal(deps, deps.settings.data_dir / "journal")
     jobs = {**servers.JOBS, **containers.JOBS}
@@ -95,7 +98,10 @@ def start_runtime(deps: Deps) -> Deps:
     operations.clean_up_after(deps, interrupted)
     # Then the registry follows what those runs left on the hosts (issue 16).
     containers.reconcile_after_crash(deps, interrupted)
-    return deps
+    # Periodic work starts last, once recovery has settled the state its jobs read.
+    periodic = scheduler.Scheduler(deps)
+    periodic.start(deps.settings.scheduler_tick_s)
+    return dataclasses.replace(deps, scheduler=periodic)
 
 
 def create_app(deps: Deps) -> falcon.App:

@@ -3,9 +3,11 @@ over the defaults. Every setting is listed in SETTINGS so the README can be chec
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,8 +32,33 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "run_timeout_s": (1, 7 * 24 * 3600),
     "lock_wait_s": (0, 7 * 24 * 3600),
     "stats_cache_s": (0, 24 * 3600),
+    "scheduler_tick_s": (0, 3600),
 }
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+# A periodic job runs at most this often and at least this rarely (CODEB_SCHEDULES).
+SCHEDULE_BOUNDS = (dt.timedelta(seconds=10), dt.timedelta(days=31))
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_interval(value: Any) -> dt.timedelta | None:
+    """A job's interval as an operator writes it: "30s", "15m", "6h", "1d", a number of
+    seconds, or "off" (None: the job does not run)."""
+    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not an interval")
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}[smhd]", value.strip()):
+        text = value.strip()
+        seconds = int(text[:-1]) * _UNITS[text[-1]]
+    else:
+        raise ValueError(f"{value!r} is not an interval (like 30s, 15m, 6h, 1d, or off)")
+    interval = dt.timedelta(seconds=seconds)
+    low, high = SCHEDULE_BOUNDS
+    if not low <= interval <= high:
+        raise ValueError(f"{value!r} is outside {low} .. {high}")
+    return interval
 
 
 def env_name(setting: str) -> str:
@@ -85,6 +112,10 @@ class Settings:
     # apt proxy URL that bootstrap writes on servers (http://host:port); empty: each server
     # uses its own apt sources directly. codeb never adds repositories.
     apt_proxy: str = ""
+    # Scheduler: how often the serving process looks for due jobs (0: this process runs
+    # none), and per job an interval that replaces the job's default ("15m", "off", ...).
+    scheduler_tick_s: int = 5
+    schedules: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for name, (low, high) in BOUNDS.items():
@@ -100,6 +131,12 @@ class Settings:
             raise SettingError(
                 f"{env_name('allowed_networks')} must be comma-separated CIDRs"
             ) from None
+        # Job names are checked when the scheduler starts (jobs are declared by features).
+        for job, value in self.schedules.items():
+            try:
+                parse_interval(value)
+            except ValueError as exc:
+                raise SettingError(f"{env_name('schedules')}: {job}: {exc}") from None
 
     @property
     def resolved_database_url(self) -> str:
@@ -148,6 +185,8 @@ _CASTS: dict[str, Any] = {
     "run_timeout_s": int,
     "lock_wait_s": int,
     "stats_cache_s": int,
+    "scheduler_tick_s": int,
+    "schedules": _json_table,
 }
 
 SETTINGS = tuple(f.name for f in fields(Settings))

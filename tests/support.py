@@ -57,6 +57,9 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
 def live_api(
     data_dir: Path, clock: Clock | None = None, threads: int = 8, **overrides: object
 ) -> Iterator[LiveApi]:
+    # The scheduler's thread stays off unless a test asks for it (scheduler_tick_s=...): its
+    # runs would add log rows and operations to tests that count them. tick() still works.
+    overrides.setdefault("scheduler_tick_s", 0)
     settings = make_settings(data_dir, **overrides)
     clock = clock or FrozenClock()
     deps = start_runtime(build_deps(settings, clock))
@@ -93,5 +96,6 @@ def live_api(
         server.task_dispatcher.shutdown(timeout=5)  # type: ignore[union-attr]
         server.close()
         thread.join(timeout=10)
+        deps.scheduler.shutdown()
         deps.worker.shutdown()
         deps.db.close()

@@ -1136,6 +1136,73 @@ def _refuse_control_characters(paths: dict[str, Any]) -> None:
                 SCHEMAS[name]["properties"][prop] = {**schema, "pattern": NO_CONTROL_CHARACTERS}
 
 
+SCHEDULE_TIME = {"type": ["string", "null"], "format": "date-time"}
+SCHEMAS.update(
+    {
+        "Schedule": {
+            "type": "object",
+            "required": [
+                "name",
+                "description",
+                "interval_s",
+                "enabled",
+                "running",
+                "last_run",
+                "next_run_at",
+            ],
+            "properties": {
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+                "interval_s": {"type": "integer", "minimum": 1},
+                "enabled": {"type": "boolean"},
+                "running": {"type": "boolean", "description": "a process holds its lease now"},
+                "last_run": {
+                    "oneOf": [
+                        {"type": "null"},
+                        {
+                            "type": "object",
+                            "required": ["started_at", "finished_at", "status", "result", "error"],
+                            "properties": {
+                                "started_at": TIMESTAMP,
+                                "finished_at": SCHEDULE_TIME,
+                                "status": {
+                                    "type": ["string", "null"],
+                                    "enum": ["running", "succeeded", "failed", None],
+                                },
+                                "result": {"type": ["object", "null"]},
+                                "error": NULLABLE_STRING,
+                            },
+                        },
+                    ]
+                },
+                "next_run_at": {
+                    **SCHEDULE_TIME,
+                    "description": "null while the job is disabled (CODEB_SCHEDULES)",
+                },
+            },
+        },
+        "ScheduleList": {
+            "type": "object",
+            "required": ["schedules"],
+            "properties": {
+                "schedules": {"type": "array", "items": {"$ref": "#/components/schemas/Schedule"}}
+            },
+        },
+    }
+)
+
+
+def schedule_paths() -> dict[str, Any]:
+    return {
+        "/api/schedules": {
+            "get": _op(
+                "Periodic jobs: interval, last run (result or error) and next run",
+                {"200": _json("ScheduleList", "every declared job, by name")},
+            )
+        }
+    }
+
+
 @lru_cache(maxsize=1)
 def build_document() -> dict:
     """Built once: the OpenAPI resource serves it and the query-parameter check reads it."""
@@ -1368,6 +1435,7 @@ def build_document() -> dict:
     paths.update(protection_paths())
     paths.update(executor_paths())
     paths.update(container_paths())
+    paths.update(schedule_paths())
     _refuse_control_characters(paths)
     return {
         "openapi": "3.1.0",

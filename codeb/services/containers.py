@@ -4,6 +4,7 @@ Layer; preview any of it as a check-mode run; follow the work as operations."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -27,7 +28,7 @@ from codeb.executor.worker import (
 )
 from codeb.protection.tokens import Target
 from codeb.render.units import COMPONENTS, EnvironmentUnits, HostPlan, plan_environment
-from codeb.services import operations, projects, protection, servers
+from codeb.services import operations, projects, protection, scheduler, servers
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import Container, Environment, Operation, Project, Server
 
@@ -991,6 +992,32 @@ protection.register_executor("container_drift_check", _execute_drift_check)
 
 def _tracked():
     return Container.select().where(Container.status != "removed")
+
+
+def _scheduled_drift_check(deps: Deps) -> dict[str, Any]:
+    """The periodic drift check: through the gate as codeb itself, only when there is
+    something to compare (no operation for an empty registry)."""
+    tracked = _tracked().count()
+    if not tracked:
+        return {"containers": 0, "note": "nothing to check"}
+    answer = drift_check(deps, SYSTEM)
+    operation = answer.body.get("result", {}).get("operation") if answer.executed else None
+    if not isinstance(operation, dict):
+        # A configured stricter rule (a token or a queue entry) is not the scheduler's to
+        # confirm: the run fails and says so.
+        raise RuntimeError(f"the Protection Layer did not run it: {answer.body.get('status')}")
+    return {"containers": tracked, "operation": operation["id"]}
+
+
+scheduler.declare(
+    scheduler.Job(
+        name="container_drift_check",
+        description="Starts a drift_check operation comparing every container's host state "
+        "with the registry (skipped while no container is registered).",
+        interval=dt.timedelta(minutes=15),
+        run=_scheduled_drift_check,
+    )
+)
 
 
 def _merge_plans(plans: list[dict[str, HostPlan]]) -> dict[str, dict]:

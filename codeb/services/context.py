@@ -29,6 +29,8 @@ class Deps:
     clock: Clock
     # The executor's worker (codeb.executor.worker.Worker); None where nothing may run.
     worker: Any = None
+    # The periodic jobs' scheduler (codeb.services.scheduler.Scheduler); None outside serving.
+    scheduler: Any = None
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:

@@ -55,7 +55,7 @@ from codeb.protection.tokens import (
     redacted,
     secret_names,
 )
-from codeb.services import operations
+from codeb.services import operations, scheduler
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import Project, ProtectionQueue
 
@@ -589,3 +589,20 @@ def project_id_for(ref: str) -> str:
         .first()
     )
     return project.id if project else ref
+
+
+# -- periodic work ---------------------------------------------------------------------
+
+
+def _scheduled_expiry(deps: Deps) -> dict[str, Any]:
+    return {"expired": expire_due(deps)}
+
+
+scheduler.declare(
+    scheduler.Job(
+        name="protection_queue_expiry",
+        description="Marks queue entries past their window as expired (one log row each).",
+        interval=dt.timedelta(minutes=1),
+        run=_scheduled_expiry,
+    )
+)
