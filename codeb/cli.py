@@ -52,7 +52,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     print(f"codeb serving on http://{host}:{port}", flush=True)
-    waitress.serve(create_app(deps), host=host, port=port, threads=settings.threads, ident="codeb")
+    try:
+        waitress.serve(
+            create_app(deps), host=host, port=port, threads=settings.threads, ident="codeb"
+        )
+    finally:
+        # A scheduled job running now finishes and records its run before the process ends.
+        deps.scheduler.shutdown()
     return 0
 
 
