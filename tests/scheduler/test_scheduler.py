@@ -19,7 +19,7 @@ from codeb.clock import FrozenClock
 from codeb.config import REPO_ROOT, SettingError
 from codeb.services.context import Deps
 from codeb.services.scheduler import Job, Scheduler, declared
-from codeb.store.models import OperationLog, Schedule
+from codeb.store.models import Container, OperationLog, Project, Schedule
 from tests.support import live_api, make_settings
 
 START = dt.datetime(2026, 3, 1, 9, 0, 0)
@@ -295,3 +295,44 @@ def test_the_serving_thread_ticks_and_stops(tmp_path, clock):
         thread = live.deps.scheduler._thread
         assert thread is not None and thread.is_alive()
     assert not thread.is_alive()
+
+
+def test_the_drift_check_starts_an_operation_once_containers_are_registered(tmp_path, clock):
+    with live_api(tmp_path / "data", clock=clock) as live, live.client() as c:
+        assert c.post("/api/projects", json={"name": "shop"}).status_code == 201
+        r = c.post(
+            "/api/servers",
+            json={"name": "app1", "ip": "10.2.0.7", "role": "app", "bootstrap": False},
+        )
+        assert r.status_code == 201, r.text
+        with live.deps.db.connection_context():
+            Container.create(
+                id="ct_sched1", project=Project.get(Project.name == "shop").id,
+                environment="staging", server_type="app", server_ip="10.2.0.7",
+                container_name="shop-staging-app", image="registry.example/shop:1",
+                status="running",
+            )  # fmt: skip
+        assert "container_drift_check" in live.deps.scheduler.tick()
+        result = schedules(c)["container_drift_check"]["last_run"]["result"]
+        assert result["containers"] == 1
+        op = c.get(f"/api/operations/{result['operation']}").json()
+        assert op["kind"] == "drift_check" and op["key_name"] == "codeb"
+        gate = c.get("/api/protection/logs", params={"operation": "container_drift_check"})
+        assert [row["status"] for row in gate.json()["logs"]] == ["executed"]
+
+
+def test_schedules_on_both_backends(api):
+    """The claim (INSERT .. ON CONFLICT DO NOTHING, the conditional UPDATE) on SQLite and
+    PostgreSQL alike."""
+    clock = api.clock
+    with api.client() as c:
+        assert set(api.deps.scheduler.tick()) == {
+            "protection_queue_expiry",
+            "container_drift_check",
+        }
+        assert api.deps.scheduler.tick() == []
+        clock.advance(minutes=1)
+        assert api.deps.scheduler.tick() == ["protection_queue_expiry"]
+        expiry = schedules(c)["protection_queue_expiry"]
+        assert expiry["last_run"]["status"] == "succeeded"
+        assert expiry["next_run_at"] == (clock.now() + dt.timedelta(minutes=1)).isoformat() + "Z"
