@@ -64,6 +64,7 @@ ROUTES: tuple[tuple[str, type[resources.Resource]], ...] = (
     ("/api/protection/logs/verify", protection_api.LogsVerify),
     ("/api/protection/rules", protection_api.Rules),
     ("/api/schedules", schedules_api.Schedules),
+    ("/api/schedules/{job}/run", schedules_api.ScheduleRun),
 )
 
 

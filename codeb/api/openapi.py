@@ -1181,6 +1181,11 @@ SCHEMAS.update(
                 },
             },
         },
+        "ScheduleDue": {
+            "type": "object",
+            "required": ["schedule"],
+            "properties": {"schedule": {"$ref": "#/components/schemas/Schedule"}},
+        },
         "ScheduleList": {
             "type": "object",
             "required": ["schedules"],
@@ -1192,6 +1197,9 @@ SCHEMAS.update(
 )
 
 
+JOB_PARAM = {"name": "job", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 def schedule_paths() -> dict[str, Any]:
     return {
         "/api/schedules": {
@@ -1199,7 +1207,36 @@ def schedule_paths() -> dict[str, Any]:
                 "Periodic jobs: interval, last run (result or error) and next run",
                 {"200": _json("ScheduleList", "every declared job, by name")},
             )
-        }
+        },
+        "/api/schedules/{job}/run": {
+            "parameters": [JOB_PARAM],
+            "post": _op(
+                "Run a periodic job at the scheduler's next tick (schedule_run, LOW); the "
+                "same lease as its periodic runs keeps it from running twice at once",
+                {
+                    "200": {
+                        "description": "due now (with X-Confirm-Token: the executed envelope)",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "anyOf": [
+                                        _ref("ScheduleDue"),
+                                        _ref("ProtectionExecuted"),
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    "202": PROTECTED_ANSWERS["202"],
+                },
+                403,
+                404,
+                409,
+                410,
+                parameters=CONFIRM_HEADERS,
+                description=CONFIRM_CONTRACT,
+            ),
+        },
     }
 
 

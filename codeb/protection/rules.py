@@ -172,6 +172,7 @@ _TABLE: tuple[Rule, ...] = (
     Rule("api_key_revoke", L.LOW, (), "Revokes an API key."),
     Rule("operation_cancel", L.LOW, (), "Cancels a running operation (its hosts are reconciled)."),
     Rule("server_bootstrap", L.LOW, (), "Runs the bootstrap playbook on a server again."),
+    Rule("schedule_run", L.LOW, (), "Runs a periodic job now instead of at its next time."),
 )  # fmt: skip
 RULES: dict[str, Rule] = {rule.operation: rule for rule in _TABLE}
 # No sequence of cheaper operations may reach the effect of a dearer one: each operation here

@@ -62,7 +62,12 @@ from codeb.store.models import Project, ProtectionQueue
 Executor = Callable[[Deps, Actor, Target, dict[str, Any]], dict[str, Any]]
 _EXECUTORS: dict[str, Executor] = {}
 # Modules that register executors when imported: a confirmation may arrive in a fresh process.
-EXECUTOR_MODULES = ("codeb.services.projects", "codeb.services.keys", "codeb.services.cancel")
+EXECUTOR_MODULES = (
+    "codeb.services.projects",
+    "codeb.services.keys",
+    "codeb.services.cancel",
+    "codeb.services.schedules",
+)
 
 
 @dataclass(frozen=True)

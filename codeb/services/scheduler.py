@@ -67,7 +67,7 @@ def declared() -> dict[str, Job]:
     return dict(_JOBS)
 
 
-def _configured(jobs: dict[str, Job], schedules: dict[str, Any]) -> dict[str, Job]:
+def configured(jobs: dict[str, Job], schedules: dict[str, Any]) -> dict[str, Job]:
     """The jobs with the operator's intervals (CODEB_SCHEDULES) applied; an unknown name
     stops the start with a message naming the setting."""
     unknown = sorted(set(schedules) - set(jobs))
@@ -99,7 +99,7 @@ class Scheduler:
 
     def __init__(self, deps: Deps, jobs: dict[str, Job] | None = None) -> None:
         self._deps = deps
-        self.jobs = _configured(declared() if jobs is None else jobs, deps.settings.schedules)
+        self.jobs = configured(declared() if jobs is None else jobs, deps.settings.schedules)
         # Unique per instance: two schedulers in one process are two lease holders.
         self.owner = f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._stop = threading.Event()
@@ -233,18 +233,10 @@ class Scheduler:
     # -- what GET /api/schedules shows ---------------------------------------------------
 
     def view(self) -> list[dict[str, Any]]:
-        return _views(self.jobs)
+        return views(self.jobs)
 
 
-def list_schedules(deps: Deps) -> dict[str, Any]:
-    """Every job: its interval, whether it runs, its last run and its next run."""
-    jobs = deps.scheduler.jobs if deps.scheduler is not None else None
-    if jobs is None:  # an app built without the runtime: the same jobs, nothing running
-        jobs = _configured(declared(), deps.settings.schedules)
-    return {"schedules": _views(jobs)}
-
-
-def _views(jobs: dict[str, Job]) -> list[dict[str, Any]]:
+def views(jobs: dict[str, Job]) -> list[dict[str, Any]]:
     rows = {r.name: r for r in Schedule.select().where(Schedule.name.in_(list(jobs)))}
     return [_view(job, rows.get(job.name)) for job in sorted(jobs.values(), key=_name)]
 

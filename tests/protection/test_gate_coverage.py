@@ -83,6 +83,7 @@ def _seed(api: LiveApi) -> dict[str, str]:
         "name": "victim",
         "container_id": container.id,
         "operation_id": _running_operation(api),
+        "job": "protection_queue_expiry",
     }
 
 

@@ -336,3 +336,25 @@ def test_schedules_on_both_backends(api):
         expiry = schedules(c)["protection_queue_expiry"]
         assert expiry["last_run"]["status"] == "succeeded"
         assert expiry["next_run_at"] == (clock.now() + dt.timedelta(minutes=1)).isoformat() + "Z"
+
+
+def test_run_now_goes_through_the_gate_and_the_next_tick_runs_it(tmp_path, clock):
+    with live_api(
+        tmp_path / "data", clock=clock, schedules={"container_drift_check": "off"}
+    ) as live:
+        reader = live.new_key("reader", "readonly")
+        live.deps.scheduler.tick()  # both ran at start; the expiry is due again in a minute
+        clock.advance(seconds=20)
+        assert live.deps.scheduler.tick() == []
+        with live.client() as c, live.client(key=reader) as ro:
+            assert ro.post("/api/schedules/protection_queue_expiry/run").status_code == 403
+            assert c.post("/api/schedules/nope/run").status_code == 404
+            assert c.post("/api/schedules/container_drift_check/run").status_code == 409
+            r = c.post("/api/schedules/protection_queue_expiry/run")
+            assert r.status_code == 200, r.text
+            assert r.json()["schedule"]["next_run_at"] == clock.now().isoformat() + "Z"
+            assert live.deps.scheduler.tick() == ["protection_queue_expiry"]
+            after = schedules(c)["protection_queue_expiry"]
+            assert after["last_run"]["started_at"] == clock.now().isoformat() + "Z"
+            logged = c.get("/api/protection/logs", params={"operation": "schedule_run"}).json()
+            assert [row["status"] for row in logged["logs"]] == ["executed"]
