@@ -141,12 +141,21 @@ class Scheduler:
         with self._tick_lock, self._connection():
             if not self._synced:
                 self.sync()
-            ran = []
+            ran, due = [], self._due()
             for job in self.jobs.values():
-                if job.enabled and self._claim(job):
+                if job.enabled and job.name in due and self._claim(job):
                     self._run(job)
                     ran.append(job.name)
             return ran
+
+    def _due(self) -> set[str]:
+        """A plain read first: most ticks find nothing due and take no write lock."""
+        now = self._deps.clock.now()
+        query = Schedule.select(Schedule.name).where(
+            (Schedule.next_run_at <= now)
+            & (Schedule.lease_owner.is_null() | (Schedule.lease_expires_at <= now))
+        )
+        return {row.name for row in query}
 
     def _claim(self, job: Job) -> bool:
         """One conditional UPDATE: it matches only if the job is due and no live lease holds
