@@ -91,6 +91,8 @@ def start_runtime(deps: Deps) -> Deps:
     """What only the serving process does: recover operations a crash left in flight, import
     runs made by hand, and start the worker and the scheduler. Returns deps with both
     attached; stop them with `deps.scheduler.shutdown()` then `deps.worker.shutdown()`."""
+    # A bad CODEB_SCHEDULES stops the start before anything runs.
+    scheduler.configured(scheduler.declared(), deps.settings.schedules)
     interrupted = operations.recover_interrupted(deps)
     operations.import_journal(deps, deps.settings.data_dir / "journal")
     jobs = {**servers.JOBS, **containers.JOBS}

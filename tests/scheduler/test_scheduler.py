@@ -358,3 +358,9 @@ def test_run_now_goes_through_the_gate_and_the_next_tick_runs_it(tmp_path, clock
             assert after["last_run"]["started_at"] == clock.now().isoformat() + "Z"
             logged = c.get("/api/protection/logs", params={"operation": "schedule_run"}).json()
             assert [row["status"] for row in logged["logs"]] == ["executed"]
+
+
+def test_an_unknown_job_in_the_settings_stops_the_start(tmp_path):
+    with pytest.raises(SettingError, match="CODEB_SCHEDULES: no job named backup_drill"):
+        with live_api(tmp_path / "data", schedules={"backup_drill": "1d"}):
+            pass
