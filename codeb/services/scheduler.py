@@ -89,8 +89,9 @@ def configured(jobs: dict[str, Job], schedules: dict[str, Any]) -> dict[str, Job
 
 
 def _short(value: Any, limit: int = MAX_RESULT_CHARS) -> Any:
+    # Through JSON and back: what is stored is exactly what the API will show.
     text = json.dumps(value, default=str, separators=(",", ":"))
-    return value if len(text) <= limit else {"truncated": text[:limit]}
+    return json.loads(text) if len(text) <= limit else {"truncated": text[:limit]}
 
 
 class Scheduler:
@@ -239,15 +240,15 @@ class Scheduler:
             self._thread.join(timeout)
             self._thread = None
 
-    # -- what GET /api/schedules shows ---------------------------------------------------
 
-    def view(self) -> list[dict[str, Any]]:
-        return views(self.jobs)
+# -- what GET /api/schedules shows -------------------------------------------------------
 
 
-def views(jobs: dict[str, Job]) -> list[dict[str, Any]]:
+def views(jobs: dict[str, Job], now: dt.datetime) -> list[dict[str, Any]]:
+    """Each job with its row, by name. A lease past its expiry (a holder that died) is not
+    shown as running."""
     rows = {r.name: r for r in Schedule.select().where(Schedule.name.in_(list(jobs)))}
-    return [_view(job, rows.get(job.name)) for job in sorted(jobs.values(), key=_name)]
+    return [_view(job, rows.get(job.name), now) for job in sorted(jobs.values(), key=_name)]
 
 
 def _name(job: Job) -> str:
@@ -258,8 +259,13 @@ def _iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.isoformat() + "Z"
 
 
-def _view(job: Job, row: Schedule | None) -> dict[str, Any]:
-    running = row is not None and row.lease_owner is not None
+def _view(job: Job, row: Schedule | None, now: dt.datetime) -> dict[str, Any]:
+    running = (
+        row is not None
+        and row.lease_owner is not None
+        and row.lease_expires_at is not None
+        and row.lease_expires_at > now
+    )
     return {
         "name": job.name,
         "description": job.description,

@@ -21,7 +21,7 @@ def _jobs(deps: Deps) -> dict[str, scheduler.Job]:
 
 def list_schedules(deps: Deps) -> dict[str, Any]:
     """Every job: its interval, whether it runs, its last run and its next run."""
-    return {"schedules": scheduler.views(_jobs(deps))}
+    return {"schedules": scheduler.views(_jobs(deps), deps.clock.now())}
 
 
 def run_now(
@@ -55,7 +55,9 @@ def _execute_run_now(deps: Deps, actor: Actor, target: Target, params: dict) -> 
     Schedule.insert(name=name, next_run_at=now).on_conflict_ignore().execute()
     Schedule.update(next_run_at=now).where(Schedule.name == name).execute()
     jobs = _jobs(deps)
-    return {"schedule": scheduler.views({name: jobs[name]})[0]} if name in jobs else {}
+    if name not in jobs:  # confirmed from a queue entry after the job went away
+        return {}
+    return {"schedule": scheduler.views({name: jobs[name]}, now)[0]}
 
 
 protection.register_executor("schedule_run", _execute_run_now)

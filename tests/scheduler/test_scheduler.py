@@ -18,7 +18,7 @@ from codeb.app import build_deps
 from codeb.clock import FrozenClock
 from codeb.config import REPO_ROOT, SettingError
 from codeb.services.context import Deps
-from codeb.services.scheduler import Job, Scheduler, declared
+from codeb.services.scheduler import Job, Scheduler, declared, views
 from codeb.store.models import Container, OperationLog, Project, Schedule
 from tests.support import live_api, make_settings
 
@@ -63,6 +63,11 @@ def one_job(counter: Counter, minutes: int = 1) -> dict[str, Job]:
 def row(deps: Deps, name: str = "count") -> Schedule:
     with deps.db.connection_context():
         return Schedule.get_by_id(name)
+
+
+def running(deps: Deps, jobs: dict[str, Job], now: dt.datetime) -> bool:
+    with deps.db.connection_context():
+        return views(jobs, now)[0]["running"]
 
 
 def log_rows(deps: Deps, job: str = "count") -> list[OperationLog]:
@@ -186,9 +191,11 @@ def test_an_expired_lease_is_taken_over(deps, clock):
         assert crashed._claim(jobs["count"])
     assert row(deps).lease_owner == crashed.owner
     assert survivor.tick() == []  # the lease is live
+    assert running(deps, jobs, clock.now()) is True
     clock.advance(minutes=9, seconds=59)
     assert survivor.tick() == []
     clock.advance(seconds=1)  # the 10-minute lease has run out
+    assert running(deps, jobs, clock.now()) is False
     assert survivor.tick() == ["count"]
     assert counter.runs == 1
     r = row(deps)
