@@ -33,6 +33,7 @@ from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import Container, Environment, Operation, Project, Server
 
 IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")  # fullmatch only
+PLAN_HASH = re.compile(r"[0-9a-f]{64}")  # fullmatch only
 COMPONENT_SERVER = {"app": "app", "db": "db", "redis": "cache"}
 INTERNAL_PORT = {"db": 5432, "redis": 6379}
 ACTIONS = ("start", "stop", "restart")
@@ -272,6 +273,11 @@ def deploy(
     image = body.get("image")
     if not isinstance(image, str) or not IMAGE.fullmatch(image):
         raise ValidationFailed("image is not a valid image reference", {"field": "image"})
+    if expected_plan and not PLAN_HASH.fullmatch(expected_plan):
+        # Checked before the hosts are read: a malformed value costs no probe.
+        raise ValidationFailed(
+            "X-Plan-Hash must be the plan_hash a preview answered", {"field": "X-Plan-Hash"}
+        )
     units = environment_units(deps, project, env, image)
     plan = plan_environment(deps.settings.templates_dir, units)
     if preview:
