@@ -5,9 +5,14 @@ BIN := $(VENV)/bin
 
 .PHONY: run test lint format clean bench
 
+# What running needs (make run), and what the tests need on top (make test).
 $(BIN)/codeb-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(BIN)/codeb-test-installed: $(BIN)/codeb-installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
@@ -16,21 +21,21 @@ run: $(BIN)/codeb-installed
 	$(BIN)/codeb serve
 
 # Install what the tests need (Debian packages included), lint, then run the whole suite.
-test: $(BIN)/codeb-installed
+test: $(BIN)/codeb-test-installed
 	bash scripts/install-test-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: $(BIN)/codeb-installed
+lint: $(BIN)/codeb-test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: $(BIN)/codeb-installed
+format: $(BIN)/codeb-test-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(BIN)/codeb-installed
+bench: $(BIN)/codeb-test-installed
 	$(BIN)/python bench/projects_throughput.py
 
 clean:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from codeb.client import CodebClient
+from codeb.client.http import CodebClient
 
 
 class FakeApi:

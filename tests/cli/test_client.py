@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from codeb.cli_flow import exit_code_for
-from codeb.client import ApiError, CodebClient, ConnectionFailed
+from codeb.cli.session import exit_code_for
+from codeb.client.http import ApiError, CodebClient, ConnectionFailed
 from tests.cli.fake_api import FakeApi
 from tests.support import free_port
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from codeb.client import DEFAULT_URL, load_settings
+from codeb.client.http import DEFAULT_URL, load_settings
 from tests.support import free_port
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from codeb.cli_containers import change_title
-from codeb.cli_output import Output, diff_lines, duration, table
+from codeb.cli.containers import change_title
+from codeb.cli.output import Output, diff_lines, duration, table
 
 
 class Terminal(io.StringIO):

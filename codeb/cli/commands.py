@@ -14,12 +14,14 @@ import logging
 import sys
 from pathlib import Path
 
-from codeb import cli_containers, cli_projects, cli_protection
-from codeb.cli_flow import AUTH, EXIT_CODES, INTERRUPTED, USAGE, Session, UsageError, parents
-from codeb.cli_flow import report_error as report_api_error
-from codeb.cli_output import Output
-from codeb.client import ApiError, CodebClient, ConfigError, config_path
-from codeb.client import load_settings as load_client_settings
+from codeb.cli import containers as cli_containers
+from codeb.cli import projects as cli_projects
+from codeb.cli import protection as cli_protection
+from codeb.cli.output import Output
+from codeb.cli.session import AUTH, EXIT_CODES, INTERRUPTED, USAGE, Session, UsageError, parents
+from codeb.cli.session import report_error as report_api_error
+from codeb.client.http import ApiError, CodebClient, ConfigError, config_path
+from codeb.client.http import load_settings as load_client_settings
 from codeb.config import REPO_ROOT, SettingError, load_settings
 from codeb.errors import CodebError
 from codeb.services import keys

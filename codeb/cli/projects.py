@@ -8,9 +8,9 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from codeb.cli_flow import OK, Parents, Session, UsageError
-from codeb.cli_output import pairs, table
-from codeb.client import Json
+from codeb.cli.output import pairs, table
+from codeb.cli.session import OK, Parents, Session, UsageError
+from codeb.client.http import Json
 
 PROJECT_TYPES = ("nextjs", "remix", "nodejs", "static")
 ENVIRONMENTS = ("staging", "production", "preview")

@@ -11,9 +11,9 @@ import argparse
 import shlex
 from collections.abc import Callable
 
-from codeb.cli_flow import OK, Parents, Session, UsageError
-from codeb.cli_output import diff_lines, pairs, table
-from codeb.client import Json
+from codeb.cli.output import diff_lines, pairs, table
+from codeb.cli.session import OK, Parents, Session, UsageError
+from codeb.client.http import Json
 
 ENVIRONMENTS = ("staging", "production", "preview")
 CONTAINER_COLUMNS = [

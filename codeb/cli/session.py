@@ -11,8 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from codeb.cli_output import Output, duration, pairs, table
-from codeb.client import EVENTS_WAIT_S, ApiError, CodebClient, Json
+from codeb.cli.output import Output, duration, pairs, table
+from codeb.client import (
+    ApiError,
+    CodebClient,
+    Json,
+    executed_result,
+    follow_events,
+    kind_of,
+    next_steps,
+    operation_in,
+    refused_by_protection,
+)
 
 OK, FAILED, USAGE, REFUSED, AUTH, UNAVAILABLE = 0, 1, 2, 3, 4, 5
 INTERRUPTED = 130  # Ctrl-C: stopped following (the operation goes on)
@@ -29,19 +39,6 @@ exit codes:
   5    the API could not be reached, or answered with a server error (5xx)
   130  Ctrl-C while following: the operation goes on (codeb operations follow ID)"""
 
-# Error codes that mean the Protection Layer (or a stale plan) said no.
-PROTECTION_CODES = frozenset(
-    {
-        "protection_refused",
-        "typed_name_mismatch",
-        "confirm_token_unknown",
-        "protection_entry_closed",
-        "protection_entry_expired",
-        "already_queued",
-        "plan_changed",
-    }
-)
-PAGE = 500
 Render = Callable[[Json], None]
 
 
@@ -80,7 +77,7 @@ def parents() -> Parents:
 def exit_code_for(error: ApiError) -> int:
     if error.status == 0 or error.status >= 500:
         return UNAVAILABLE
-    if error.code in PROTECTION_CODES:
+    if refused_by_protection(error):
         return REFUSED
     if error.status in (401, 403):
         return AUTH
@@ -119,26 +116,6 @@ def report_error(error: ApiError, out: Output, config_hint: str = "") -> int:
     return exit_code_for(error)
 
 
-def operation_in(answer: Any) -> Json | None:
-    """The operation an answer started: `operation`, `result.operation`, or the answer itself."""
-    if not isinstance(answer, dict):
-        return None
-    result = answer.get("result")
-    candidates = [answer.get("operation")]
-    if isinstance(result, dict):
-        candidates.append(result.get("operation"))
-    for candidate in candidates:
-        if isinstance(candidate, dict) and "id" in candidate and "kind" in candidate:
-            return candidate
-    if {"id", "kind", "recap"} <= answer.keys():
-        return answer
-    return None
-
-
-def _is_pending(answer: Json) -> bool:
-    return answer.get("status") in ("confirmation_required", "queued") and "confirm_token" in answer
-
-
 def _ask_tty() -> bool:
     return sys.stdin.isatty()
 
@@ -158,20 +135,18 @@ class Session:
 
     def finish(self, answer: Json, render: Render | None = None) -> int:
         """Show an answer of a mutating request and carry it on: confirm flow, follow."""
-        status = answer.get("status")
-        if _is_pending(answer) and status == "confirmation_required":
+        kind = kind_of(answer)
+        if kind == "confirmation_required":
             return self._medium(answer, render)
-        if _is_pending(answer):
+        if kind == "queued":
             return self._queued(answer)
-        if status == "confirmation_recorded" and "entry" in answer:
+        if kind == "recorded":
             return self._recorded(answer)
         if self.out.json_mode:
             self.out.data(answer)
-        inner = answer
-        if status == "executed" and "result" in answer:
-            inner = answer["result"] if isinstance(answer["result"], dict) else {}
-            if "entry" in answer:
-                self.out.say(self.out.paint(f"{answer.get('operation')}: executed", "green"))
+        inner = executed_result(answer)
+        if inner is not answer and "entry" in answer:
+            self.out.say(self.out.paint(f"{answer.get('operation')}: executed", "green"))
         operation = operation_in(inner)
         if not self.out.json_mode:
             if render is not None:
@@ -231,15 +206,7 @@ class Session:
             )
         )
         self._still_required(entry)
-        unmet = {u.get("requirement") for u in entry.get("unmet") or [] if isinstance(u, dict)}
-        steps = []
-        if "user_confirmation" in unmet:
-            steps.append((f"codeb protection confirm {token}", "the first confirmation"))
-        if "admin_approval" in unmet:
-            who = entry.get("key_name") or "the requester"
-            steps.append((f"codeb protection approve {entry_id}", f"an admin key, not {who}"))
-        steps.append((f"codeb protection confirm {token} --name {name}", "then: executes"))
-        steps.append((f"codeb protection cancel {entry_id}", "or withdraw it"))
+        steps = [(step.command, step.why) for step in next_steps(answer, shlex.quote)]
         width = max(len(cmd) for cmd, _ in steps)
         out.say("to continue (same API key; the final confirm after the cooldown):")
         for cmd, why in steps:
@@ -274,16 +241,10 @@ class Session:
         With `emit_final`, --json mode prints the finished operation."""
         out = self.out
         out.say(f"following operation {operation_id} (Ctrl-C stops following, not the operation)")
-        after = 0
         try:
-            while True:
-                page = self.client.operation_events(operation_id, after, EVENTS_WAIT_S, PAGE)
-                for event in page.get("events", []):
-                    for line in event_lines(event, out):
-                        out.say(line)
-                after = int(page.get("next_after", after))
-                if page.get("finished") and len(page.get("events", [])) < PAGE:
-                    break
+            for event in follow_events(self.client, operation_id):
+                for line in event_lines(event, out):
+                    out.say(line)
             final = self.client.get_operation(operation_id)
         except KeyboardInterrupt:
             out.warn(f"\nstopped following; operation {operation_id} goes on on the server.")

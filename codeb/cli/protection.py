@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from codeb.cli_flow import FAILED, OK, Parents, Session, UsageError, unmet_lines
-from codeb.cli_output import duration, pairs, table
-from codeb.client import Json
+from codeb.cli.output import duration, pairs, table
+from codeb.cli.session import FAILED, OK, Parents, Session, UsageError, unmet_lines
+from codeb.client.http import Json
 
 OPERATION_STATUSES = (
     "queued", "running", "succeeded", "failed", "canceled", "timeout", "interrupted",
