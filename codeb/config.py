@@ -124,6 +124,9 @@ class Settings:
                 raise SettingError(f"{env_name(name)} must be an integer from {low} to {high}")
         if str(self.log_level).upper() not in LOG_LEVELS:
             raise SettingError(f"{env_name('log_level')} must be one of {', '.join(LOG_LEVELS)}")
+        # Bootstrap writes it into an apt.conf line: a URL, nothing that could end the string.
+        if self.apt_proxy and not re.fullmatch(r"https?://[^\s\"';\\{}]+", self.apt_proxy):
+            raise SettingError(f"{env_name('apt_proxy')} must be an http:// or https:// URL")
         try:
             for cidr in self.allowed_networks.split(","):
                 ipaddress.ip_network(cidr.strip(), strict=False)

@@ -24,7 +24,8 @@ def test_every_numeric_setting_is_bounded(name, tmp_path):
 def test_other_settings_are_checked_too(tmp_path):
     env = {"CODEB_DATA_DIR": str(tmp_path)}
     for name, bad in (("LOG_LEVEL", "LOUD"), ("ALLOWED_NETWORKS", "10.0.0.0/33"),
-                      ("PROTECTION_RULES", "[1]")):  # fmt: skip
+                      ("PROTECTION_RULES", "[1]"), ("APT_PROXY", "http://x/\";evil"),
+                      ("APT_PROXY", "ftp://mirror")):  # fmt: skip
         with pytest.raises(SettingError, match=f"CODEB_{name}"):
             load_settings({**env, f"CODEB_{name}": bad})
 
