@@ -23,6 +23,7 @@ from typing import Any
 
 from peewee import Database, PostgresqlDatabase
 
+from codeb.secretbox import key_file
 from codeb.store.models import OperationLog
 
 GENESIS = "0" * 64
@@ -73,19 +74,8 @@ _pending = threading.local()
 
 def load_key(path: Path) -> tuple[bytes, bool]:
     """The log key, created (0600, atomically) if missing. Returns (key, created now)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    created = False
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-        created = True
-    if path.stat().st_mode & 0o077:
-        raise PermissionError(f"log key file {path} must not be readable by others")
-    return bytes.fromhex(path.read_text().strip()), created
+    key, created = key_file(path, lambda: secrets.token_hex(32).encode())
+    return bytes.fromhex(key.decode()), created
 
 
 def bind(db: Database, key_file: Path, anchor_file: Path) -> Chain:

@@ -103,12 +103,26 @@ def register_server(
     return _unwrapped(answer)
 
 
-def _unwrapped(answer: protection.Answer) -> protection.Answer:
-    """An immediate run keeps this route's own answer (the envelope is for confirmations)."""
+def _unwrapped(answer: protection.Answer, pick: str | None = None) -> protection.Answer:
+    """An immediate run keeps this route's own answer (the envelope is for confirmations):
+    the result (or its `pick` part), 202 when it started a run, else 200/201 as it was."""
     body = answer.body
-    if answer.status == 202 and body.get("status") == "executed" and "result" in body:
-        return protection.Answer(202, body["result"])
-    return answer
+    if answer.status not in (200, 201, 202) or body.get("status") != "executed":
+        return answer
+    if "result" not in body or "entry" in body:  # a confirmation's envelope stays
+        return answer
+    result = body["result"]
+    started = isinstance(result.get("operation"), dict)
+    status = 202 if started else (answer.status if answer.status != 202 else 200)
+    return protection.Answer(status, result[pick] if pick else result)
+
+
+def _still_registered(target: ProtectionTarget) -> Server:
+    """The server an applier acts on, as it is now (it may have gone since the request)."""
+    server = Server.get_or_none((Server.id == int(target.ref)) & (Server.status != "deleted"))
+    if server is None:
+        raise NotFound("the server no longer exists", {"server": target.name})
+    return server
 
 
 def _refuse_clash(name: str, ip: str) -> None:
@@ -187,17 +201,13 @@ def bootstrap_server(
         effect=f"Runs the bootstrap playbook on {server.name!r} ({server.ip}).",
         confirmation=confirmation,
     )
-    if answer.status == 202 and answer.body.get("status") == "executed":
-        return protection.Answer(202, answer.body["result"]["operation"])
-    return answer
+    return _unwrapped(answer, "operation")
 
 
 def _execute_bootstrap(
     deps: Deps, actor: Actor, target: ProtectionTarget, params: dict[str, Any]
 ) -> dict[str, Any]:
-    server = Server.get_or_none((Server.id == int(target.ref)) & (Server.status != "deleted"))
-    if server is None:
-        raise NotFound("the server no longer exists", {"server": target.name})
+    server = _still_registered(target)
     op = operations.create_operation(
         deps, actor, "server_bootstrap", [server.name], {"ip": server.ip}, server_id=server.id
     )
@@ -228,18 +238,13 @@ def update_server(
         + (" and runs its bootstrap." if params["bootstrap"] else "."),
         confirmation=confirmation,
     )
-    if answer.status in (200, 202) and answer.body.get("status") == "executed":
-        result = answer.body["result"]
-        return protection.Answer(202 if result["operation"] else 200, result)
-    return answer
+    return _unwrapped(answer)
 
 
 def _execute_update(
     deps: Deps, actor: Actor, target: ProtectionTarget, params: dict[str, Any]
 ) -> dict[str, Any]:
-    server = Server.get_or_none((Server.id == int(target.ref)) & (Server.status != "deleted"))
-    if server is None:
-        raise NotFound("the server no longer exists", {"server": target.name})
+    server = _still_registered(target)
     if params["role"] != server.role:
         running = (
             Container.select()
@@ -296,9 +301,7 @@ def delete_server(
 def _execute_server_delete(
     deps: Deps, actor: Actor, target: ProtectionTarget, params: dict[str, Any]
 ) -> dict:
-    server = Server.get_or_none((Server.id == int(target.ref)) & (Server.status != "deleted"))
-    if server is None:
-        raise NotFound("the server no longer exists", {"server": target.name})
+    server = _still_registered(target)
     running = (
         Container.select()
         .where((Container.server_ip == server.ip) & (Container.status == "running"))
