@@ -1,8 +1,7 @@
-"""The Protection Layer over HTTP: the queue, confirm, approve, cancel, the logs and the rules;
-and the protected resources whose answers may be 202 (not executed yet).
+"""The Protection Layer over HTTP: the queue, confirm, approve, cancel, the logs and the rules.
 
 Any resource of a guarded operation reads the confirmation with `confirmation_from(req)` and
-answers with `respond(resp, answer)`."""
+answers with `respond(resp, answer)` (200/201 executed, 202 not executed yet)."""
 
 from __future__ import annotations
 
@@ -10,11 +9,11 @@ import falcon
 
 from codeb.api import resources
 from codeb.api.body import query_choice, query_int, read_json
-from codeb.api.confirm import confirmation_from, respond
+from codeb.api.confirm import respond
 from codeb.protection import audit
 from codeb.protection.queue import STATUSES
 from codeb.protection.rules import RULES
-from codeb.services import projects, protection
+from codeb.services import protection
 
 LOG_STATUSES = (
     "requested",
@@ -27,29 +26,6 @@ LOG_STATUSES = (
     "executed",
     "failed",
 )
-
-
-class ProtectedProject(resources.Project):
-    def on_put(self, req: falcon.Request, resp: falcon.Response, project: str) -> None:
-        body = read_json(req, "ProjectUpdate")
-        answer = projects.update_project(
-            self.deps, req.context.actor, project, body, confirmation_from(req)
-        )
-        respond(resp, answer)
-
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, project: str) -> None:
-        answer = projects.delete_project(
-            self.deps, req.context.actor, project, confirmation_from(req)
-        )
-        respond(resp, answer)
-
-
-class ProtectedEnvironment(resources.Environment):
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, project: str, env: str) -> None:
-        answer = projects.delete_environment(
-            self.deps, req.context.actor, project, env, confirmation_from(req)
-        )
-        respond(resp, answer)
 
 
 class Queue(resources.Resource):

@@ -68,10 +68,16 @@ class Project(Resource):
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, project: str) -> None:
         body = read_json(req, "ProjectUpdate")
-        resp.media = projects.update_project(self.deps, req.context.actor, project, body)
+        answer = projects.update_project(
+            self.deps, req.context.actor, project, body, confirmation_from(req)
+        )
+        respond(resp, answer)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, project: str) -> None:
-        resp.media = projects.delete_project(self.deps, req.context.actor, project)
+        answer = projects.delete_project(
+            self.deps, req.context.actor, project, confirmation_from(req)
+        )
+        respond(resp, answer)
 
 
 class Environments(Resource):
@@ -93,7 +99,10 @@ class Environment(Resource):
         resp.media = projects.get_environment(project, env)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, project: str, env: str) -> None:
-        resp.media = projects.delete_environment(self.deps, req.context.actor, project, env)
+        answer = projects.delete_environment(
+            self.deps, req.context.actor, project, env, confirmation_from(req)
+        )
+        respond(resp, answer)
 
 
 class Servers(Resource):
