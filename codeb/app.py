@@ -107,7 +107,29 @@ def start_runtime(deps: Deps) -> Deps:
     return dataclasses.replace(deps, scheduler=periodic)
 
 
+def check_wiring(deps: Deps, document: dict) -> None:
+    """Refuse to start half-wired: every rule has an applier and every applier a rule (else a
+    confirmation would fail at run time), and every route's methods are in the document
+    (which also drives body validation and the query-parameter check)."""
+    rules, _ = protection.rules_for(deps.settings)
+    missing, orphans = protection.unwired(rules)
+    undocumented = [
+        f"{method.upper()} {path}"
+        for path, resource in ROUTES
+        for method in ("get", "post", "put", "patch", "delete")
+        if hasattr(resource, f"on_{method}") and method not in document["paths"].get(path, {})
+    ]
+    problems = [
+        *(f"rule {name!r} has no applier" for name in missing),
+        *(f"applier {name!r} has no rule" for name in orphans),
+        *(f"route {route} is missing from the OpenAPI document" for route in undocumented),
+    ]
+    if problems:
+        raise RuntimeError("codeb is not wired up: " + "; ".join(problems))
+
+
 def create_app(deps: Deps) -> falcon.App:
+    check_wiring(deps, build_document())
     app = falcon.App(
         middleware=[
             RequestId(),

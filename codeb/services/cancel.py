@@ -63,4 +63,4 @@ def _execute_cancel(
     return {"canceled_operation": operation_id}
 
 
-protection.register_executor("operation_cancel", _execute_cancel)
+protection.register_applier("operation_cancel", _execute_cancel)

@@ -359,7 +359,7 @@ def _execute_deploy(deps: Deps, actor: Actor, target: Target, params: dict[str, 
 
 
 for _env in ("staging", "production", "preview"):
-    protection.register_executor(f"deploy_{_env}", _execute_deploy)
+    protection.register_applier(f"deploy_{_env}", _execute_deploy)
 
 
 class DeployJob:
@@ -833,7 +833,7 @@ for _op in (
     "volume_delete",
     "db_drop",
 ):
-    protection.register_executor(_op, _execute_action)
+    protection.register_applier(_op, _execute_action)
 
 AFTER_ACTION = {"start": "running", "restart": "running", "stop": "stopped", "remove": "removed"}
 
@@ -993,7 +993,7 @@ def _execute_drift_check(deps: Deps, actor: Actor, target: Target, params: dict)
     return {"operation": operations.operation_view(op)}
 
 
-protection.register_executor("container_drift_check", _execute_drift_check)
+protection.register_applier("container_drift_check", _execute_drift_check)
 
 
 def _tracked():

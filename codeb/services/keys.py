@@ -276,6 +276,6 @@ def ensure_admin_key(deps: Deps) -> str | None:
     return plaintext
 
 
-protection.register_executor("api_key_create", _execute_create)
-protection.register_executor("api_key_grant", _execute_create)
-protection.register_executor("api_key_revoke", _execute_revoke)
+protection.register_applier("api_key_create", _execute_create)
+protection.register_applier("api_key_grant", _execute_create)
+protection.register_applier("api_key_revoke", _execute_revoke)

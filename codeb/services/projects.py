@@ -576,9 +576,9 @@ def _execute_environment_delete(
     }
 
 
-protection.register_executor("project_create", _execute_project_create)
-protection.register_executor("environment_create", _execute_environment_create)
-protection.register_executor("project_update", _execute_project_update)
-protection.register_executor("project_delete", _execute_project_delete)
-protection.register_executor("environment_delete", _execute_environment_delete)
-protection.register_executor("environment_delete_production", _execute_environment_delete)
+protection.register_applier("project_create", _execute_project_create)
+protection.register_applier("environment_create", _execute_environment_create)
+protection.register_applier("project_update", _execute_project_update)
+protection.register_applier("project_delete", _execute_project_delete)
+protection.register_applier("environment_delete", _execute_environment_delete)
+protection.register_applier("environment_delete_production", _execute_environment_delete)

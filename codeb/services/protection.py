@@ -1,12 +1,12 @@
 """The one gate every mutating operation passes: `guard(...)`.
 
 A service builds the intended change (operation name, target, parameters, the effect in words)
-and calls `guard`. The decision comes from the pure `decide`; what runs is the executor
-registered for the operation (`register_executor`), looked up by name both for an immediate
+and calls `guard`. The decision comes from the pure `decide`; what runs is the applier
+registered for the operation (`register_applier`), looked up by name both for an immediate
 run and for a confirmation arriving later (even after a restart), inside one write transaction
 that also consumes the token and appends the log rows.
 
-Answers: an operation run at once returns its executor's result (200, or `success_status`);
+Answers: an operation run at once returns its applier's result (200, or `success_status`);
 anything not executed yet answers 202 with a warning, the confirm token (shown once) and the
 queue entry; a confirmation that executes answers 200 `{"status": "executed", "result": ...}`.
 """
@@ -45,7 +45,7 @@ from codeb.protection.decision import (
     decide,
     unmet_requirements,
 )
-from codeb.protection.rules import AppliedOverride, Rule, configure
+from codeb.protection.rules import NOT_BUILT, AppliedOverride, Rule, configure
 from codeb.protection.tokens import (
     Target,
     binding_hash,
@@ -59,14 +59,16 @@ from codeb.services import operations, scheduler
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import Project, ProtectionQueue
 
-Executor = Callable[[Deps, Actor, Target, dict[str, Any]], dict[str, Any]]
-_EXECUTORS: dict[str, Executor] = {}
-# Modules that register executors when imported: a confirmation may arrive in a fresh process.
-EXECUTOR_MODULES = (
+Applier = Callable[[Deps, Actor, Target, dict[str, Any]], dict[str, Any]]
+_APPLIERS: dict[str, Applier] = {}
+# Modules that register appliers when imported: a confirmation may arrive in a fresh process.
+APPLIER_MODULES = (
     "codeb.services.projects",
     "codeb.services.keys",
     "codeb.services.cancel",
     "codeb.services.schedules",
+    "codeb.services.servers",
+    "codeb.services.containers",
 )
 
 
@@ -88,19 +90,28 @@ class Answer:
         return self.status < 300
 
 
-def register_executor(operation: str, executor: Executor) -> None:
+def register_applier(operation: str, applier: Applier) -> None:
     """The callback that performs `operation`; it runs inside the caller's write transaction
     and must only write to the database (wake workers after commit)."""
-    _EXECUTORS[operation] = executor
+    _APPLIERS[operation] = applier
 
 
-def executor_for(operation: str) -> Executor:
-    if operation not in _EXECUTORS:
-        for module in EXECUTOR_MODULES:
+def applier_for(operation: str) -> Applier:
+    if operation not in _APPLIERS:
+        for module in APPLIER_MODULES:
             importlib.import_module(module)
-    if operation not in _EXECUTORS:
-        raise Conflict(f"no executor is registered for {operation}", {"operation": operation})
-    return _EXECUTORS[operation]
+    if operation not in _APPLIERS:
+        raise Conflict(f"no applier is registered for {operation}", {"operation": operation})
+    return _APPLIERS[operation]
+
+
+def unwired(rules: dict[str, Rule]) -> tuple[list[str], list[str]]:
+    """(rules without an applier, appliers without a rule): both must be empty at start-up."""
+    for module in APPLIER_MODULES:
+        importlib.import_module(module)
+    missing = sorted(set(rules) - set(_APPLIERS) - NOT_BUILT)
+    orphans = sorted(set(_APPLIERS) - set(rules))
+    return missing, orphans
 
 
 def rules_for(settings: Settings) -> tuple[dict[str, Rule], list[AppliedOverride]]:
@@ -227,7 +238,7 @@ def guard(
     success_status: int = 200,
 ) -> Answer:
     """Classify, check and then run, issue a token, queue or refuse `operation` on `target`.
-    `params` are everything the executor needs (no secrets); `effect` says in words what
+    `params` are everything the applier needs (no secrets); `effect` says in words what
     will happen. A `confirmation` with a token confirms an earlier answer instead."""
     params = dict(params or {})
     rule = rule_for(deps, operation)
@@ -251,7 +262,7 @@ def guard(
 def _run_now(
     deps: Deps, actor: Actor, rule: Rule, target: Target, params: dict[str, Any], status: int
 ) -> Answer:
-    execute = executor_for(rule.operation)
+    execute = applier_for(rule.operation)
     try:
         with deps.write():
             result = execute(deps, actor, target, params)
@@ -270,7 +281,7 @@ def _run_now(
 
 
 def dispatch_started(deps: Deps, result: Any) -> bool:
-    """After the executor's transaction committed, tell the worker: an executor that starts a
+    """After the applier's transaction committed, tell the worker: an applier that starts a
     long-running operation returns it as `operation` (True: it now runs); one that cancels
     returns `canceled_operation` (the running work is stopped now)."""
     if isinstance(result, dict) and result.get("canceled_operation") and deps.worker is not None:
@@ -467,7 +478,7 @@ def _execute_confirmed(
     params: dict[str, Any],
 ) -> Answer | CodebError:
     try:
-        execute = executor_for(entry.operation)
+        execute = applier_for(entry.operation)
         with deps.db.atomic():  # a savepoint: a failed execution leaves nothing behind
             result = execute(deps, actor, target, params)
     except CodebError as exc:

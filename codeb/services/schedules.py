@@ -60,4 +60,4 @@ def _execute_run_now(deps: Deps, actor: Actor, target: Target, params: dict) -> 
     return {"schedule": scheduler.views({name: jobs[name]}, now)[0]}
 
 
-protection.register_executor("schedule_run", _execute_run_now)
+protection.register_applier("schedule_run", _execute_run_now)

@@ -322,10 +322,10 @@ def _execute_server_delete(
     return {"server": target.name, "deleted": True}
 
 
-protection.register_executor("server_register", _execute_register)
-protection.register_executor("server_bootstrap", _execute_bootstrap)
-protection.register_executor("server_update", _execute_update)
-protection.register_executor("server_delete", _execute_server_delete)
+protection.register_applier("server_register", _execute_register)
+protection.register_applier("server_bootstrap", _execute_bootstrap)
+protection.register_applier("server_update", _execute_update)
+protection.register_applier("server_delete", _execute_server_delete)
 
 
 # -- executor jobs ---------------------------------------------------------------------
