@@ -256,7 +256,7 @@ def bench_api(args: argparse.Namespace, workdir: Path, procs: list[subprocess.Po
 def bench_events(args: argparse.Namespace, workdir: Path) -> dict:
     from codeb.app import build_deps
     from codeb.config import load_settings
-    from codeb.executor.inventory import SshSettings, Target
+    from codeb.executor.inventory import Host, SshSettings
     from codeb.executor.runner import PlaybookRun, run_playbook
     from codeb.executor.worker import EventWriter
     from codeb.services import operations
@@ -268,7 +268,7 @@ def bench_events(args: argparse.Namespace, workdir: Path) -> dict:
     items = max(1, args.events - FIXED_EVENTS)
     run = PlaybookRun(
         playbook=str(EVENTS_PLAYBOOK),
-        targets=[Target("localhost", HOST, "control")],
+        targets=[Host("localhost", HOST, "control")],
         extravars={"codeb_bench_items": items},
         timeout_s=int(RUN_TIMEOUT_S),
     )

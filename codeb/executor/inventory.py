@@ -9,7 +9,9 @@ GROUPS = ("control", "app", "db", "cache", "storage")
 
 
 @dataclass(frozen=True)
-class Target:
+class Host:
+    """A server a playbook runs on, as the inventory needs it."""
+
     name: str
     ip: str
     role: str
@@ -33,7 +35,7 @@ def ssh_common_args(ssh: SshSettings) -> str:
     )
 
 
-def build_inventory(targets: list[Target], ssh: SshSettings) -> dict:
+def build_inventory(targets: list[Host], ssh: SshSettings) -> dict:
     """A YAML/JSON inventory: one group per role, every host addressed by its registry name."""
     groups: dict[str, dict] = {g: {"hosts": {}} for g in GROUPS}
     for t in targets:

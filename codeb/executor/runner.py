@@ -20,7 +20,7 @@ import ansible_runner
 
 from codeb.config import REPO_ROOT
 from codeb.executor.events import EventRecord, to_record
-from codeb.executor.inventory import SshSettings, Target, build_inventory
+from codeb.executor.inventory import Host, SshSettings, build_inventory
 
 PLAYBOOKS_DIR = REPO_ROOT / "playbooks"
 ROLES_DIR = REPO_ROOT / "roles"
@@ -36,7 +36,7 @@ SETTINGS = {"pexpect_timeout": CANCEL_POLL_S}
 @dataclass(frozen=True)
 class PlaybookRun:
     playbook: str  # a file name in playbooks/
-    targets: list[Target]
+    targets: list[Host]
     extravars: dict[str, Any] = field(default_factory=dict)
     # Values to scrub from every stored event (passwords travel as extra vars).
     secrets: tuple[str, ...] = ()

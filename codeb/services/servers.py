@@ -22,10 +22,10 @@ from codeb.errors import (
 )
 from codeb.executor.events import EventRecord, reported
 from codeb.executor.identity import ensure_ssh_key
-from codeb.executor.inventory import SshSettings, Target, build_inventory
+from codeb.executor.inventory import Host, SshSettings, build_inventory
 from codeb.executor.runner import PlaybookRun, RunOutcome, run_playbook
 from codeb.executor.worker import JobFailed, PlaybookJob, describe_failure
-from codeb.protection.tokens import Target as ProtectionTarget
+from codeb.protection.tokens import Target
 from codeb.services import operations, protection
 from codeb.services.context import Actor, Deps
 from codeb.services.validation import validate_choice, validate_dns_label, validate_ip
@@ -93,7 +93,7 @@ def register_server(
         deps,
         actor,
         "server_register",
-        ProtectionTarget("server", ip, name, server_ip=ip),
+        Target("server", ip, name, server_ip=ip),
         params,
         effect=f"Registers server {name!r} ({ip}, {role})"
         + (" and runs its bootstrap." if params["bootstrap"] else "."),
@@ -117,7 +117,7 @@ def _unwrapped(answer: protection.Answer, pick: str | None = None) -> protection
     return protection.Answer(status, result[pick] if pick else result)
 
 
-def _still_registered(target: ProtectionTarget) -> Server:
+def _still_registered(target: Target) -> Server:
     """The server an applier acts on, as it is now (it may have gone since the request)."""
     server = Server.get_or_none((Server.id == int(target.ref)) & (Server.status != "deleted"))
     if server is None:
@@ -136,7 +136,7 @@ def _refuse_clash(name: str, ip: str) -> None:
 
 
 def _execute_register(
-    deps: Deps, actor: Actor, target: ProtectionTarget, params: dict[str, Any]
+    deps: Deps, actor: Actor, target: Target, params: dict[str, Any]
 ) -> dict[str, Any]:
     now = deps.clock.now()
     _refuse_clash(params["name"], params["ip"])
@@ -196,7 +196,7 @@ def bootstrap_server(
         deps,
         actor,
         "server_bootstrap",
-        ProtectionTarget("server", str(server.id), server.name, server_ip=server.ip),
+        Target("server", str(server.id), server.name, server_ip=server.ip),
         {"ip": server.ip},
         effect=f"Runs the bootstrap playbook on {server.name!r} ({server.ip}).",
         confirmation=confirmation,
@@ -205,7 +205,7 @@ def bootstrap_server(
 
 
 def _execute_bootstrap(
-    deps: Deps, actor: Actor, target: ProtectionTarget, params: dict[str, Any]
+    deps: Deps, actor: Actor, target: Target, params: dict[str, Any]
 ) -> dict[str, Any]:
     server = _still_registered(target)
     op = operations.create_operation(
@@ -232,7 +232,7 @@ def update_server(
         deps,
         actor,
         "server_update",
-        ProtectionTarget("server", str(server.id), server.name, server_ip=server.ip),
+        Target("server", str(server.id), server.name, server_ip=server.ip),
         params,
         effect=f"Changes the role of {server.name!r} ({server.ip}) from {server.role} to {role}"
         + (" and runs its bootstrap." if params["bootstrap"] else "."),
@@ -242,7 +242,7 @@ def update_server(
 
 
 def _execute_update(
-    deps: Deps, actor: Actor, target: ProtectionTarget, params: dict[str, Any]
+    deps: Deps, actor: Actor, target: Target, params: dict[str, Any]
 ) -> dict[str, Any]:
     server = _still_registered(target)
     if params["role"] != server.role:
@@ -284,7 +284,7 @@ def delete_server(
     """CRITICAL: queued; needs approval by another admin and the 48 h cooldown. Executing it
     takes the server out of the registry (nothing on the host is touched)."""
     server = find_server(ip)
-    target = ProtectionTarget("server", str(server.id), server.name, server_ip=server.ip)
+    target = Target("server", str(server.id), server.name, server_ip=server.ip)
     return protection.guard(
         deps,
         actor,
@@ -299,7 +299,7 @@ def delete_server(
 
 
 def _execute_server_delete(
-    deps: Deps, actor: Actor, target: ProtectionTarget, params: dict[str, Any]
+    deps: Deps, actor: Actor, target: Target, params: dict[str, Any]
 ) -> dict:
     server = _still_registered(target)
     running = (
@@ -349,14 +349,14 @@ def ensure_allowed(settings: Settings, ip: str) -> None:
         )
 
 
-def targets_of(deps: Deps, names: list[str]) -> list[Target]:
+def targets_of(deps: Deps, names: list[str]) -> list[Host]:
     servers = list(Server.select().where(Server.name.in_(names)))
     if len(servers) != len(set(names)):
         missing = sorted(set(names) - {s.name for s in servers})
         raise JobFailed(f"servers not in the registry: {', '.join(missing)}")
     for s in servers:
         ensure_allowed(deps.settings, s.ip)
-    return [Target(s.name, s.ip, s.role, s.ssh_user, s.ssh_port) for s in servers]
+    return [Host(s.name, s.ip, s.role, s.ssh_user, s.ssh_port) for s in servers]
 
 
 def run_now(
@@ -482,7 +482,7 @@ JOBS = {
 def export_inventory(deps: Deps, path: Path) -> Path:
     """Write the registry as an Ansible inventory, for runs made by hand when the API is down."""
     servers = Server.select().where(Server.status != "deleted").order_by(Server.id)
-    targets = [Target(s.name, s.ip, s.role, s.ssh_user, s.ssh_port) for s in servers]
+    targets = [Host(s.name, s.ip, s.role, s.ssh_user, s.ssh_port) for s in servers]
     content = "# Generated by `codeb inventory export`; codeb does not read this file.\n"
     content += yaml.safe_dump(
         build_inventory(targets, ssh_settings(deps.settings)), sort_keys=False

@@ -21,7 +21,7 @@ import pytest
 
 from codeb.clock import SystemClock
 from codeb.executor.events import EventRecord, host_recap, reported
-from codeb.executor.inventory import Target
+from codeb.executor.inventory import Host
 from codeb.executor.runner import PlaybookRun, run_playbook
 from codeb.services import servers as server_service
 from tests.executor.helpers import wait_operation
@@ -84,7 +84,7 @@ def playbook_run(
     outcome = run_playbook(
         PlaybookRun(
             "bootstrap.yml",
-            [Target(host.name, host.ip, roles[0])],
+            [Host(host.name, host.ip, roles[0])],
             extravars={
                 "codeb_bootstrap_server_roles": {host.name: roles},
                 "codeb_bootstrap_apt_proxy": api.deps.settings.apt_proxy,

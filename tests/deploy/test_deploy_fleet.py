@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from codeb.executor.events import EventRecord, host_recap
-from codeb.executor.inventory import SshSettings, Target
+from codeb.executor.inventory import Host, SshSettings
 from codeb.executor.runner import PlaybookRun, run_playbook
 from codeb.render import EnvFileValues, render_env_file
 from codeb.render.units import EnvironmentUnits, plan_environment
@@ -64,7 +64,7 @@ class Run:
 @dataclass
 class Deployer:
     fleet: object
-    targets: list[Target]
+    targets: list[Host]
     ssh: SshSettings
     work_dir: Path
     values: EnvironmentUnits
@@ -170,7 +170,7 @@ def deployer(fleet, tmp_path_factory):
     known_hosts = tmp / "known_hosts"
     known_hosts.touch(mode=0o600)
     role = {"app": "app", "db": "db", "cache": "cache"}
-    targets = [Target(h.name, h.ip, role[h.name]) for h in fleet]
+    targets = [Host(h.name, h.ip, role[h.name]) for h in fleet]
     project = f"cbt{secrets.token_hex(3)}"
     values = _environment_values(fleet, project)
     d = Deployer(
