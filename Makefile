@@ -25,11 +25,13 @@ test: $(BIN)/codeb-test-installed
 	bash scripts/install-test-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/ansible-lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/codeb-test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/ansible-lint
 
 format: $(BIN)/codeb-test-installed
 	$(BIN)/ruff format .
