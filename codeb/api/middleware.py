@@ -137,3 +137,11 @@ class KnownQueryParameters:
                 "unknown query parameters: " + ", ".join(unknown),
                 {"unknown": unknown, "allowed": sorted(known)},
             )
+        # Every query parameter is a single value: `?limit=1&limit=500` is ambiguous (the
+        # API would silently pick one), so it is refused rather than guessed.
+        repeated = sorted(name for name, value in given.items() if isinstance(value, list))
+        if repeated:
+            raise ValidationFailed(
+                "query parameters given more than once: " + ", ".join(repeated),
+                {"repeated": repeated},
+            )

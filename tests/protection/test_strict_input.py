@@ -189,3 +189,13 @@ def test_integer_query_parameters_are_plain_digits(papi, raw):
     with papi.client() as c:
         r = c.get("/api/protection/queue", params={"limit": raw})
     assert r.status_code == 422, (raw, r.text)
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=1&limit=500", "status=pending&status=all", "operation=db_drop&operation="]
+)
+def test_a_query_parameter_given_twice_is_refused(papi, query):
+    with papi.client() as c:
+        r = c.get(f"/api/protection/queue?{query}")
+    assert r.status_code == 422, (query, r.text)
+    assert r.json()["error"]["details"]["repeated"]
