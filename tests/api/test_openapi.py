@@ -8,6 +8,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
+from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from codeb.app import ROUTES
 from tests.support import live_api
@@ -80,6 +81,23 @@ schema = schemathesis.pytest.from_fixture("openapi_schema")
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_fuzz_no_5xx_and_responses_match_schema(case, fuzzed_api):
+    excluded = []
+    if _vanishes_on_the_wire(case.query):
+        # Schemathesis (4.32.5) makes a case negative with an extra query parameter whose
+        # value is [] or [{}]: the HTTP client sends no such parameter at all, so the request
+        # that reaches the API is a valid one, and accepting it is right. Only that check is
+        # skipped, only for such cases; every other check still runs on them.
+        excluded.append(negative_data_rejection)
     case.call_and_validate(
-        base_url=fuzzed_api.base_url, headers={"X-API-Key": fuzzed_api.admin_key}
+        base_url=fuzzed_api.base_url,
+        headers={"X-API-Key": fuzzed_api.admin_key},
+        excluded_checks=excluded,
+    )
+
+
+def _vanishes_on_the_wire(query) -> bool:
+    """A query value the client drops entirely: a list with no scalar in it."""
+    return any(
+        isinstance(value, list) and not any(isinstance(v, str | int | float) for v in value)
+        for value in (query or {}).values()
     )
