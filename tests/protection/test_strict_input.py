@@ -199,3 +199,22 @@ def test_a_query_parameter_given_twice_is_refused(papi, query):
         r = c.get(f"/api/protection/queue?{query}")
     assert r.status_code == 422, (query, r.text)
     assert r.json()["error"]["details"]["repeated"]
+
+
+def test_every_query_parameter_of_every_route_is_refused_twice(seeded):
+    """The same rule for every documented query parameter, present and future."""
+    before = _counts(seeded)
+    tried = 0
+    with seeded.client() as c:
+        for path, method, op in _operations():
+            body = VALID_BODIES.get(_body_schema(op) or "", None)
+            for p in op.get("parameters", []):
+                if p["in"] != "query":
+                    continue
+                url = _url(path, PATH_VALUES) + f"?{p['name']}=1&{p['name']}=2"
+                r = c.request(method.upper(), url, json=body)
+                tried += 1
+                assert r.status_code == 422, (method, path, p["name"], r.text)
+                assert r.json()["error"]["details"]["repeated"] == [p["name"]]
+    assert tried > 20
+    assert _counts(seeded) == before
