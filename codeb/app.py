@@ -16,8 +16,8 @@ from codeb.api import schedules as schedules_api
 from codeb.api.middleware import (
     Authentication,
     DatabaseSession,
-    KnownQueryParameters,
     RequestId,
+    StrictParameters,
 )
 from codeb.api.openapi import build_document
 from codeb.clock import Clock, SystemClock
@@ -135,7 +135,7 @@ def create_app(deps: Deps) -> falcon.App:
             RequestId(),
             DatabaseSession(deps),
             Authentication(deps),
-            KnownQueryParameters(build_document()),
+            StrictParameters(build_document()),
         ],
         cors_enable=False,
     )

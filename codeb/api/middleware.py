@@ -93,9 +93,10 @@ class Authentication:
         req.context.actor = actor
 
 
-class KnownQueryParameters:
-    """Unknown query parameters are refused (422) rather than ignored: `?limt=5` is a typo the
-    caller wants to hear about. What is known comes from the OpenAPI document."""
+class StrictParameters:
+    """Path and query parameters are refused (422) rather than guessed at: a control character
+    in any of them, an unknown query parameter (`?limt=5` is a typo the caller wants to hear
+    about) or one given twice. What is known comes from the OpenAPI document."""
 
     def __init__(self, document: dict) -> None:
         self._known: dict[tuple[str, str], frozenset[str]] = {}
