@@ -19,8 +19,7 @@ def cancel_operation(
 ) -> protection.Answer:
     """Cancel through the gate (`operation_cancel`). An agent key cancels only what it
     started itself. Executed at once, it answers the operation (200)."""
-    with deps.db.connection_context():
-        op = operations.find(operation_id)
+    op = operations.find(operation_id)
     if op.status in operations.FINAL_STATES:
         raise Conflict(
             f"operation {operation_id} has already finished ({op.status})", {"status": op.status}

@@ -212,9 +212,8 @@ def request_revoke(
     deps: Deps, actor: Actor, name: str, confirmation: protection.Confirmation | None = None
 ) -> protection.Answer:
     """`DELETE /api/keys/:name` through the gate (`api_key_revoke`)."""
-    with deps.db.connection_context():
-        if ApiKey.get_or_none(ApiKey.name == name) is None:
-            raise NotFound(f"API key {name!r} not found", {"name": name})
+    if ApiKey.get_or_none(ApiKey.name == name) is None:
+        raise NotFound(f"API key {name!r} not found", {"name": name})
     return protection.guard(
         deps,
         actor,

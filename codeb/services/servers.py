@@ -87,8 +87,7 @@ def register_server(
         "provider_id": body.get("provider_id"),
         "bootstrap": bool(body.get("bootstrap", True)),
     }
-    with deps.db.connection_context():
-        _refuse_clash(name, ip)
+    _refuse_clash(name, ip)
     answer = protection.guard(
         deps,
         actor,
@@ -190,8 +189,7 @@ def bootstrap_server(
 ) -> protection.Answer:
     """Run the bootstrap again (after fixing a server, or to refresh what it reports), through
     the gate (`server_bootstrap`). Executed at once, it answers the operation (202)."""
-    with deps.db.connection_context():
-        server = find_server(ip)
+    server = find_server(ip)
     answer = protection.guard(
         deps,
         actor,
@@ -225,8 +223,7 @@ def update_server(
     is false, run its bootstrap: it installs only what the new role needs beyond what the
     server has (nothing is removed). 200 updated, 202 with the bootstrap run."""
     role = validate_choice(body.get("role"), SERVER_ROLES, "role")
-    with deps.db.connection_context():
-        server = find_server(ip)
+    server = find_server(ip)
     params = {"role": role, "bootstrap": bool(body.get("bootstrap", True))}
     answer = protection.guard(
         deps,
