@@ -14,7 +14,7 @@ from codeb.client.http import Json
 
 PROJECT_TYPES = ("nextjs", "remix", "nodejs", "static")
 ENVIRONMENTS = ("staging", "production", "preview")
-SERVER_ROLES = ("control", "app", "db", "cache", "storage")
+SERVER_ROLES = ("control", "app", "db", "cache", "storage", "proxy", "dns")
 ENV_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # fullmatch only
 
 

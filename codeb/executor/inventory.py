@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-GROUPS = ("control", "app", "db", "cache", "storage")
+GROUPS = ("control", "app", "db", "cache", "storage", "proxy", "dns")
 
 
 @dataclass(frozen=True)

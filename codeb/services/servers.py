@@ -31,7 +31,7 @@ from codeb.services.context import Actor, Deps
 from codeb.services.validation import validate_choice, validate_dns_label, validate_ip
 from codeb.store.models import Container, Operation, Server
 
-SERVER_ROLES = ("control", "app", "db", "cache", "storage")
+SERVER_ROLES = ("control", "app", "db", "cache", "storage", "proxy", "dns")
 _SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # fullmatch only
 
 
