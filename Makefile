@@ -9,11 +9,11 @@ BIN := $(VENV)/bin
 $(BIN)/codeb-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[mcp]'
 	touch $@
 
 $(BIN)/codeb-test-installed: $(BIN)/codeb-installed
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,mcp]'
 	touch $@
 
 # Serve the API on 127.0.0.1:8080 (state in ./var unless CODEB_DATA_DIR says otherwise).
