@@ -33,6 +33,8 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "lock_wait_s": (0, 7 * 24 * 3600),
     "stats_cache_s": (0, 24 * 3600),
     "scheduler_tick_s": (0, 3600),
+    "replica_max_lag_s": (5, 7 * 24 * 3600),
+    "recovery_bundle_max_age_days": (1, 3660),
 }
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 # A periodic job runs at most this often and at least this rarely (CODEB_SCHEDULES).
@@ -116,6 +118,16 @@ class Settings:
     # none), and per job an interval that replaces the job's default ("15m", "off", ...).
     scheduler_tick_s: int = 5
     schedules: dict[str, Any] = field(default_factory=dict, hash=False)
+    # codeb's own SQLite database replicated by Litestream (empty URL: no replica): an
+    # s3://bucket/path on an S3 endpoint (the storage server's store), with its key pair in a
+    # 0600 file (default <data_dir>/replica.credentials). Status alarms past the lag.
+    replica_url: str = ""
+    replica_endpoint: str = ""
+    replica_region: str = "us-east-1"
+    replica_credentials_file: Path | None = None
+    replica_max_lag_s: int = 60
+    # Status warns when the recovery bundle (codeb recovery export) is older than this.
+    recovery_bundle_max_age_days: int = 90
 
     def __post_init__(self) -> None:
         for name, (low, high) in BOUNDS.items():
@@ -134,6 +146,16 @@ class Settings:
             raise SettingError(
                 f"{env_name('allowed_networks')} must be comma-separated CIDRs"
             ) from None
+        if self.replica_url and not re.fullmatch(
+            r"s3://[a-z0-9][a-z0-9.-]{1,62}/[\w./-]+", self.replica_url
+        ):
+            raise SettingError(f"{env_name('replica_url')} must look like s3://bucket/path")
+        if self.replica_url and not re.fullmatch(
+            r"https?://[^\s\"';\\{}/]+/?", self.replica_endpoint
+        ):
+            raise SettingError(
+                f"{env_name('replica_endpoint')} must be the S3 endpoint's http(s)://host:port"
+            )
         # Job names are checked when the scheduler starts (jobs are declared by features).
         for job, value in self.schedules.items():
             try:
@@ -156,6 +178,10 @@ class Settings:
     @property
     def resolved_log_anchor_file(self) -> Path:
         return self.log_anchor_file or (self.data_dir / "log.anchor")
+
+    @property
+    def resolved_replica_credentials_file(self) -> Path:
+        return self.replica_credentials_file or (self.data_dir / "replica.credentials")
 
     @property
     def resolved_ssh_key_file(self) -> Path:
@@ -190,6 +216,9 @@ _CASTS: dict[str, Any] = {
     "stats_cache_s": int,
     "scheduler_tick_s": int,
     "schedules": _json_table,
+    "replica_credentials_file": Path,
+    "replica_max_lag_s": int,
+    "recovery_bundle_max_age_days": int,
 }
 
 SETTINGS = tuple(f.name for f in fields(Settings))
