@@ -113,6 +113,22 @@ class Container(BaseModel):
         table_name = "containers"
 
 
+class Placement(BaseModel):
+    """Where a component of an environment runs (codeb/services/fleet.py). `db` and `redis` are
+    placed on one server each (their volume lives there), `app` on one or more (replicas, one
+    container per server). Added by migration 0009."""
+
+    id = AutoField()
+    environment = ForeignKeyField(Environment, backref="placements", column_name="environment_id")
+    component = CharField(max_length=10)  # app, db, redis
+    server = ForeignKeyField(Server, backref="placements", column_name="server_id")
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "placements"
+        indexes = ((("environment", "component", "server"), True),)
+
+
 class Backup(BaseModel):
     id = CharField(primary_key=True, max_length=40)
     project = ForeignKeyField(Project, backref="backups", column_name="project_id")
@@ -307,6 +323,7 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     Environment,
     Server,
     Container,
+    Placement,
     Backup,
     ApiKey,
     OperationLog,
