@@ -118,6 +118,12 @@ class Settings:
     # none), and per job an interval that replaces the job's default ("15m", "off", ...).
     scheduler_tick_s: int = 5
     schedules: dict[str, Any] = field(default_factory=dict, hash=False)
+    # Domains: certificates for proxied sites from ACME (production; needs the email) or
+    # from Caddy's internal CA (tests). Wildcards need a DNS-01 provider module in Caddy
+    # (Debian's has none): its name here enables them.
+    tls: str = "acme"
+    acme_email: str = ""
+    acme_dns_provider: str = ""
     # codeb's own SQLite database replicated by Litestream (empty URL: no replica): an
     # s3://bucket/path on an S3 endpoint (the storage server's store), with its key pair in a
     # 0600 file (default <data_dir>/replica.credentials). Status alarms past the lag.
@@ -156,6 +162,12 @@ class Settings:
             raise SettingError(
                 f"{env_name('replica_endpoint')} must be the S3 endpoint's http(s)://host:port"
             )
+        if self.tls not in ("acme", "internal"):
+            raise SettingError(f"{env_name('tls')} must be acme or internal")
+        if self.acme_email and not re.fullmatch(r"[^\s@{}\"]+@[^\s@{}\"]+", self.acme_email):
+            raise SettingError(f"{env_name('acme_email')} must be an email address")
+        if self.acme_dns_provider and not re.fullmatch(r"[a-z0-9_]{1,40}", self.acme_dns_provider):
+            raise SettingError(f"{env_name('acme_dns_provider')} must be a Caddy DNS module name")
         # Job names are checked when the scheduler starts (jobs are declared by features).
         for job, value in self.schedules.items():
             try:
