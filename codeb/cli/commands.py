@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from codeb.cli import containers as cli_containers
+from codeb.cli import mcp as cli_mcp
 from codeb.cli import projects as cli_projects
 from codeb.cli import protection as cli_protection
 from codeb.cli.output import Output
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_projects.register(sub, shared)
     cli_containers.register(sub, shared)
     cli_protection.register(sub, shared)
+    cli_mcp.register(sub)
 
     serve = sub.add_parser("serve", help="serve the API with waitress")
     serve.add_argument("--host")
