@@ -318,6 +318,57 @@ class Schedule(BaseModel):
         table_name = "schedules"
 
 
+class DnsZone(BaseModel):
+    """A zone codeb holds on every dns server (created with its first domain, SOA and NS set
+    by codeb). `name` has no trailing dot."""
+
+    id = AutoField()
+    name = CharField(unique=True, max_length=253)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "dns_zones"
+
+
+class Domain(BaseModel):
+    """A name served by the proxies for one environment; the proxies' whole configuration
+    and the zones' records are rendered from these rows (codeb/services/domains.py)."""
+
+    id = CharField(primary_key=True, max_length=40)
+    name = CharField(unique=True, max_length=253)  # punycode, lower case, no trailing dot
+    zone = ForeignKeyField(DnsZone, backref="domains", column_name="zone_id")
+    project = ForeignKeyField(Project, backref="domains", column_name="project_id")
+    environment = CharField(max_length=20)
+    status = CharField(max_length=20, default="pending")  # pending, active, failed, deleting
+    last_error = TextField(null=True)
+    last_operation_id = CharField(null=True, max_length=40)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+    applied_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "domains"
+
+
+class DomainServer(BaseModel):
+    """codeb's state of a proxy or dns server: PowerDNS's API key (encrypted with the
+    SecretBox) and where its API listens; the Caddyfile last applied to a proxy."""
+
+    server = ForeignKeyField(Server, primary_key=True, column_name="server_id")
+    kind = CharField(max_length=10)  # proxy, dns
+    api_key = TextField(null=True)
+    api_port = IntegerField(null=True)
+    dns_port = IntegerField(default=53)
+    configured_hash = CharField(null=True, max_length=64)
+    applied_config = TextField(null=True)
+    applied_hash = CharField(null=True, max_length=64)
+    applied_at = DateTimeField(null=True)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "domain_servers"
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Project,
     Environment,
@@ -333,4 +384,7 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     OperationEvent,
     Lock,
     Schedule,
+    DnsZone,
+    Domain,
+    DomainServer,
 )
