@@ -118,7 +118,7 @@ def _environment(home: Path) -> dict[str, str]:
     }
 
 
-def write_config(path: Path, db_path: Path, target: ReplicaTarget, socket: Path) -> None:
+def write_config(path: Path, db_path: Path, target: ReplicaTarget) -> None:
     """Litestream's YAML config (JSON is YAML), 0600: it holds the S3 secret."""
     bucket, prefix = target.bucket_and_path
     config = {
@@ -138,7 +138,6 @@ def write_config(path: Path, db_path: Path, target: ReplicaTarget, socket: Path)
                 },
             }
         ],
-        "socket": {"enabled": True, "path": str(socket)},
     }
     write_private(path, json.dumps(config, indent=2).encode())
 

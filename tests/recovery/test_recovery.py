@@ -1,0 +1,202 @@
+"""codeb's own state off the control server: a real Litestream replica on a real S3 server
+(SeaweedFS on loopback), the recovery bundle, and a restore into an empty data directory."""
+
+from __future__ import annotations
+
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from codeb.recovery import bundle, replica, service
+from codeb.store.models import Environment
+from tests.s3 import S3Server, seaweedfs
+from tests.support import live_api, make_settings
+
+PASSPHRASE = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with seaweedfs(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+def replica_settings(s3: S3Server, data_dir: Path, path: str) -> dict[str, object]:
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    replica.write_credentials(
+        data_dir / "replica.credentials", s3.access_key_id, s3.secret_access_key
+    )
+    return {"replica_url": f"s3://{s3.bucket}/{path}", "replica_endpoint": s3.endpoint}
+
+
+def wait_current(settings, timeout: float = 45) -> replica.Position:
+    """Until the replica holds the local database's newest transaction (bounded)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = replica.position(
+                service.litestream_config(settings), service.sqlite_path(settings)
+            )
+            if last.behind == 0 and last.replica_txid:
+                return last
+        except replica.ReplicaError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"the replica did not catch up in {timeout} s: {last}")
+
+
+def create_project(client, name: str) -> dict:
+    answer = client.post("/api/projects", json={"name": name})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def passwords(deps) -> dict[str, str]:
+    with deps.db.connection_context():
+        return {
+            f"{env.project.name}/{env.name}": deps.box.decrypt(env.db_password)
+            for env in Environment.select()
+        }
+
+
+def run_installation(tmp_path: Path, s3: S3Server, name: str, projects: list[str]):
+    """A codeb with replication on: projects created, a bundle exported, one more project
+    after the export; returns (settings overrides, bundle path, passwords) once current."""
+    data = tmp_path / name
+    overrides = replica_settings(s3, data, f"{name}/codeb.db")
+    out = tmp_path / f"{name}.bundle"
+    with live_api(data, **overrides) as live:
+        replicator = service.start_replicator(live.deps.settings)
+        try:
+            with live.client() as c:
+                for project in projects[:-1]:
+                    create_project(c, project)
+                exported = service.export_bundle(live.deps, out, PASSPHRASE)
+                assert exported["replica"]["url"] == overrides["replica_url"]
+                # Written after the bundle: the replica, not the bundle, carries it.
+                create_project(c, projects[-1])
+            wait_current(live.deps.settings)
+            with live.deps.db.connection_context():
+                state = service.status(live.deps, replicator)
+            assert state["replica"]["state"] == "ok", state
+            assert state["bundle"]["state"] == "ok", state
+            secrets = passwords(live.deps)
+        finally:
+            replicator.shutdown()
+    return overrides, out, secrets
+
+
+def test_bundle_is_sealed_and_tells_a_wrong_passphrase_from_damage(tmp_path):
+    sealed = bundle.seal({"files": {"k": "dmFsdWU="}}, PASSPHRASE)
+    assert b"dmFsdWU=" not in sealed
+    assert bundle.open_sealed(sealed, PASSPHRASE) == {"files": {"k": "dmFsdWU="}}
+    with pytest.raises(bundle.WrongPassphrase):
+        bundle.open_sealed(sealed, "another passphrase!")
+    damaged = bytearray(sealed)
+    damaged[-5] ^= 0x01
+    with pytest.raises(bundle.DamagedBundle, match="fail authentication"):
+        bundle.open_sealed(bytes(damaged), PASSPHRASE)
+    with pytest.raises(bundle.DamagedBundle):
+        bundle.open_sealed(sealed[: len(bundle.MAGIC) + 10], PASSPHRASE)
+    with pytest.raises(bundle.NotABundle):
+        bundle.open_sealed(b"SQLite format 3\x00", PASSPHRASE)
+    with pytest.raises(bundle.BundleError, match="at least"):
+        bundle.seal({}, "short")
+
+
+def test_codeb_is_rebuilt_from_the_replica_and_the_bundle(tmp_path, s3):
+    overrides, out, secrets = run_installation(tmp_path, s3, "first", ["shop", "blog", "late"])
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    data = tmp_path / "first"
+    old_public_key = (data / "ssh" / "id_ed25519.pub").read_text()
+
+    # The control server is lost: its data directory is gone, secrets and all.
+    for path in sorted(data.rglob("*"), reverse=True):
+        path.unlink() if not path.is_dir() else path.rmdir()
+    data.rmdir()
+
+    settings = make_settings(data)
+    summary = service.restore_bundle(settings, out, PASSPHRASE)
+    assert summary["projects"] == 3
+    assert summary["entries_since_bundle"] >= 1  # "late" was only in the replica
+    for name in ("secret.key", "log.key", "codeb.db", "replica.credentials", "ssh/id_ed25519"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    assert (data / "ssh" / "id_ed25519.pub").read_text() == old_public_key
+
+    with live_api(data, **overrides) as live, live.client() as c:
+        names = {p["name"] for p in c.get("/api/projects").json()["projects"]}
+        assert names == {"shop", "blog", "late"}
+        assert passwords(live.deps) == secrets
+        verified = c.get("/api/protection/logs/verify").json()
+        assert verified["valid"], verified
+        logs = c.get("/api/protection/logs", params={"operation": "recovery_restore"}).json()
+        assert logs["logs"], logs
+        # The rebuilt codeb replicates again, onto the same replica.
+        replicator = service.start_replicator(live.deps.settings)
+        try:
+            create_project(c, "after")
+            wait_current(live.deps.settings)
+        finally:
+            replicator.shutdown()
+
+
+def test_a_wrong_passphrase_a_damaged_bundle_or_another_installation_change_nothing(tmp_path, s3):
+    _, out, _ = run_installation(tmp_path, s3, "alpha", ["one", "two"])
+    other, _, _ = run_installation(tmp_path, s3, "beta", ["three", "four"])
+    target = tmp_path / "new"
+    damaged = tmp_path / "damaged.bundle"
+    raw = bytearray(out.read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    damaged.write_bytes(bytes(raw))
+    cases = [
+        (make_settings(target), out, "not the passphrase", "wrong passphrase"),
+        (make_settings(target), damaged, PASSPHRASE, "damaged"),
+        # alpha's bundle against beta's replica: another installation's log and passwords.
+        (make_settings(target, **{k: v for k, v in other.items()}), out, PASSPHRASE, "another"),
+    ]
+    for settings, bundle_file, passphrase, message in cases:
+        with pytest.raises(service.RecoveryError, match=message):
+            service.restore_bundle(settings, bundle_file, passphrase)
+        assert not target.exists() or not any(
+            p for p in target.iterdir() if not p.name.startswith(".recovery-")
+        ), list(target.iterdir())
+
+
+def test_restoring_over_existing_state_needs_force_and_keeps_the_old_files(tmp_path, s3):
+    overrides, out, _ = run_installation(tmp_path, s3, "gamma", ["five", "six"])
+    data = tmp_path / "gamma"
+    with pytest.raises(service.RecoveryError, match="already holds state"):
+        service.restore_bundle(make_settings(data), out, PASSPHRASE)
+    summary = service.restore_bundle(make_settings(data), out, PASSPHRASE, force=True)
+    aside = Path(summary["moved_aside"])
+    assert (aside / "codeb.db").exists() and (aside / "secret.key").exists()
+    with live_api(data, **overrides) as live, live.client() as c:
+        forced = c.get("/api/protection/logs", params={"operation": "recovery_restore"}).json()
+        assert forced["logs"][0]["details"]["forced"] is True
+
+
+def test_status_alarms_when_the_replicator_stops(tmp_path, s3):
+    data = tmp_path / "delta"
+    overrides = replica_settings(s3, data, "delta/codeb.db")
+    with live_api(data, **overrides) as live:
+        with live.deps.db.connection_context():
+            never = service.status(live.deps, None)
+        assert never["replica"]["state"] == "alarm"
+        assert never["bundle"]["state"] == "warning"
+        assert "ever exported" in never["bundle"]["reason"]
+        replicator = service.start_replicator(live.deps.settings)
+        try:
+            wait_current(live.deps.settings)
+        finally:
+            replicator.shutdown()
+        with live.deps.db.connection_context():
+            stopped = service.status(live.deps, replicator)
+        assert stopped["state"] == "alarm"
+        assert stopped["replica"]["state"] == "alarm"
+    config = service.litestream_config(make_settings(data))
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert s3.secret_access_key not in (data / "litestream" / "litestream.log").read_text()
