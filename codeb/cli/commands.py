@@ -18,6 +18,7 @@ from codeb.cli import containers as cli_containers
 from codeb.cli import mcp as cli_mcp
 from codeb.cli import projects as cli_projects
 from codeb.cli import protection as cli_protection
+from codeb.cli import recovery as cli_recovery
 from codeb.cli.output import Output
 from codeb.cli.session import AUTH, EXIT_CODES, INTERRUPTED, USAGE, Session, UsageError, parents
 from codeb.cli.session import report_error as report_api_error
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_projects.register(sub, shared)
     cli_containers.register(sub, shared)
     cli_protection.register(sub, shared)
+    cli_recovery.register(sub, shared)
     cli_mcp.register(sub)
 
     serve = sub.add_parser("serve", help="serve the API with waitress")

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,3 +203,50 @@ def test_status_alarms_when_the_replicator_stops(tmp_path, s3):
     config = service.litestream_config(make_settings(data))
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert s3.secret_access_key not in (data / "litestream" / "litestream.log").read_text()
+
+
+def codeb_cli(data: Path, overrides: dict[str, object], *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEB_")}
+    env.update({f"CODEB_{k.upper()}": str(v) for k, v in overrides.items()})
+    env["CODEB_DATA_DIR"] = str(data)
+    return subprocess.run(
+        [sys.executable, "-m", "codeb", "recovery", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_cli_exports_and_restores_without_the_passphrase_on_its_command_line(tmp_path, s3):
+    data = tmp_path / "cli"
+    overrides = replica_settings(s3, data, "cli/codeb.db")
+    secret = tmp_path / "passphrase"
+    secret.write_text(PASSPHRASE + "\n")
+    out = tmp_path / "cli.bundle"
+    with live_api(data, **overrides) as live:
+        replicator = service.start_replicator(live.deps.settings)
+        try:
+            with live.client() as c:
+                create_project(c, "cli-shop")
+            exported = codeb_cli(data, overrides, "export", "--out", str(out),
+                                 "--passphrase-file", str(secret), "--json")  # fmt: skip
+            assert exported.returncode == 0, exported.stderr
+            assert PASSPHRASE not in exported.stdout + exported.stderr
+            again = codeb_cli(data, overrides, "export", "--out", str(out),
+                              "--passphrase-file", str(secret))  # fmt: skip
+            assert again.returncode == 2 and "exists" in again.stderr
+            wait_current(live.deps.settings)
+        finally:
+            replicator.shutdown()
+    fresh = tmp_path / "cli-new"
+    restored = codeb_cli(fresh, {}, "restore", "--bundle", str(out),
+                         "--passphrase-file", str(secret))  # fmt: skip
+    assert restored.returncode == 0, restored.stderr
+    assert "projects" in restored.stdout and "chain verified" in restored.stdout
+    refused = codeb_cli(fresh, {}, "restore", "--bundle", str(out),
+                        "--passphrase-file", str(secret))  # fmt: skip
+    assert refused.returncode == 2 and "already holds state" in refused.stderr
+    with live_api(fresh) as live, live.client() as c:
+        assert [p["name"] for p in c.get("/api/projects").json()["projects"]] == ["cli-shop"]
