@@ -1,0 +1,1126 @@
+"""Domains (issue 12): names served by the proxy servers (Caddy) for an environment, with
+their records on the dns servers (PowerDNS Authoritative).
+
+Everything is rendered from the database as a whole: the proxies' Caddyfile (every domain ->
+`reverse_proxy` over the environment's app servers) and each zone's rrsets. A change writes
+rows (through the Protection Layer) and starts a `domain_apply` operation that holds the
+locks of every proxy and dns server; it renders what the database says *then*, so concurrent
+changes never lose each other, and an apply that finds everything already in place is a
+no-op. Records are published before Caddy is reloaded (before any certificate is asked for).
+Status asks each authoritative server directly, the running Caddy, a real TLS handshake and
+HTTP, each with its time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import re
+import secrets
+import socket
+import ssl
+import tempfile
+import time
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import idna
+from dns import exception as dnsexception
+from dns import flags as dnsflags
+from dns import message as dnsmessage
+from dns import query as dnsquery
+from dns import rcode as dnsrcode
+from dns import rdatatype as dnsrdatatype
+from peewee import IntegrityError
+
+from codeb.errors import CodebError, Conflict, NotFound, ValidationFailed
+from codeb.executor.events import reported
+from codeb.executor.runner import PlaybookRun
+from codeb.executor.worker import JobFailed, JobResult, RunContext, describe_failure
+from codeb.protection.tokens import Target
+from codeb.providers.dns import DnsError, PowerDns, RRset, Soa
+from codeb.providers.dns.base import absolute
+from codeb.providers.proxy import (
+    CaddyOptions,
+    Site,
+    caddyfile_diff,
+    hosts_in_config,
+    render_caddyfile,
+)
+from codeb.providers.proxy.caddy import upstream
+from codeb.providers.proxy.probe import http_get, tls_certificate
+from codeb.services import operations, protection
+from codeb.services.context import Actor, Deps
+from codeb.services.projects import find_project, new_id
+from codeb.services.servers import run_now, targets_of
+from codeb.services.validation import CONTROL_CHARACTERS
+from codeb.store.models import (
+    Container,
+    DnsZone,
+    Domain,
+    DomainServer,
+    Environment,
+    Project,
+    Server,
+)
+
+APPLY = "domain_apply"
+RECORD_TTL = 60  # A/AAAA: a moved proxy is followed within a minute
+NS_TTL = 3600
+NEGATIVE_TTL = 60  # SOA minimum: an early NXDOMAIN is cached a minute, not an hour
+PDNS_API_PORT = 8081
+HEALTH_PATH = "/health"
+MAX_NAME = 253
+# Warn this long before a certificate expires: Caddy's internal leaves live 12 h (renewed
+# at two thirds), ACME certificates 90 days (renewed 30 days before).
+WARN_INTERNAL = dt.timedelta(hours=3)
+WARN_ACME = dt.timedelta(days=14)
+_LDH = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# Characters that are never part of a host name, before IDNA (templates, paths, ports, ...).
+_NEVER = re.compile(r"[\s{}%<>\"'`\\/:;,@#?&|$()\[\]!=+^~]")
+
+
+# -- names (pure) ------------------------------------------------------------------------
+
+
+def validate_domain(value: object, *, wildcard_allowed: bool = False) -> str:
+    """A domain as codeb stores and renders it: IDNA (UTS #46) to punycode, lower case, no
+    trailing dot, LDH labels of 1..63, at most 253 characters, at least two labels. A
+    wildcard (`*.` in front only) only when a DNS-01 issuer is configured."""
+    if not isinstance(value, str) or not value:
+        raise ValidationFailed("domain is required", {"field": "domain"})
+    if len(value) > MAX_NAME * 4:
+        raise ValidationFailed(f"domain is longer than {MAX_NAME} characters", {"field": "domain"})
+    if CONTROL_CHARACTERS.search(value) or any(
+        unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Zs") for ch in value
+    ):
+        raise ValidationFailed(
+            "domain must not contain control characters or spaces", {"field": "domain"}
+        )
+    if _NEVER.search(value):
+        raise ValidationFailed(
+            "domain may only hold letters, digits, hyphens and dots", {"field": "domain"}
+        )
+    name = value[:-1] if value.endswith(".") else value
+    wildcard = name.startswith("*.")
+    if wildcard:
+        if not wildcard_allowed:
+            raise ValidationFailed(
+                "wildcard domains need a DNS-01 issuer (CODEB_ACME_DNS_PROVIDER); Debian's "
+                "Caddy has no DNS provider module",
+                {"field": "domain", "reason": "wildcard_without_dns01"},
+            )
+        name = name[2:]
+    if "*" in name:
+        raise ValidationFailed("'*' is allowed only as the whole first label", {"field": "domain"})
+    labels = name.split(".")
+    if any(not label for label in labels):
+        raise ValidationFailed("domain has an empty label ('..')", {"field": "domain"})
+    try:
+        ascii_name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ValidationFailed(
+            f"domain is not a valid internationalised name: {exc}", {"field": "domain"}
+        ) from None
+    ascii_name = ascii_name.lower()
+    labels = ascii_name.split(".")
+    if len(labels) < 2:
+        raise ValidationFailed("domain needs at least two labels", {"field": "domain"})
+    for label in labels:
+        if not _LDH.fullmatch(label):
+            raise ValidationFailed(
+                f"label {label!r} must be 1-63 letters, digits or inner hyphens",
+                {"field": "domain"},
+            )
+    if labels[-1].isdigit():
+        raise ValidationFailed("the top-level label cannot be numeric", {"field": "domain"})
+    full = ("*." if wildcard else "") + ascii_name
+    if len(full) > MAX_NAME:
+        raise ValidationFailed(
+            f"domain is {len(full)} characters as punycode; at most {MAX_NAME}",
+            {"field": "domain"},
+        )
+    return full
+
+
+def zone_for(name: str, zones: Iterable[str], explicit: str | None = None) -> str:
+    """The zone a domain goes in: `explicit` (the name must be in it), else the longest zone
+    codeb already holds that contains it, else the name without its first label (the name
+    itself when it has only two)."""
+    bare = name[2:] if name.startswith("*.") else name
+    if explicit is not None:
+        if bare != explicit and not bare.endswith("." + explicit):
+            raise ValidationFailed(
+                f"{name} is not inside the zone {explicit}", {"field": "zone", "zone": explicit}
+            )
+        return explicit
+    inside = [z for z in zones if bare == z or bare.endswith("." + z)]
+    if inside:
+        return max(inside, key=len)
+    labels = bare.split(".")
+    return bare if len(labels) <= 2 else ".".join(labels[1:])
+
+
+def record_names(name: str) -> str:
+    """The owner name of a domain's records (a wildcard's is the wildcard itself)."""
+    return absolute(name)
+
+
+# -- what the database says ----------------------------------------------------------------
+
+
+def proxy_servers() -> list[Server]:
+    return list(
+        Server.select()
+        .where((Server.role == "proxy") & (Server.status == "ready"))
+        .order_by(Server.id)
+    )
+
+
+def dns_servers() -> list[Server]:
+    return list(
+        Server.select()
+        .where((Server.role == "dns") & (Server.status == "ready"))
+        .order_by(Server.id)
+    )
+
+
+def app_upstreams(project: Project, environment: str) -> list[str]:
+    """Every app server the environment's app component is placed on, with its port: read
+    from the app containers codeb placed (any number of servers)."""
+    rows = (
+        Container.select(Container.server_ip, Container.port_external)
+        .where(
+            (Container.project == project.id)
+            & (Container.environment == environment)
+            & (Container.server_type == "app")
+            & (Container.status != "removed")
+        )
+        .order_by(Container.server_ip)
+    )
+    env = _environment(project, environment)
+    ups = {
+        upstream(row.server_ip, row.port_external or env.app_port)
+        for row in rows
+        if _is_ip(row.server_ip)
+    }
+    return sorted(ups)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _environment(project: Project, name: str) -> Environment:
+    env = Environment.get_or_none(
+        (Environment.project == project.id)
+        & (Environment.name == name)
+        & (Environment.status == "active")
+    )
+    if env is None:
+        raise NotFound(
+            f"project {project.name!r} has no {name} environment",
+            {"project": project.name, "environment": name},
+        )
+    return env
+
+
+def _sites(extra: Domain | None = None, without: str | None = None) -> list[Site]:
+    rows = [
+        d
+        for d in Domain.select().join(Project).where(Domain.status != "deleting")
+        if d.name != without
+    ]
+    if extra is not None:
+        rows.append(extra)
+    return [
+        Site(
+            domain=d.name,
+            project=d.project.name,
+            environment=d.environment,
+            upstreams=tuple(app_upstreams(d.project, d.environment)),
+            health_path=HEALTH_PATH,
+        )
+        for d in rows
+    ]
+
+
+def caddy_options(deps: Deps) -> CaddyOptions:
+    return CaddyOptions(tls=deps.settings.tls, acme_email=deps.settings.acme_email)
+
+
+def render_config(deps: Deps, sites: list[Site]) -> str:
+    return render_caddyfile(deps.settings.templates_dir, sites, caddy_options(deps))
+
+
+def _proxy_addresses() -> list[str]:
+    return [s.ip for s in proxy_servers()]
+
+
+def soa_for(zone: str) -> Soa:
+    return Soa(mname=f"ns1.{zone}", rname=f"hostmaster.{zone}", minimum=NEGATIVE_TTL)
+
+
+def nameserver_rrsets(zone: str, servers: list[Server]) -> list[RRset]:
+    """NS records naming ns1.., nsN. inside the zone, with their glue (the dns servers)."""
+    out = [RRset.of(zone, "NS", [f"ns{i}.{zone}." for i in range(1, len(servers) + 1)], NS_TTL)]
+    for i, server in enumerate(servers, start=1):
+        rtype = "AAAA" if ipaddress.ip_address(server.ip).version == 6 else "A"
+        out.append(RRset.of(f"ns{i}.{zone}", rtype, [server.ip], NS_TTL))
+    return out
+
+
+def address_rrsets(name: str, addresses: list[str]) -> list[RRset]:
+    v4 = [a for a in addresses if ipaddress.ip_address(a).version == 4]
+    v6 = [a for a in addresses if ipaddress.ip_address(a).version == 6]
+    out = []
+    if v4:
+        out.append(RRset.of(name, "A", v4, RECORD_TTL))
+    if v6:
+        out.append(RRset.of(name, "AAAA", v6, RECORD_TTL))
+    return out
+
+
+def desired_zone(
+    zone: DnsZone, dns: list[Server], proxies: list[str]
+) -> dict[tuple[str, str], RRset]:
+    """Every rrset codeb wants in `zone` (besides the SOA): NS + glue, and each live domain's
+    A/AAAA pointing at the proxies."""
+    want = {(r.name, r.type): r for r in nameserver_rrsets(zone.name, dns)}
+    for domain in Domain.select().where((Domain.zone == zone.id) & (Domain.status != "deleting")):
+        for rrset in address_rrsets(domain.name, proxies):
+            want[(rrset.name, rrset.type)] = rrset
+    return want
+
+
+@dataclass
+class ZoneChanges:
+    zone: str
+    replace: list[RRset] = field(default_factory=list)
+    delete: list[tuple[str, str]] = field(default_factory=list)
+    create: bool = False
+
+    def view(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self.create:
+            out.append({"zone": self.zone, "changetype": "CREATE_ZONE"})
+        out += [
+            {"zone": self.zone, "name": r.name, "type": r.type, "ttl": r.ttl,
+             "changetype": "REPLACE", "records": r.contents}
+            for r in self.replace
+        ]  # fmt: skip
+        out += [
+            {"zone": self.zone, "name": n, "type": t, "changetype": "DELETE"}
+            for n, t in self.delete
+        ]
+        return out
+
+
+def zone_changes(
+    zone: str,
+    current: list[RRset] | None,
+    want: dict[tuple[str, str], RRset],
+    managed: set[tuple[str, str]],
+) -> ZoneChanges:
+    """What turns `current` into `want`: rrsets to replace, and rrsets codeb manages (a
+    domain's A/AAAA, NS glue) that should go. Records codeb never wrote are left alone."""
+    changes = ZoneChanges(absolute(zone), create=current is None)
+    have = {(r.name, r.type): r for r in current or []}
+    for key, rrset in sorted(want.items()):
+        now = have.get(key)
+        if now is None or now.contents != rrset.contents or now.ttl != rrset.ttl:
+            changes.replace.append(rrset)
+    for key in sorted(managed - set(want)):
+        if key in have:
+            changes.delete.append(key)
+    return changes
+
+
+def _managed_keys(zone: DnsZone, dns: list[Server]) -> set[tuple[str, str]]:
+    """(name, type) rrsets codeb may remove from a zone: every domain's (deleting ones too)
+    A/AAAA and the nsN glue names."""
+    keys = set()
+    for domain in Domain.select().where(Domain.zone == zone.id):
+        keys |= {(absolute(domain.name), "A"), (absolute(domain.name), "AAAA")}
+    for i in range(1, len(dns) + 11):
+        keys |= {(absolute(f"ns{i}.{zone.name}"), "A"), (absolute(f"ns{i}.{zone.name}"), "AAAA")}
+    return keys
+
+
+# -- dns servers: key, address, client ------------------------------------------------------
+
+
+def codeb_address(ip: str) -> str:
+    """The address this machine uses to reach `ip` (what PowerDNS must allow): a UDP
+    "connection" picks the route without sending anything."""
+    family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.connect((ip, 53))
+        return sock.getsockname()[0]
+
+
+def _dns_state(deps: Deps, server: Server) -> DomainServer:
+    """The dns server's row, with an API key generated (and stored encrypted) on first use."""
+    state = DomainServer.get_or_none(DomainServer.server == server.id)
+    if state is None:
+        with deps.write():
+            state = DomainServer.get_or_none(DomainServer.server == server.id)
+            if state is None:
+                state = DomainServer.create(
+                    server=server.id,
+                    kind="dns",
+                    api_key=deps.box.encrypt(secrets.token_urlsafe(32)),
+                    api_port=PDNS_API_PORT,
+                    dns_port=53,
+                    updated_at=deps.clock.now(),
+                )
+    return state
+
+
+def dns_client(deps: Deps, server: Server, state: DomainServer | None = None) -> PowerDns:
+    state = state or _dns_state(deps, server)
+    host = f"[{server.ip}]" if ":" in server.ip else server.ip
+    return PowerDns(
+        f"http://{host}:{state.api_port}", deps.box.decrypt(state.api_key), name=server.name
+    )
+
+
+def _dns_config_hash(deps: Deps, server: Server, state: DomainServer, allow: str) -> str:
+    key_digest = hashlib.sha256(deps.box.decrypt(state.api_key).encode()).hexdigest()
+    return hashlib.sha256(
+        f"{server.ip}|{state.api_port}|{state.dns_port}|{allow}|{key_digest}".encode()
+    ).hexdigest()
+
+
+# -- use cases ------------------------------------------------------------------------------
+
+
+def _require_servers() -> tuple[list[Server], list[Server]]:
+    proxies, dns = proxy_servers(), dns_servers()
+    missing = [role for role, found in (("proxy", proxies), ("dns", dns)) if not found]
+    if missing:
+        raise Conflict(
+            f"no ready {' and no ready '.join(missing)} server: register and bootstrap one "
+            "first (POST /api/servers with that role)",
+            {"missing_roles": missing},
+        )
+    return proxies, dns
+
+
+def _target(name: str, project: Project | None, environment: str | None) -> Target:
+    return Target(
+        "domain",
+        name,
+        name,
+        project_id=project.id if project else None,
+        environment=environment,
+    )
+
+
+def create_domain(
+    deps: Deps,
+    actor: Actor,
+    body: dict[str, Any],
+    *,
+    preview: bool = False,
+    confirmation: protection.Confirmation | None = None,
+) -> protection.Answer:
+    """Point a domain at an environment (`domain_set`, LOW): validated before anything, then
+    rows written and a `domain_apply` operation started (202)."""
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object")
+    unknown = sorted(set(body) - {"domain", "project", "environment", "zone"})
+    if unknown:
+        raise ValidationFailed(f"unknown fields: {', '.join(unknown)}", {"fields": unknown})
+    name = validate_domain(
+        body.get("domain"), wildcard_allowed=bool(deps.settings.acme_dns_provider)
+    )
+    explicit_zone = None
+    if body.get("zone") is not None:
+        explicit_zone = validate_domain(body.get("zone"))
+        if explicit_zone.startswith("*."):
+            raise ValidationFailed("a zone cannot be a wildcard", {"field": "zone"})
+    project_ref, env_name = body.get("project"), body.get("environment")
+    if (
+        not isinstance(project_ref, str)
+        or not project_ref
+        or CONTROL_CHARACTERS.search(project_ref)
+    ):
+        raise ValidationFailed("project is required", {"field": "project"})
+    if not isinstance(env_name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]{0,19}", env_name):
+        raise ValidationFailed("environment is required", {"field": "environment"})
+    project = find_project(project_ref)
+    _environment(project, env_name)
+    _refuse_taken(name, project)
+    zone = zone_for(name, [z.name for z in DnsZone.select()], explicit_zone)
+    if deps.settings.tls == "acme" and not deps.settings.acme_email:
+        raise Conflict(
+            "ACME certificates need CODEB_ACME_EMAIL (or CODEB_TLS=internal)",
+            {"setting": "CODEB_ACME_EMAIL"},
+        )
+    proxies, dns = _require_servers()
+    params = {"domain": name, "zone": zone, "project_id": project.id, "environment": env_name}
+    if preview:
+        pending = Domain(name=name, project=project, environment=env_name, status="pending")
+        return protection.Answer(200, _preview(deps, name, zone, _sites(extra=pending), add=True))
+    answer = protection.guard(
+        deps,
+        actor,
+        "domain_set",
+        _target(name, project, env_name),
+        params,
+        effect=(
+            f"Publishes {name} (zone {zone}) on {len(dns)} dns server(s) pointing at "
+            f"{len(proxies)} proxy server(s), and serves it for {project.name}/{env_name}."
+        ),
+        confirmation=confirmation,
+        success_status=201,
+    )
+    return _unwrapped(answer)
+
+
+def _unwrapped(answer: protection.Answer) -> protection.Answer:
+    body = answer.body
+    if (
+        answer.status in (200, 201, 202)
+        and body.get("status") == "executed"
+        and "entry" not in body
+    ):
+        result = body.get("result") or {}
+        return protection.Answer(202 if isinstance(result.get("operation"), dict) else 200, result)
+    return answer
+
+
+def _refuse_taken(name: str, project: Project) -> None:
+    taken = Domain.get_or_none(Domain.name == name)
+    if taken is None:
+        return
+    if taken.project_id != project.id:
+        # Never say whose it is beyond the fact: another project's name is not ours to show.
+        raise Conflict(
+            f"{name} belongs to another project", {"domain": name, "reason": "other_project"}
+        )
+    raise Conflict(
+        f"{name} already points at {project.name}/{taken.environment}",
+        {"domain": name, "environment": taken.environment, "status": taken.status},
+    )
+
+
+def _apply_targets() -> list[str]:
+    return [s.name for s in proxy_servers()] + [s.name for s in dns_servers()]
+
+
+def _execute_create(deps: Deps, actor: Actor, target: Target, params: dict[str, Any]) -> dict:
+    project = Project.get_or_none(
+        (Project.id == params["project_id"]) & (Project.status != "deleted")
+    )
+    if project is None:
+        raise NotFound("the project no longer exists", {"project_id": params["project_id"]})
+    _environment(project, params["environment"])
+    _refuse_taken(params["domain"], project)
+    _require_servers()
+    now = deps.clock.now()
+    zone = DnsZone.get_or_none(DnsZone.name == params["zone"])
+    if zone is None:
+        zone = DnsZone.create(name=params["zone"], created_at=now)
+    op = operations.create_operation(
+        deps, actor, APPLY, _apply_targets(), {"domain": params["domain"], "action": "add"},
+        project_id=project.id,
+    )  # fmt: skip
+    try:
+        domain = Domain.create(
+            id=new_id("dom"),
+            name=params["domain"],
+            zone=zone.id,
+            project=project.id,
+            environment=params["environment"],
+            status="pending",
+            last_operation_id=op.id,
+            created_at=now,
+            updated_at=now,
+        )
+    except IntegrityError:
+        raise Conflict(
+            f"{params['domain']} is already taken", {"domain": params["domain"]}
+        ) from None
+    return {"domain": domain_view(domain), "operation": operations.operation_view(op)}
+
+
+def delete_domain(
+    deps: Deps,
+    actor: Actor,
+    name: str,
+    *,
+    preview: bool = False,
+    confirmation: protection.Confirmation | None = None,
+) -> protection.Answer:
+    """Take a domain offline (`domain_delete`, MEDIUM): its site and its records go."""
+    domain = find_domain(name)
+    if preview:
+        return protection.Answer(
+            200,
+            _preview(deps, domain.name, domain.zone.name, _sites(without=domain.name), add=False),
+        )
+    answer = protection.guard(
+        deps,
+        actor,
+        "domain_delete",
+        _target(domain.name, domain.project, domain.environment),
+        {"domain": domain.name},
+        effect=(
+            f"Takes {domain.name} offline: removes its site from the proxies and its records "
+            f"from the dns servers ({domain.project.name}/{domain.environment})."
+        ),
+        confirmation=confirmation,
+    )
+    return _unwrapped(answer)
+
+
+def _execute_delete(deps: Deps, actor: Actor, target: Target, params: dict[str, Any]) -> dict:
+    domain = Domain.get_or_none(Domain.name == params["domain"])
+    if domain is None:
+        raise NotFound(f"domain {params['domain']!r} not found", {"domain": params["domain"]})
+    op = operations.create_operation(
+        deps, actor, APPLY, _apply_targets(), {"domain": domain.name, "action": "delete"},
+        project_id=domain.project_id,
+    )  # fmt: skip
+    domain.status, domain.last_operation_id = "deleting", op.id
+    domain.updated_at = deps.clock.now()
+    domain.save()
+    return {"domain": domain_view(domain), "operation": operations.operation_view(op)}
+
+
+def find_domain(name: str) -> Domain:
+    try:
+        normalized = validate_domain(name, wildcard_allowed=True)
+    except ValidationFailed:
+        raise NotFound(f"domain {name!r} not found", {"domain": name}) from None
+    domain = Domain.get_or_none(Domain.name == normalized)
+    if domain is None:
+        raise NotFound(f"domain {name!r} not found", {"domain": name})
+    return domain
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() + "Z" if value else None
+
+
+def domain_view(domain: Domain) -> dict[str, Any]:
+    return {
+        "id": domain.id,
+        "domain": domain.name,
+        "unicode": _unicode(domain.name),
+        "zone": domain.zone.name,
+        "project": domain.project.name,
+        "environment": domain.environment,
+        "status": domain.status,
+        "last_error": domain.last_error,
+        "last_operation_id": domain.last_operation_id,
+        "created_at": _iso(domain.created_at),
+        "updated_at": _iso(domain.updated_at),
+        "applied_at": _iso(domain.applied_at),
+    }
+
+
+def _unicode(name: str) -> str:
+    try:
+        return idna.decode(name[2:] if name.startswith("*.") else name) if "xn--" in name else name
+    except idna.IDNAError:
+        return name
+
+
+def list_domains(deps: Deps, project: str | None = None) -> dict[str, Any]:
+    query = Domain.select().join(Project).order_by(Domain.name)
+    if project:
+        query = query.where(Domain.project == find_project(project).id)
+    return {"domains": [domain_view(d) for d in query]}
+
+
+def get_domain(name: str) -> dict[str, Any]:
+    return domain_view(find_domain(name))
+
+
+def list_zones(deps: Deps) -> dict[str, Any]:
+    dns = dns_servers()
+    zones = []
+    for zone in DnsZone.select().order_by(DnsZone.name):
+        count = Domain.select().where(Domain.zone == zone.id).count()
+        zones.append(
+            {
+                "zone": zone.name,
+                "domains": count,
+                "soa": {
+                    "mname": soa_for(zone.name).mname,
+                    "rname": soa_for(zone.name).rname,
+                    "negative_ttl": NEGATIVE_TTL,
+                },
+                "nameservers": [f"ns{i}.{zone.name}" for i in range(1, len(dns) + 1)],
+                "created_at": _iso(zone.created_at),
+            }
+        )
+    return {"zones": zones, "dns_servers": [{"name": s.name, "ip": s.ip} for s in dns]}
+
+
+# -- preview ---------------------------------------------------------------------------------
+
+
+def _preview(deps: Deps, name: str, zone_name: str, sites: list[Site], *, add: bool) -> dict:
+    """What the change would do, changing nothing: the Caddyfile diff per proxy (against what
+    codeb last placed there) and the rrset changes per dns server (against its live zone)."""
+    new = render_config(deps, sites)
+    proxies = []
+    for server in proxy_servers():
+        state = DomainServer.get_or_none(DomainServer.server == server.id)
+        old = (state.applied_config if state else None) or ""
+        proxies.append({"server": server.name, "diff": caddyfile_diff(old, new)})
+    addresses = _proxy_addresses()
+    dns = dns_servers()
+    records = []
+    zone = DnsZone.get_or_none(DnsZone.name == zone_name) or DnsZone(name=zone_name)
+    want = {(r.name, r.type): r for r in nameserver_rrsets(zone_name, dns)}
+    if zone.id is not None:
+        want = desired_zone(zone, dns, addresses)
+    managed = _managed_keys(zone, dns) if zone.id is not None else set()
+    managed |= {(absolute(name), "A"), (absolute(name), "AAAA")}
+    for key in [(absolute(name), "A"), (absolute(name), "AAAA")]:
+        want.pop(key, None)
+    if add:
+        want.update({(r.name, r.type): r for r in address_rrsets(name, addresses)})
+    for server in dns:
+        entry: dict[str, Any] = {"server": server.name}
+        try:
+            state = DomainServer.get_or_none(DomainServer.server == server.id)
+            if state is None:
+                current = None
+                entry["note"] = "not configured by codeb yet: the zone would be created"
+            else:
+                with dns_client(deps, server, state) as client:
+                    current = client.get_rrsets(zone_name)
+            entry["changes"] = zone_changes(zone_name, current, want, managed).view()
+        except DnsError as exc:
+            entry["error"] = exc.message
+        records.append(entry)
+    return {
+        "preview": True,
+        "action": "add" if add else "delete",
+        "domain": name,
+        "zone": zone_name,
+        "caddyfile": proxies,
+        "rrsets": records,
+    }
+
+
+# -- the apply job -----------------------------------------------------------------------------
+
+
+@dataclass
+class DomainApplyJob:
+    """Render the proxies' config and the zones from the database as they are now (the run
+    holds every proxy's and dns server's lock), publish records, then the Caddyfile."""
+
+    def run(self, ctx: RunContext) -> JobResult:
+        deps = ctx.deps
+        proxies, dns = proxy_servers(), dns_servers()
+        if not proxies or not dns:
+            raise JobFailed("no ready proxy or dns server")
+        rendered_ids = [d.id for d in Domain.select(Domain.id).where(Domain.status != "deleting")]
+        deleting_ids = [d.id for d in Domain.select(Domain.id).where(Domain.status == "deleting")]
+        result: dict[str, Any] = {"dns": {}, "proxy": {}}
+        try:
+            result["dns_configured"] = self._configure_dns(ctx, dns)
+            result["dns"] = self._publish(deps, dns, [s.ip for s in proxies])
+            caddyfile = render_config(deps, _sites())
+            result["proxy"] = self._apply_proxies(ctx, proxies, caddyfile)
+        except (JobFailed, CodebError) as exc:
+            message = exc.message if isinstance(exc, CodebError) else str(exc)
+            with deps.write():
+                Domain.update(
+                    status="failed", last_error=message[:2000], updated_at=deps.clock.now()
+                ).where(Domain.id.in_(rendered_ids) & (Domain.status == "pending")).execute()
+            return JobResult("canceled" if ctx.canceled else "failed", message, result)
+        now = deps.clock.now()
+        with deps.write():
+            Domain.update(status="active", last_error=None, applied_at=now, updated_at=now).where(
+                Domain.id.in_(rendered_ids) & (Domain.status.in_(["pending", "failed", "active"]))
+            ).execute()
+            Domain.delete().where(
+                Domain.id.in_(deleting_ids) & (Domain.status == "deleting")
+            ).execute()
+        return JobResult("succeeded", None, result)
+
+    def _configure_dns(self, ctx: RunContext, dns: list[Server]) -> list[str]:
+        """Run roles/codeb_dns where it never ran, or where the key/address changed, or where
+        the API does not answer with the key."""
+        deps = ctx.deps
+        todo: list[tuple[Server, DomainServer, str]] = []
+        for server in dns:
+            state = _dns_state(deps, server)
+            allow = codeb_address(server.ip)
+            want = _dns_config_hash(deps, server, state, allow)
+            if state.configured_hash == want:
+                try:
+                    with dns_client(deps, server, state) as client:
+                        client.list_zones()
+                    continue
+                except DnsError:
+                    pass
+            todo.append((server, state, allow))
+        if not todo:
+            return []
+        keys = [deps.box.decrypt(state.api_key) for _, state, _ in todo]
+        per_host = {
+            server.name: {
+                "codeb_dns_api_key": key,
+                "codeb_dns_api_allow_from": [allow],
+                "codeb_dns_api_port": state.api_port,
+                "codeb_dns_port": state.dns_port,
+            }
+            for (server, state, allow), key in zip(todo, keys, strict=True)
+        }
+        names = [s.name for s, _, _ in todo]
+        for name in names:
+            outcome, records = ctx.run(
+                PlaybookRun(
+                    playbook="domains_dns.yml",
+                    targets=targets_of(deps, [name]),
+                    limit=name,
+                    extravars=per_host[name],
+                    secrets=tuple(keys),
+                    timeout_s=600,
+                )
+            )
+            if outcome.status != "successful":
+                raise JobFailed(
+                    "configuring PowerDNS failed: " + describe_failure(outcome, records)
+                )
+        with deps.write():
+            for server, state, allow in todo:
+                DomainServer.update(
+                    configured_hash=_dns_config_hash(deps, server, state, allow),
+                    updated_at=deps.clock.now(),
+                ).where(DomainServer.server == server.id).execute()
+        # PowerDNS was (re)started: its API answers within a second or two.
+        for server, state, _ in todo:
+            _wait_api(deps, server, state)
+        return names
+
+    def _publish(self, deps: Deps, dns: list[Server], proxies: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for server in dns:
+            state = _dns_state(deps, server)
+            changed: list[dict[str, Any]] = []
+            with dns_client(deps, server, state) as client:
+                for zone in DnsZone.select().order_by(DnsZone.name):
+                    want = desired_zone(zone, dns, proxies)
+                    current = client.get_rrsets(zone.name)
+                    created = current is None
+                    if created:
+                        # The SOA (real primary name, 60 s negative TTL) and NS are codeb's
+                        # from the start: PowerDNS's default caches NXDOMAIN for an hour.
+                        client.create_zone(
+                            zone.name, soa_for(zone.name), nameserver_rrsets(zone.name, dns)
+                        )
+                        current = client.get_rrsets(zone.name)
+                    changes = zone_changes(zone.name, current, want, _managed_keys(zone, dns))
+                    changes.create = created
+                    client.patch(zone.name, changes.replace, changes.delete)
+                    changed += changes.view()
+            out[server.name] = changed
+        return out
+
+    def _apply_proxies(
+        self, ctx: RunContext, proxies: list[Server], caddyfile: str
+    ) -> dict[str, Any]:
+        deps = ctx.deps
+        digest = hashlib.sha256(caddyfile.encode()).hexdigest()
+        states = {s.name: DomainServer.get_or_none(DomainServer.server == s.id) for s in proxies}
+        todo = [
+            s.name for s in proxies if not states[s.name] or states[s.name].applied_hash != digest
+        ]
+        if not todo:
+            return {"changed": [], "unchanged": [s.name for s in proxies]}
+        outcome, records = ctx.run(
+            PlaybookRun(
+                playbook="domains_apply.yml",
+                targets=targets_of(deps, todo),
+                limit=",".join(todo),
+                extravars={"codeb_proxy_caddyfile": caddyfile},
+                timeout_s=300,
+            )
+        )
+        if outcome.status != "successful":
+            raise JobFailed(describe_failure(outcome, records))
+        running = reported(records, "codeb_proxy")
+        now = deps.clock.now()
+        with deps.write():
+            for server in proxies:
+                if server.name not in todo:
+                    continue
+                fields = {
+                    "applied_config": caddyfile,
+                    "applied_hash": digest,
+                    "applied_at": now,
+                    "updated_at": now,
+                }
+                if states[server.name] is None:
+                    DomainServer.create(server=server.id, kind="proxy", dns_port=53, **fields)
+                else:
+                    DomainServer.update(**fields).where(DomainServer.server == server.id).execute()
+        hosts = {
+            name: sorted(hosts_in_config((running.get(name) or {}).get("config"))) for name in todo
+        }
+        return {"changed": todo, "unchanged": [s.name for s in proxies if s.name not in todo],
+                "hosts": hosts}  # fmt: skip
+
+
+def _wait_api(deps: Deps, server: Server, state: DomainServer, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with dns_client(deps, server, state) as client:
+                client.list_zones()
+            return
+        except DnsError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+# -- status: each part checked live ----------------------------------------------------------
+
+LEVELS = ("ok", "degraded", "down")
+
+
+def _worst(*levels: str) -> str:
+    return max(levels, key=LEVELS.index) if levels else "ok"
+
+
+def _now_iso(deps: Deps) -> str:
+    return deps.clock.now().isoformat() + "Z"
+
+
+def _probe_name(name: str) -> str:
+    """The name to ask for and to send as SNI: a wildcard's stand-in label."""
+    return "codeb-status." + name[2:] if name.startswith("*.") else name
+
+
+def check_dns(deps: Deps, domain: Domain, dns: list[Server], expected: list[str]) -> dict:
+    """Ask every authoritative server directly (never a resolver): its answer, AA flag, TTL
+    and the zone's SOA serial; whether they agree and point at the proxies."""
+    qname = absolute(_probe_name(domain.name))
+    want_v4 = sorted(a for a in expected if ipaddress.ip_address(a).version == 4)
+    servers, reasons = [], []
+    for server in dns:
+        state = DomainServer.get_or_none(DomainServer.server == server.id)
+        port = state.dns_port if state else 53
+        entry: dict[str, Any] = {"server": server.name, "ip": server.ip, "answered": False}
+        started = time.monotonic()
+        try:
+            answer = dnsquery.udp(
+                dnsmessage.make_query(qname, "A"), server.ip, port=port, timeout=2
+            )
+            soa = dnsquery.udp(
+                dnsmessage.make_query(absolute(domain.zone.name), "SOA"),
+                server.ip,
+                port=port,
+                timeout=2,
+            )
+        except (dnsexception.DNSException, OSError) as exc:
+            entry["error"] = f"did not answer: {type(exc).__name__}"
+            reasons.append(f"authoritative server {server.name} ({server.ip}) did not answer")
+            servers.append(entry)
+            continue
+        entry["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+        addresses = sorted(
+            r.address for rrset in answer.answer if rrset.rdtype == dnsrdatatype.A for r in rrset
+        )
+        ttls = [rrset.ttl for rrset in answer.answer if rrset.rdtype == dnsrdatatype.A]
+        serials = [
+            r.serial for rrset in soa.answer if rrset.rdtype == dnsrdatatype.SOA for r in rrset
+        ]
+        entry.update(
+            answered=True,
+            rcode=dnsrcode.to_text(answer.rcode()),
+            aa=bool(answer.flags & dnsflags.AA),
+            addresses=addresses,
+            ttl=ttls[0] if ttls else None,
+            soa_serial=serials[0] if serials else None,
+            matches_expected=addresses == want_v4,
+        )
+        if not entry["aa"]:
+            reasons.append(f"{server.name} answered without the AA flag (not authoritative)")
+        elif not entry["matches_expected"]:
+            reasons.append(
+                f"{server.name} answers {addresses or entry['rcode']}, expected {want_v4}"
+            )
+        servers.append(entry)
+    answered = [e for e in servers if e["answered"]]
+    agree = len({(tuple(e["addresses"]), e["soa_serial"]) for e in answered}) <= 1
+    good = [e for e in answered if e["aa"] and e["matches_expected"]]
+    if not good:
+        status = "down"
+        if not answered:
+            reasons.insert(0, "no authoritative server answered")
+    elif len(good) < len(servers) or not agree:
+        status = "degraded"
+        if not agree:
+            reasons.append("the authoritative servers disagree")
+    else:
+        status = "ok"
+    return {
+        "status": status,
+        "checked_at": _now_iso(deps),
+        "query": qname,
+        "expected": want_v4,
+        "agree": agree,
+        "servers": servers,
+        "reasons": reasons,
+    }
+
+
+def _inspect_proxies(deps: Deps, proxies: list[Server]) -> tuple[dict[str, dict], str | None]:
+    outcome, records = run_now(deps, "domains_inspect.yml", [s.name for s in proxies], timeout_s=60)
+    found = reported(records, "codeb_proxy")
+    error = None if outcome.status == "successful" else describe_failure(outcome, records)
+    return found, error
+
+
+def check_proxy(
+    deps: Deps, domain: Domain, proxies: list[Server], found: dict, error: str | None
+) -> dict:
+    """The route in each proxy's running Caddy config (read through its admin API), and its
+    upstreams against the app servers codeb placed."""
+    want = app_upstreams(domain.project, domain.environment)
+    servers, reasons = [], []
+    for server in proxies:
+        running = found.get(server.name)
+        if running is None:
+            servers.append({"server": server.name, "route": None, "error": error or "no answer"})
+            reasons.append(f"could not read the running config of {server.name}")
+            continue
+        hosts = hosts_in_config(running.get("config"))
+        route = domain.name in hosts
+        entry = {"server": server.name, "route": route, "upstreams": hosts.get(domain.name, [])}
+        if not route:
+            reasons.append(f"{server.name} has no route for {domain.name}")
+        elif sorted(entry["upstreams"]) != want:
+            reasons.append(f"{server.name} proxies to {entry['upstreams']}, codeb placed {want}")
+        servers.append(entry)
+    routed = [e for e in servers if e.get("route")]
+    status = "down" if not routed else ("degraded" if reasons else "ok")
+    return {"status": status, "checked_at": _now_iso(deps), "expected_upstreams": want,
+            "servers": servers, "reasons": reasons}  # fmt: skip
+
+
+def check_tls(deps: Deps, domain: Domain, proxies: list[Server], found: dict) -> dict:
+    """A real handshake with SNI on each proxy: issuer, names, not-after, days left, and
+    whether it verifies (the system's CAs, or the proxy's internal CA with tls internal)."""
+    sni = _probe_name(domain.name)
+    now = deps.clock.now()
+    servers, reasons = [], []
+    for server in proxies:
+        root = (found.get(server.name) or {}).get("root_ca") or ""
+        entry: dict[str, Any] = {"server": server.name}
+        try:
+            with tempfile.NamedTemporaryFile("w", suffix=".crt") as ca:
+                cafile = None
+                if deps.settings.tls == "internal" and root.startswith("-----BEGIN"):
+                    ca.write(root)
+                    ca.flush()
+                    cafile = ca.name
+                facts = tls_certificate(server.ip, 443, sni, cafile=cafile, timeout=5)
+        except (OSError, ssl.SSLError) as exc:
+            entry["error"] = f"no TLS handshake: {exc.__class__.__name__}: {exc}"[:300]
+            reasons.append(f"{server.name}: no TLS handshake for {sni}")
+            servers.append(entry)
+            continue
+        internal = "Caddy Local Authority" in facts.issuer
+        left = facts.not_after - now
+        expiring = left < (WARN_INTERNAL if internal else WARN_ACME)
+        entry.update(
+            issuer=facts.issuer,
+            internal_ca=internal,
+            names=facts.names,
+            covers=sni in facts.names or (f"*.{sni.split('.', 1)[1]}" in facts.names),
+            not_after=facts.not_after.isoformat() + "Z",
+            days_left=facts.days_left(now),
+            trusted=facts.trusted,
+            verify_error=facts.verify_error,
+            expiring_soon=expiring,
+        )
+        if not facts.trusted:
+            reasons.append(f"{server.name}: the certificate does not verify ({facts.verify_error})")
+        if expiring:
+            reasons.append(f"{server.name}: the certificate expires in {entry['days_left']} days")
+        servers.append(entry)
+    good = [e for e in servers if "error" not in e]
+    status = "down" if not good else ("degraded" if reasons else "ok")
+    return {"status": status, "checked_at": _now_iso(deps), "sni": sni, "servers": servers,
+            "reasons": reasons}  # fmt: skip
+
+
+def check_http(deps: Deps, domain: Domain, proxies: list[Server]) -> dict:
+    """HTTP through each proxy: the app's health over HTTPS (status, latency) and the
+    redirect from HTTP to HTTPS."""
+    host = _probe_name(domain.name)
+    servers, reasons = [], []
+    for server in proxies:
+        entry: dict[str, Any] = {"server": server.name}
+        try:
+            health = http_get(server.ip, 443, host, HEALTH_PATH, timeout=10)
+            entry.update(health_status=health.status, latency_ms=health.latency_ms,
+                         healthy=200 <= health.status < 300)  # fmt: skip
+            if not entry["healthy"]:
+                reasons.append(f"{server.name}: GET {HEALTH_PATH} answered {health.status}")
+        except (OSError, ssl.SSLError) as exc:
+            entry["error"] = f"no HTTPS answer: {type(exc).__name__}"
+            reasons.append(f"{server.name}: no HTTPS answer for {host}")
+        try:
+            plain = http_get(server.ip, 80, host, "/", tls=False, timeout=5)
+            entry["redirects_to_https"] = plain.status in (301, 302, 307, 308) and bool(
+                plain.location and plain.location.startswith("https://")
+            )
+        except OSError as exc:
+            entry["redirects_to_https"] = False
+            entry["http_error"] = type(exc).__name__
+        servers.append(entry)
+    answered = [e for e in servers if "health_status" in e]
+    status = "down" if not answered else ("degraded" if reasons else "ok")
+    return {"status": status, "checked_at": _now_iso(deps), "path": HEALTH_PATH,
+            "servers": servers, "reasons": reasons}  # fmt: skip
+
+
+def domain_status(deps: Deps, name: str) -> dict[str, Any]:
+    """Every part checked now; overall ok/degraded/down with the reasons."""
+    domain = find_domain(name)
+    proxies, dns_list = proxy_servers(), dns_servers()
+    expected = [s.ip for s in proxies]
+    parts: dict[str, dict] = {}
+    parts["dns"] = check_dns(deps, domain, dns_list, expected)
+    found, error = _inspect_proxies(deps, proxies) if proxies else ({}, "no proxy server")
+    parts["proxy"] = check_proxy(deps, domain, proxies, found, error)
+    parts["tls"] = check_tls(deps, domain, proxies, found)
+    parts["http"] = check_http(deps, domain, proxies)
+    overall = _worst(*(p["status"] for p in parts.values()))
+    reasons = [f"{part}: {r}" for part, p in parts.items() for r in p["reasons"]]
+    return {
+        "domain": domain.name,
+        "status": overall,
+        "reason": reasons[0] if reasons else None,
+        "reasons": reasons,
+        "checked_at": _now_iso(deps),
+        "registry": domain_view(domain),
+        **parts,
+    }
+
+
+# -- declarations --------------------------------------------------------------------------
+
+APPLIERS = {"domain_set": _execute_create, "domain_delete": _execute_delete}
+JOBS = {APPLY: DomainApplyJob()}
