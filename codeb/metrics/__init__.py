@@ -1,0 +1,162 @@
+"""codeb's metrics (issue 13), without any HTTP: a `Metrics` object per app holds a
+prometheus_client registry with
+
+- the HTTP requests it served, by method, route template and status, and their latency
+  (fed by `observe_request`, which the API's request-timing middleware calls);
+- what the database says at scrape time (`codeb.metrics.state`): operations by kind and
+  outcome with a histogram of their durations, operations waiting for or holding a runner,
+  protection queue entries pending and the age of the oldest, per server its registry status
+  and the last statistics read from it, per scheduled job its last success;
+- every collector a feature declared (`declare`): backups and certificates add theirs that
+  way, in the feature's own package, without touching this one;
+- this process's own figures (memory, CPU, open files).
+
+`exposition()` is the Prometheus text format; `summary()` the same figures as JSON (the
+original design's "overall metrics"). Reads happen on the caller's database connection (the
+request's); nothing here opens an SSH connection or runs a playbook: a scrape only reads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+log = logging.getLogger("codeb.metrics")
+
+# What a feature contributes: a name and a function reading its figures (the app's Deps in,
+# prometheus_client metric families out: GaugeMetricFamily, CounterMetricFamily, ...).
+CollectFn = Callable[[Any], Iterable[Metric]]
+UNMATCHED_ROUTE = "(unmatched)"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class FeatureCollector:
+    """A feature's metrics: `collect(deps)` yields metric families, read at scrape time.
+    Names should start with `codeb_<feature>_`. A collector that raises costs only its own
+    figures: the scrape goes on and `codeb_metrics_collector_up{collector}` says 0."""
+
+    name: str
+    collect: CollectFn
+    description: str = ""
+
+
+_DECLARED: dict[str, FeatureCollector] = {}
+_DECLARED_LOCK = threading.Lock()
+
+
+def declare(collector: FeatureCollector) -> FeatureCollector:
+    """Declare a feature's collector (once per name; declaring the same one again is a no-op,
+    another one under a taken name is an error). Every `Metrics` made afterwards uses it."""
+    with _DECLARED_LOCK:
+        existing = _DECLARED.get(collector.name)
+        if existing is not None and existing != collector:
+            raise ValueError(f"a metrics collector named {collector.name!r} is already declared")
+        _DECLARED[collector.name] = collector
+    return collector
+
+
+def declared() -> list[FeatureCollector]:
+    with _DECLARED_LOCK:
+        return list(_DECLARED.values())
+
+
+class _Features:
+    """Adapts feature collectors to prometheus_client's collector interface."""
+
+    def __init__(self, deps: Any, collectors: list[FeatureCollector]) -> None:
+        self._deps = deps
+        self._collectors = collectors
+
+    def describe(self) -> list[Metric]:
+        return []  # collected fresh at each scrape; no name checks at registration
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "codeb_metrics_collector_up",
+            "1 if the collector's last read worked, 0 if it failed (its figures are missing)",
+            labels=["collector"],
+        )
+        for collector in self._collectors:
+            try:
+                families = list(collector.collect(self._deps))
+            except Exception:
+                log.exception("metrics collector %s failed", collector.name)
+                up.add_metric([collector.name], 0)
+                continue
+            up.add_metric([collector.name], 1)
+            yield from families
+        yield up
+
+
+class Metrics:
+    """One app's metrics. `collectors` defaults to the built-in state collector and every
+    declared feature collector."""
+
+    def __init__(self, deps: Any, collectors: list[FeatureCollector] | None = None) -> None:
+        from codeb.metrics.state import STATE
+
+        self.deps = deps
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "codeb_http_requests",
+            "HTTP requests served, by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "codeb_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        chosen = [STATE, *declared()] if collectors is None else collectors
+        self.collectors = chosen
+        self.registry.register(_Features(deps, chosen))
+
+    def observe_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        """One answered request. `route` is the route template (`/api/projects/{project}`),
+        never the raw path, so the number of series stays bounded; None: no route matched."""
+        route = route or UNMATCHED_ROUTE
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(max(0.0, seconds))
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def summary(self) -> dict[str, Any]:
+        """The same figures as JSON: headline numbers first, then every family."""
+        from codeb.metrics.summary import summarize
+
+        started = time.monotonic()
+        families = list(self.registry.collect())
+        return summarize(families, time.monotonic() - started)
+
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "UNMATCHED_ROUTE",
+    "FeatureCollector",
+    "Metrics",
+    "declare",
+    "declared",
+]
