@@ -25,7 +25,17 @@ from codeb.config import SettingError, Settings, load_settings
 from codeb.executor.worker import Worker
 from codeb.protection import audit
 from codeb.secretbox import SecretBox
-from codeb.services import containers, operations, protection, scheduler, servers
+from codeb.services import (
+    cancel,
+    containers,
+    keys,
+    operations,
+    projects,
+    protection,
+    scheduler,
+    schedules,
+    servers,
+)
 from codeb.services.context import Deps
 from codeb.store.db import migrate, open_database
 
@@ -68,6 +78,20 @@ ROUTES: tuple[tuple[str, type[resources.Resource]], ...] = (
 )
 
 
+# The modules whose declarations (APPLIERS, JOBS, SCHEDULES) make up the app.
+DECLARING_MODULES = (projects, keys, cancel, schedules, servers, containers, protection)
+
+
+def _gather(name: str) -> dict:
+    out: dict = {}
+    for module in DECLARING_MODULES:
+        for key, value in getattr(module, name, {}).items():
+            if key in out:
+                raise RuntimeError(f"{name} {key!r} is declared twice")
+            out[key] = value
+    return out
+
+
 def build_deps(settings: Settings, clock: Clock | None = None) -> Deps:
     """Open the database (applying migrations) and the secret box."""
     db = open_database(
@@ -76,7 +100,15 @@ def build_deps(settings: Settings, clock: Clock | None = None) -> Deps:
     migrate(db)
     box = SecretBox.from_key_file(settings.resolved_secret_key_file)
     audit.bind(db, settings.resolved_log_key_file, settings.resolved_log_anchor_file)
-    deps = Deps(settings=settings, db=db, box=box, clock=clock or SystemClock())
+    deps = Deps(
+        settings=settings,
+        db=db,
+        box=box,
+        clock=clock or SystemClock(),
+        appliers=_gather("APPLIERS"),
+        runner_jobs=_gather("JOBS"),
+        schedules=tuple(j for m in DECLARING_MODULES for j in getattr(m, "SCHEDULES", ())),
+    )
     # Checks the configured protection rules (a bad one stops the start) and logs overrides.
     try:
         protection.log_rule_overrides(deps)
@@ -92,11 +124,10 @@ def start_runtime(deps: Deps) -> Deps:
     runs made by hand, and start the worker and the scheduler. Returns deps with both
     attached; stop them with `deps.scheduler.shutdown()` then `deps.worker.shutdown()`."""
     # A bad CODEB_SCHEDULES stops the start before anything runs.
-    scheduler.configured(scheduler.declared(), deps.settings.schedules)
+    scheduler.configured(scheduler.by_name(deps.schedules), deps.settings.schedules)
     interrupted = operations.recover_interrupted(deps)
     operations.import_journal(deps, deps.settings.data_dir / "journal")
-    jobs = {**servers.JOBS, **containers.JOBS}
-    worker = Worker(deps, jobs, servers.ssh_settings(deps.settings))
+    worker = Worker(deps, dict(deps.runner_jobs), servers.ssh_settings(deps.settings))
     deps = dataclasses.replace(deps, worker=worker)
     operations.clean_up_after(deps, interrupted)
     # Then the registry follows what those runs left on the hosts (issue 16).
@@ -112,7 +143,7 @@ def check_wiring(deps: Deps, document: dict) -> None:
     confirmation would fail at run time), and every route's methods are in the document
     (which also drives body validation and the query-parameter check)."""
     rules, _ = protection.rules_for(deps.settings)
-    missing, orphans = protection.unwired(rules)
+    missing, orphans = protection.unwired(rules, deps.appliers)
     undocumented = [
         f"{method.upper()} {path}"
         for path, resource in ROUTES

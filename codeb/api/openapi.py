@@ -159,7 +159,10 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "integer"},
             "name": {"type": "string"},
             "ip": {"type": "string"},
-            "role": {"type": "string", "enum": ["control", "app", "db", "cache", "storage", "proxy", "dns"]},
+            "role": {
+                "type": "string",
+                "enum": ["control", "app", "db", "cache", "storage", "proxy", "dns"],
+            },
             "ssh_user": {"type": "string"},
             "ssh_port": {"type": "integer"},
             "provider": {"type": "string"},
@@ -181,7 +184,10 @@ SCHEMAS: dict[str, Any] = {
                 "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
                 "description": "IPv4 or IPv6 address",
             },
-            "role": {"type": "string", "enum": ["control", "app", "db", "cache", "storage", "proxy", "dns"]},
+            "role": {
+                "type": "string",
+                "enum": ["control", "app", "db", "cache", "storage", "proxy", "dns"],
+            },
             "ssh_user": {"type": "string", "pattern": "^[a-z_][a-z0-9_-]{0,31}$"},
             "ssh_port": {"type": "integer", "minimum": 1, "maximum": 65535},
             "provider": {"type": "string", "minLength": 1, "maxLength": 40},
@@ -197,7 +203,10 @@ SCHEMAS: dict[str, Any] = {
         "required": ["role"],
         "additionalProperties": False,
         "properties": {
-            "role": {"type": "string", "enum": ["control", "app", "db", "cache", "storage", "proxy", "dns"]},
+            "role": {
+                "type": "string",
+                "enum": ["control", "app", "db", "cache", "storage", "proxy", "dns"],
+            },
             "bootstrap": {
                 "type": "boolean",
                 "description": "run the bootstrap playbook now (default true): it installs "

@@ -62,4 +62,4 @@ def _execute_cancel(
     return {"canceled_operation": operation_id}
 
 
-protection.register_applier("operation_cancel", _execute_cancel)
+APPLIERS: dict[str, protection.Applier] = {"operation_cancel": _execute_cancel}

@@ -358,10 +358,6 @@ def _execute_deploy(deps: Deps, actor: Actor, target: Target, params: dict[str, 
     return {"operation": operations.operation_view(op)}
 
 
-for _env in ("staging", "production", "preview"):
-    protection.register_applier(f"deploy_{_env}", _execute_deploy)
-
-
 class DeployJob:
     """Place the units, check the app's health; a failing new version is rolled back. After
     a run that did not succeed (failed, canceled, timed out) every host it touched is either
@@ -825,16 +821,6 @@ def _execute_action(deps: Deps, actor: Actor, target: Target, params: dict[str, 
     return {"operation": operations.operation_view(op)}
 
 
-for _op in (
-    "container_start",
-    "container_stop",
-    "container_restart",
-    "container_remove",
-    "volume_delete",
-    "db_drop",
-):
-    protection.register_applier(_op, _execute_action)
-
 AFTER_ACTION = {"start": "running", "restart": "running", "stop": "stopped", "remove": "removed"}
 
 
@@ -993,9 +979,6 @@ def _execute_drift_check(deps: Deps, actor: Actor, target: Target, params: dict)
     return {"operation": operations.operation_view(op)}
 
 
-protection.register_applier("container_drift_check", _execute_drift_check)
-
-
 def _tracked():
     return Container.select().where(Container.status != "removed")
 
@@ -1015,14 +998,15 @@ def _scheduled_drift_check(deps: Deps) -> dict[str, Any]:
     return {"containers": tracked, "operation": operation["id"]}
 
 
-scheduler.declare(
+# Periodic work of this feature (gathered by its feature package; nothing registers on import).
+SCHEDULES: tuple[scheduler.Job, ...] = (
     scheduler.Job(
         name="container_drift_check",
         description="Starts a drift_check operation comparing every container's host state "
         "with the registry (skipped while no container is registered).",
         interval=dt.timedelta(minutes=15),
         run=_scheduled_drift_check,
-    )
+    ),
 )
 
 
@@ -1163,6 +1147,21 @@ class ReconcileJob:
             }
         return JobResult("succeeded", None, {"registry": registry})
 
+
+# What this module performs, by name: the Protection Layer's appliers (one per rule) and the
+# runner's jobs. Plain data, gathered by the feature package; nothing registers on import.
+APPLIERS: dict[str, protection.Applier] = {
+    "deploy_staging": _execute_deploy,
+    "deploy_production": _execute_deploy,
+    "deploy_preview": _execute_deploy,
+    "container_start": _execute_action,
+    "container_stop": _execute_action,
+    "container_restart": _execute_action,
+    "container_remove": _execute_action,
+    "volume_delete": _execute_action,
+    "db_drop": _execute_action,
+    "container_drift_check": _execute_drift_check,
+}
 
 JOBS = {
     "deploy": DeployJob(),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from peewee import Database, SqliteDatabase
@@ -31,6 +31,11 @@ class Deps:
     worker: Any = None
     # The periodic jobs' scheduler (codeb.services.scheduler.Scheduler); None outside serving.
     scheduler: Any = None
+    # What the features declared (gathered at start-up, never by import side effects): the
+    # Protection Layer's appliers by operation, the runner's jobs by kind, the periodic jobs.
+    appliers: Mapping[str, Any] = field(default_factory=dict)
+    runner_jobs: Mapping[str, Any] = field(default_factory=dict)
+    schedules: tuple[Any, ...] = ()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:

@@ -275,6 +275,8 @@ def ensure_admin_key(deps: Deps) -> str | None:
     return plaintext
 
 
-protection.register_applier("api_key_create", _execute_create)
-protection.register_applier("api_key_grant", _execute_create)
-protection.register_applier("api_key_revoke", _execute_revoke)
+APPLIERS: dict[str, protection.Applier] = {
+    "api_key_create": _execute_create,
+    "api_key_grant": _execute_create,
+    "api_key_revoke": _execute_revoke,
+}

@@ -576,9 +576,12 @@ def _execute_environment_delete(
     }
 
 
-protection.register_applier("project_create", _execute_project_create)
-protection.register_applier("environment_create", _execute_environment_create)
-protection.register_applier("project_update", _execute_project_update)
-protection.register_applier("project_delete", _execute_project_delete)
-protection.register_applier("environment_delete", _execute_environment_delete)
-protection.register_applier("environment_delete_production", _execute_environment_delete)
+# The Protection Layer's appliers of this module (plain data, gathered by the feature package).
+APPLIERS: dict[str, protection.Applier] = {
+    "project_create": _execute_project_create,
+    "environment_create": _execute_environment_create,
+    "project_update": _execute_project_update,
+    "project_delete": _execute_project_delete,
+    "environment_delete": _execute_environment_delete,
+    "environment_delete_production": _execute_environment_delete,
+}

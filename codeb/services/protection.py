@@ -2,9 +2,9 @@
 
 A service builds the intended change (operation name, target, parameters, the effect in words)
 and calls `guard`. The decision comes from the pure `decide`; what runs is the applier
-registered for the operation (`register_applier`), looked up by name both for an immediate
-run and for a confirmation arriving later (even after a restart), inside one write transaction
-that also consumes the token and appends the log rows.
+of the operation (`deps.appliers`, gathered from the features' declarations at start-up), looked
+up by name both for an immediate run and for a confirmation arriving later (even after a
+restart), inside one write transaction that also consumes the token and appends the log rows.
 
 Answers: an operation run at once returns its applier's result (200, or `success_status`);
 anything not executed yet answers 202 with a warning, the confirm token (shown once) and the
@@ -14,8 +14,7 @@ queue entry; a confirmation that executes answers 200 `{"status": "executed", "r
 from __future__ import annotations
 
 import datetime as dt
-import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,17 +58,9 @@ from codeb.services import operations, scheduler
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import Project, ProtectionQueue
 
+# The callback that performs an operation: it runs inside the gate's write transaction and
+# must only write to the database (the worker is woken after the commit).
 Applier = Callable[[Deps, Actor, Target, dict[str, Any]], dict[str, Any]]
-_APPLIERS: dict[str, Applier] = {}
-# Modules that register appliers when imported: a confirmation may arrive in a fresh process.
-APPLIER_MODULES = (
-    "codeb.services.projects",
-    "codeb.services.keys",
-    "codeb.services.cancel",
-    "codeb.services.schedules",
-    "codeb.services.servers",
-    "codeb.services.containers",
-)
 
 
 @dataclass(frozen=True)
@@ -90,27 +81,17 @@ class Answer:
         return self.status < 300
 
 
-def register_applier(operation: str, applier: Applier) -> None:
-    """The callback that performs `operation`; it runs inside the caller's write transaction
-    and must only write to the database (wake workers after commit)."""
-    _APPLIERS[operation] = applier
+def applier_for(deps: Deps, operation: str) -> Applier:
+    applier = deps.appliers.get(operation)
+    if applier is None:
+        raise Conflict(f"no applier is declared for {operation}", {"operation": operation})
+    return applier
 
 
-def applier_for(operation: str) -> Applier:
-    if operation not in _APPLIERS:
-        for module in APPLIER_MODULES:
-            importlib.import_module(module)
-    if operation not in _APPLIERS:
-        raise Conflict(f"no applier is registered for {operation}", {"operation": operation})
-    return _APPLIERS[operation]
-
-
-def unwired(rules: dict[str, Rule]) -> tuple[list[str], list[str]]:
+def unwired(rules: dict[str, Rule], appliers: Mapping[str, Applier]) -> tuple[list[str], list[str]]:
     """(rules without an applier, appliers without a rule): both must be empty at start-up."""
-    for module in APPLIER_MODULES:
-        importlib.import_module(module)
-    missing = sorted(set(rules) - set(_APPLIERS) - NOT_BUILT)
-    orphans = sorted(set(_APPLIERS) - set(rules))
+    missing = sorted(set(rules) - set(appliers) - NOT_BUILT)
+    orphans = sorted(set(appliers) - set(rules))
     return missing, orphans
 
 
@@ -262,7 +243,7 @@ def guard(
 def _run_now(
     deps: Deps, actor: Actor, rule: Rule, target: Target, params: dict[str, Any], status: int
 ) -> Answer:
-    execute = applier_for(rule.operation)
+    execute = applier_for(deps, rule.operation)
     try:
         with deps.write():
             result = execute(deps, actor, target, params)
@@ -478,7 +459,7 @@ def _execute_confirmed(
     params: dict[str, Any],
 ) -> Answer | CodebError:
     try:
-        execute = applier_for(entry.operation)
+        execute = applier_for(deps, entry.operation)
         with deps.db.atomic():  # a savepoint: a failed execution leaves nothing behind
             result = execute(deps, actor, target, params)
     except CodebError as exc:
@@ -614,11 +595,11 @@ def _scheduled_expiry(deps: Deps) -> dict[str, Any]:
     return {"expired": expire_due(deps)}
 
 
-scheduler.declare(
+SCHEDULES: tuple[scheduler.Job, ...] = (
     scheduler.Job(
         name="protection_queue_expiry",
         description="Marks queue entries past their window as expired (one log row each).",
         interval=dt.timedelta(minutes=1),
         run=_scheduled_expiry,
-    )
+    ),
 )

@@ -1,12 +1,13 @@
 """Periodic work in the serving process.
 
-Features declare jobs (`declare(Job(...))`, one call); the `Scheduler` runs each one when it
-is due. The state of every job is a row of `schedules`: a process runs a job only after
-claiming it with one conditional UPDATE (due now, and no live lease), so two codeb processes
-over one database never run a job twice for one due time; a holder that crashed leaves a
-lease that expires and is taken over. Time comes from `deps.clock`: `tick()` runs what is due
-now, so a test drives it with a FrozenClock; the thread only calls `tick()` every
-`CODEB_SCHEDULER_TICK_S` seconds. Each run is a row of the operation log (`scheduled_job`).
+Features declare jobs (a `Job` in their declarations, gathered at start-up into
+`deps.schedules`); the `Scheduler` runs each one when it is due. The state of every job is a
+row of `schedules`: a process runs a job only after claiming it with one conditional UPDATE
+(due now, and no live lease), so two codeb processes over one database never run a job twice
+for one due time; a holder that crashed leaves a lease that expires and is taken over. Time
+comes from `deps.clock`: `tick()` runs what is due now, so a test drives it with a
+FrozenClock; the thread only calls `tick()` every `CODEB_SCHEDULER_TICK_S` seconds. Each run
+is a row of the operation log (`scheduled_job`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,20 +52,14 @@ class Job:
     lease: dt.timedelta = dt.timedelta(minutes=10)
 
 
-_JOBS: dict[str, Job] = {}
-
-
-def declare(job: Job) -> Job:
-    """Add a job to the registry (a feature declares each of its jobs once)."""
-    existing = _JOBS.get(job.name)
-    if existing is not None and existing != job:
-        raise ValueError(f"a different job named {job.name!r} is already declared")
-    _JOBS[job.name] = job
-    return job
-
-
-def declared() -> dict[str, Job]:
-    return dict(_JOBS)
+def by_name(jobs: Iterable[Job]) -> dict[str, Job]:
+    """The jobs by name; two jobs with one name are a wiring mistake."""
+    out: dict[str, Job] = {}
+    for job in jobs:
+        if job.name in out:
+            raise ValueError(f"two scheduled jobs are named {job.name!r}")
+        out[job.name] = job
+    return out
 
 
 def configured(jobs: dict[str, Job], schedules: dict[str, Any]) -> dict[str, Job]:
@@ -95,12 +90,13 @@ def _short(value: Any, limit: int = MAX_RESULT_CHARS) -> Any:
 
 
 class Scheduler:
-    """Runs the declared jobs of this process. `tick()` is the whole algorithm; `start()`
-    adds a daemon thread that calls it every `tick_s` seconds until `shutdown()`."""
+    """Runs the declared jobs (`deps.schedules`, or `jobs`). `tick()` is the whole algorithm;
+    `start()` adds a daemon thread that calls it every `tick_s` seconds until `shutdown()`."""
 
     def __init__(self, deps: Deps, jobs: dict[str, Job] | None = None) -> None:
         self._deps = deps
-        self.jobs = configured(declared() if jobs is None else jobs, deps.settings.schedules)
+        declared = by_name(deps.schedules) if jobs is None else jobs
+        self.jobs = configured(declared, deps.settings.schedules)
         # Unique per instance: two schedulers in one process are two lease holders.
         self.owner = f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._stop = threading.Event()

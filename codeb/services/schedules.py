@@ -16,7 +16,7 @@ def _jobs(deps: Deps) -> dict[str, scheduler.Job]:
     if deps.scheduler is not None:
         return deps.scheduler.jobs
     # An app built without the runtime: the same jobs, nothing running them here.
-    return scheduler.configured(scheduler.declared(), deps.settings.schedules)
+    return scheduler.configured(scheduler.by_name(deps.schedules), deps.settings.schedules)
 
 
 def list_schedules(deps: Deps) -> dict[str, Any]:
@@ -60,4 +60,4 @@ def _execute_run_now(deps: Deps, actor: Actor, target: Target, params: dict) -> 
     return {"schedule": scheduler.views({name: jobs[name]}, now)[0]}
 
 
-protection.register_applier("schedule_run", _execute_run_now)
+APPLIERS: dict[str, protection.Applier] = {"schedule_run": _execute_run_now}

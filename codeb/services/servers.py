@@ -319,10 +319,13 @@ def _execute_server_delete(
     return {"server": target.name, "deleted": True}
 
 
-protection.register_applier("server_register", _execute_register)
-protection.register_applier("server_bootstrap", _execute_bootstrap)
-protection.register_applier("server_update", _execute_update)
-protection.register_applier("server_delete", _execute_server_delete)
+# The Protection Layer's appliers of this module (plain data, gathered by the feature package).
+APPLIERS: dict[str, protection.Applier] = {
+    "server_register": _execute_register,
+    "server_bootstrap": _execute_bootstrap,
+    "server_update": _execute_update,
+    "server_delete": _execute_server_delete,
+}
 
 
 # -- executor jobs ---------------------------------------------------------------------

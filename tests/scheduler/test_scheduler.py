@@ -18,7 +18,7 @@ from codeb.app import build_deps
 from codeb.clock import FrozenClock
 from codeb.config import REPO_ROOT, SettingError
 from codeb.services.context import Deps
-from codeb.services.scheduler import Job, Scheduler, declared, views
+from codeb.services.scheduler import Job, Scheduler, by_name, views
 from codeb.store.models import Container, OperationLog, Project, Schedule
 from tests.support import live_api, make_settings
 
@@ -226,8 +226,8 @@ def test_intervals_and_disabling_come_from_the_settings(tmp_path, clock):
         make_settings(tmp_path / "d3", schedules={"count": "1s"})
 
 
-def test_the_first_jobs_are_declared():
-    jobs = declared()
+def test_the_first_jobs_are_declared(deps):
+    jobs = by_name(deps.schedules)
     assert jobs["protection_queue_expiry"].interval == dt.timedelta(minutes=1)
     assert jobs["container_drift_check"].interval == dt.timedelta(minutes=15)
 

@@ -4,12 +4,13 @@ document (which drives validation and the query-parameter check)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from codeb import app as app_module
 from codeb.api.openapi import build_document
 from codeb.api.resources import Resource
-from codeb.services import protection
 from tests.support import make_settings
 
 
@@ -24,19 +25,17 @@ def test_the_real_app_is_wired(deps):
     app_module.check_wiring(deps, build_document())
 
 
-def test_a_rule_without_an_applier_stops_the_start(deps, monkeypatch):
-    appliers = dict(protection._APPLIERS)
+def test_a_rule_without_an_applier_stops_the_start(deps):
+    appliers = dict(deps.appliers)
     appliers.pop("container_stop")
-    monkeypatch.setattr(protection, "_APPLIERS", appliers)
-    monkeypatch.setattr(protection, "APPLIER_MODULES", ())
     with pytest.raises(RuntimeError, match="rule 'container_stop' has no applier"):
-        app_module.create_app(deps)
+        app_module.create_app(dataclasses.replace(deps, appliers=appliers))
 
 
-def test_an_applier_without_a_rule_stops_the_start(deps, monkeypatch):
-    monkeypatch.setitem(protection._APPLIERS, "contaner_stop", lambda *a: {})
+def test_an_applier_without_a_rule_stops_the_start(deps):
+    appliers = {**deps.appliers, "contaner_stop": lambda *a: {}}
     with pytest.raises(RuntimeError, match="applier 'contaner_stop' has no rule"):
-        app_module.create_app(deps)
+        app_module.create_app(dataclasses.replace(deps, appliers=appliers))
 
 
 def test_an_undocumented_route_stops_the_start(deps, monkeypatch):
