@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from codeb.cli import containers as cli_containers
+from codeb.cli import domains as cli_domains
 from codeb.cli import mcp as cli_mcp
 from codeb.cli import projects as cli_projects
 from codeb.cli import protection as cli_protection
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     shared = parents()
     cli_projects.register(sub, shared)
     cli_containers.register(sub, shared)
+    cli_domains.register(sub, shared)
     cli_protection.register(sub, shared)
     cli_recovery.register(sub, shared)
     cli_mcp.register(sub)
