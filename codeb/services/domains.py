@@ -39,6 +39,7 @@ from codeb.errors import CodebError, Conflict, NotFound, ValidationFailed
 from codeb.executor.events import reported
 from codeb.executor.runner import PlaybookRun
 from codeb.executor.worker import JobFailed, JobResult, RunContext, describe_failure
+from codeb.metrics import FeatureCollector
 from codeb.protection.tokens import Target
 from codeb.providers.dns import DnsError, PowerDns, RRset, Soa
 from codeb.providers.dns.base import absolute
@@ -51,8 +52,8 @@ from codeb.providers.proxy import (
 )
 from codeb.providers.proxy.caddy import upstream
 from codeb.providers.proxy.probe import http_get, tls_certificate
-from codeb.services import operations, protection
-from codeb.services.context import Actor, Deps
+from codeb.services import operations, protection, scheduler
+from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.services.projects import find_project, new_id
 from codeb.services.servers import run_now, targets_of
 from codeb.services.validation import CONTROL_CHARACTERS
@@ -62,8 +63,10 @@ from codeb.store.models import (
     Domain,
     DomainServer,
     Environment,
+    Operation,
     Project,
     Server,
+    utcnow,
 )
 
 APPLY = "domain_apply"
@@ -625,6 +628,26 @@ def domain_view(domain: Domain) -> dict[str, Any]:
         "created_at": _iso(domain.created_at),
         "updated_at": _iso(domain.updated_at),
         "applied_at": _iso(domain.applied_at),
+        "certificate": _certificate_view(domain),
+    }
+
+
+def _certificate_view(domain: Domain) -> dict[str, Any] | None:
+    if domain.cert_checked_at is None:
+        return None
+    now = utcnow()
+    left = None
+    if domain.cert_not_after is not None:
+        left = round((domain.cert_not_after - now).total_seconds() / 86400, 2)
+    expiring = _cert_warning(domain.cert_issuer, domain.cert_not_after, now)
+    return {
+        "issuer": domain.cert_issuer,
+        "not_after": _iso(domain.cert_not_after),
+        "days_left": left,
+        "expiring_soon": expiring,
+        "warning": f"the certificate expires in {left} days" if expiring else None,
+        "error": domain.cert_error,
+        "checked_at": _iso(domain.cert_checked_at),
     }
 
 
@@ -731,12 +754,19 @@ class DomainApplyJob:
             raise JobFailed("no ready proxy or dns server")
         rendered_ids = [d.id for d in Domain.select(Domain.id).where(Domain.status != "deleting")]
         deleting_ids = [d.id for d in Domain.select(Domain.id).where(Domain.status == "deleting")]
-        result: dict[str, Any] = {"dns": {}, "proxy": {}}
+        timings: dict[str, float] = {}
+        result: dict[str, Any] = {"dns": {}, "proxy": {}, "timings_s": timings}
         try:
+            started = time.monotonic()
             result["dns_configured"] = self._configure_dns(ctx, dns)
+            timings["dns_configure"] = round(time.monotonic() - started, 2)
+            started = time.monotonic()
             result["dns"] = self._publish(deps, dns, [s.ip for s in proxies])
+            timings["dns_publish"] = round(time.monotonic() - started, 2)
+            started = time.monotonic()
             caddyfile = render_config(deps, _sites())
             result["proxy"] = self._apply_proxies(ctx, proxies, caddyfile)
+            timings["proxy"] = round(time.monotonic() - started, 2)
         except (JobFailed, CodebError) as exc:
             message = exc.message if isinstance(exc, CodebError) else str(exc)
             with deps.write():
@@ -1120,7 +1150,150 @@ def domain_status(deps: Deps, name: str) -> dict[str, Any]:
     }
 
 
+# -- periodic work -------------------------------------------------------------------------
+
+SYNC_RETRY_AFTER = dt.timedelta(minutes=10)
+
+
+def sync_reason(deps: Deps) -> str | None:
+    """Why the proxies or the zones differ from the database, or None: domains waiting to be
+    applied, a Caddyfile that renders differently now (an app server was placed or removed
+    by a deploy), a proxy or dns server codeb never configured."""
+    proxies, dns_list = proxy_servers(), dns_servers()
+    if not proxies or not dns_list or not Domain.select().exists():
+        return None
+    waiting = Domain.select().where(Domain.status.in_(["pending", "deleting", "failed"])).count()
+    if waiting:
+        return f"{waiting} domain(s) waiting to be applied"
+    digest = hashlib.sha256(render_config(deps, _sites()).encode()).hexdigest()
+    states = {st.server_id: st for st in DomainServer.select()}
+    for server in proxies:
+        state = states.get(server.id)
+        if state is None or state.applied_hash != digest:
+            return f"the configuration of {server.name} differs from the database"
+    for server in dns_list:
+        state = states.get(server.id)
+        if state is None or state.configured_hash is None:
+            return f"dns server {server.name} is not configured yet"
+    return None
+
+
+def _scheduled_sync(deps: Deps) -> dict[str, Any]:
+    """Apply again when the proxies or zones no longer say what the database says (upstreams
+    move with deploys, servers come and go). One apply at a time; after a failed one, wait
+    SYNC_RETRY_AFTER before trying again."""
+    busy = Operation.select().where(
+        (Operation.kind == APPLY) & Operation.status.in_(["queued", "running"])
+    )
+    if busy.exists():
+        return {"skipped": "an apply is queued or running"}
+    last = (
+        Operation.select()
+        .where(Operation.kind == APPLY)
+        .order_by(Operation.created_at.desc())
+        .first()
+    )
+    if last is not None and last.status != "succeeded" and last.finished_at is not None:
+        if deps.clock.now() - last.finished_at < SYNC_RETRY_AFTER:
+            return {"skipped": f"the last apply {last.id} {last.status}; retried later"}
+    reason = sync_reason(deps)
+    if reason is None:
+        return {"in_sync": True}
+    with deps.write():
+        op = operations.create_operation(deps, SYSTEM, APPLY, _apply_targets(), {"reason": reason})
+    operations.dispatch(deps, op.id)
+    return {"operation": op.id, "reason": reason}
+
+
+def _cert_warning(issuer: str | None, not_after: dt.datetime | None, now: dt.datetime) -> bool:
+    if not issuer or not_after is None:
+        return False
+    internal = "Caddy Local Authority" in issuer
+    return not_after - now < (WARN_INTERNAL if internal else WARN_ACME)
+
+
+def _scheduled_certificates(deps: Deps) -> dict[str, Any]:
+    """The certificate each proxy serves for each active domain (a handshake with SNI):
+    issuer and expiry kept on the domain, for GET /api/domains and metrics."""
+    proxies = proxy_servers()
+    checked, failed = 0, 0
+    for domain in Domain.select().where(Domain.status == "active"):
+        issuer = not_after = error = None
+        for server in proxies:
+            try:
+                facts = tls_certificate(server.ip, 443, _probe_name(domain.name), timeout=5)
+            except (OSError, ssl.SSLError) as exc:
+                error = f"{server.name}: {type(exc).__name__}"
+                continue
+            # The earliest expiry over the proxies is the one that matters.
+            if not_after is None or facts.not_after < not_after:
+                issuer, not_after = facts.issuer, facts.not_after
+        with deps.write():
+            Domain.update(
+                cert_issuer=issuer,
+                cert_not_after=not_after,
+                cert_error=error,
+                cert_checked_at=deps.clock.now(),
+            ).where(Domain.id == domain.id).execute()
+        checked += 1
+        failed += error is not None
+    return {"domains": checked, "failed": failed}
+
+
+SCHEDULES: tuple[scheduler.Job, ...] = (
+    scheduler.Job(
+        name="domain_sync",
+        description="Starts a domain_apply operation when the proxies' configuration or the "
+        "zones no longer match the database (app servers placed or removed, domains waiting, "
+        "new proxy or dns servers).",
+        interval=dt.timedelta(minutes=1),
+        run=_scheduled_sync,
+    ),
+    scheduler.Job(
+        name="domain_certificates",
+        description="Reads the certificate each proxy serves for each domain (issuer, "
+        "expiry); GET /api/domains and metrics warn before it expires.",
+        interval=dt.timedelta(minutes=15),
+        run=_scheduled_certificates,
+    ),
+)
+
+
+def _collect_metrics(deps: Deps) -> Iterable[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    by_status = GaugeMetricFamily("codeb_domains", "Domains by status", labels=["status"])
+    counts: dict[str, int] = {}
+    expiry = GaugeMetricFamily(
+        "codeb_domain_certificate_expiry_seconds",
+        "Seconds until the certificate a proxy serves for the domain expires",
+        labels=["domain", "issuer"],
+    )
+    expiring = GaugeMetricFamily(
+        "codeb_domain_certificate_expiring",
+        "1 when the certificate expires soon (internal CA: 3 h; ACME: 14 days)",
+        labels=["domain"],
+    )
+    now = deps.clock.now()
+    for domain in Domain.select():
+        counts[domain.status] = counts.get(domain.status, 0) + 1
+        if domain.cert_not_after is not None:
+            left = (domain.cert_not_after - now).total_seconds()
+            expiry.add_metric([domain.name, domain.cert_issuer or ""], left)
+            expiring.add_metric(
+                [domain.name], float(_cert_warning(domain.cert_issuer, domain.cert_not_after, now))
+            )
+    for status in ("pending", "active", "failed", "deleting"):
+        by_status.add_metric([status], counts.get(status, 0))
+    return [by_status, expiry, expiring]
+
+
 # -- declarations --------------------------------------------------------------------------
 
 APPLIERS = {"domain_set": _execute_create, "domain_delete": _execute_delete}
 JOBS = {APPLY: DomainApplyJob()}
+METRICS = FeatureCollector(
+    name="domains",
+    collect=_collect_metrics,
+    description="domains by status and their certificates' expiry",
+)

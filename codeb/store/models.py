@@ -345,6 +345,11 @@ class Domain(BaseModel):
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
     applied_at = DateTimeField(null=True)
+    # The certificate the proxies last served for it (the periodic check).
+    cert_issuer = CharField(null=True, max_length=200)
+    cert_not_after = DateTimeField(null=True)
+    cert_checked_at = DateTimeField(null=True)
+    cert_error = TextField(null=True)
 
     class Meta:
         table_name = "domains"

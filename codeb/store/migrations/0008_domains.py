@@ -50,6 +50,10 @@ def up(migrator, db):
         created_at = DateTimeField()
         updated_at = DateTimeField()
         applied_at = DateTimeField(null=True)
+        cert_issuer = CharField(null=True, max_length=200)
+        cert_not_after = DateTimeField(null=True)
+        cert_checked_at = DateTimeField(null=True)
+        cert_error = TextField(null=True)
 
         class Meta:
             database = db
