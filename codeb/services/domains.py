@@ -37,6 +37,7 @@ from peewee import IntegrityError
 
 from codeb.errors import CodebError, Conflict, NotFound, ValidationFailed
 from codeb.executor.events import reported
+from codeb.executor.inventory import Host
 from codeb.executor.runner import PlaybookRun
 from codeb.executor.worker import JobFailed, JobResult, RunContext, describe_failure
 from codeb.metrics import FeatureCollector
@@ -55,7 +56,7 @@ from codeb.providers.proxy.probe import http_get, tls_certificate
 from codeb.services import operations, protection, scheduler
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.services.projects import find_project, new_id
-from codeb.services.servers import run_now, targets_of
+from codeb.services.servers import run_now
 from codeb.services.validation import CONTROL_CHARACTERS
 from codeb.store.models import (
     Container,
@@ -354,6 +355,26 @@ def _managed_keys(zone: DnsZone, dns: list[Server]) -> set[tuple[str, str]]:
     for i in range(1, len(dns) + 11):
         keys |= {(absolute(f"ns{i}.{zone.name}"), "A"), (absolute(f"ns{i}.{zone.name}"), "AAAA")}
     return keys
+
+
+def targets_of(deps: Deps, names: list[str]) -> list[Host]:
+    """The hosts a run acts on, each inside CODEB_ALLOWED_NETWORKS (checked before any
+    connection is opened)."""
+    servers = list(Server.select().where(Server.name.in_(names)))
+    if len(servers) != len(set(names)):
+        missing = sorted(set(names) - {s.name for s in servers})
+        raise JobFailed(f"servers not in the registry: {', '.join(missing)}")
+    networks = [
+        ipaddress.ip_network(part.strip(), strict=False)
+        for part in deps.settings.allowed_networks.split(",")
+        if part.strip()
+    ]
+    for server in servers:
+        if not any(ipaddress.ip_address(server.ip) in net for net in networks):
+            raise JobFailed(
+                f"{server.ip} is outside CODEB_ALLOWED_NETWORKS; codeb will not connect to it"
+            )
+    return [Host(s.name, s.ip, s.role, s.ssh_user, s.ssh_port) for s in servers]
 
 
 # -- dns servers: key, address, client ------------------------------------------------------
