@@ -139,6 +139,21 @@ class Backup(BaseModel):
     created_at = DateTimeField(default=utcnow)
     verified_at = DateTimeField(null=True)
     status = CharField(max_length=20, default="completed")
+    # Backups (issue 10, migration 0007): a base backup of one db component on the storage
+    # server (codeb/services/backups.py); status running, completed, failed or deleted.
+    component = CharField(max_length=20, default="db")
+    target_id = CharField(null=True, max_length=40)  # backup_targets.id
+    kind = CharField(null=True, max_length=20)  # manual, scheduled, safety, found
+    barman_id = CharField(null=True, max_length=40)
+    operation_id = CharField(null=True, max_length=40)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+    begin_wal = CharField(null=True, max_length=40)
+    end_wal = CharField(null=True, max_length=40)
+    begin_time = DateTimeField(null=True)
+    end_time = DateTimeField(null=True)  # the earliest time it restores to
+    error = TextField(null=True)
+    deleted_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "backups"
@@ -374,6 +389,55 @@ class DomainServer(BaseModel):
         table_name = "domain_servers"
 
 
+class BackupTarget(BaseModel):
+    """A db component whose WAL streams to a storage server and which gets base backups there
+    (codeb/services/backups.py, migration 0007). `name` is the Barman server (the component's
+    container name); the replication password is stored encrypted."""
+
+    id = CharField(primary_key=True, max_length=40)
+    project = ForeignKeyField(Project, backref="backup_targets", column_name="project_id")
+    environment = CharField(max_length=20)
+    component = CharField(max_length=20, default="db")
+    name = CharField(unique=True, max_length=120)
+    storage_server = CharField(max_length=63)
+    db_server = CharField(max_length=63)
+    db_port = IntegerField()
+    replication_password = TextField()
+    schedule = CharField(max_length=64, default="daily")
+    status = CharField(max_length=20, default="pending")  # pending, enabled, failed
+    enabled_at = DateTimeField(null=True)
+    synced_at = DateTimeField(null=True)
+    wal_first = CharField(null=True, max_length=40)
+    wal_last = CharField(null=True, max_length=40)
+    wal_last_at = DateTimeField(null=True)
+    last_error = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "backup_targets"
+
+
+class BackupRestore(BaseModel):
+    """A backup restored (to a time) into a new PostgreSQL container on the storage server."""
+
+    id = CharField(primary_key=True, max_length=40)
+    backup = ForeignKeyField(Backup, backref="restores", column_name="backup_id")
+    project = ForeignKeyField(Project, backref="backup_restores", column_name="project_id")
+    environment = CharField(max_length=20)
+    container_name = CharField(unique=True, max_length=200)
+    server = CharField(max_length=63)
+    port = IntegerField()
+    volume = CharField(max_length=200)
+    target_time = DateTimeField(null=True)
+    status = CharField(max_length=20, default="restoring")  # restoring, running, failed
+    operation_id = CharField(null=True, max_length=40)
+    error = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "backup_restores"
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Project,
     Environment,
@@ -392,4 +456,6 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     DnsZone,
     Domain,
     DomainServer,
+    BackupTarget,
+    BackupRestore,
 )
