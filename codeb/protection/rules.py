@@ -161,6 +161,8 @@ _TABLE: tuple[Rule, ...] = (
     Rule("backup_create", L.LOW, (), "Takes a backup."),
     Rule("backup_delete", L.HIGH, (), "Deleting a backup loses a restore point for good."),
     Rule("backup_restore", L.HIGH, (), "Restoring overwrites the live data."),
+    Rule("backup_restore_new", L.LOW, (),
+         "Restores a backup into a new database container; the live data is not touched."),
     Rule("server_register", L.LOW, (), "Adds a server to the registry."),
     Rule("server_update", L.LOW, (), "Changes a server's registry entry."),
     Rule("server_delete", L.CRITICAL, (), "Deleting a server removes everything on it."),
@@ -179,6 +181,7 @@ RULES: dict[str, Rule] = {rule.operation: rule for rule in _TABLE}
 # rule must have an applier (checked at start-up); a feature that lands removes its names.
 NOT_BUILT = frozenset(
     {"domain_set", "domain_delete", "backup_create", "backup_delete", "backup_restore",
+     "backup_restore_new",
      "scale_up", "scale_down"}
 )  # fmt: skip
 # No sequence of cheaper operations may reach the effect of a dearer one: each operation here

@@ -1,0 +1,792 @@
+"""PostgreSQL backups (issue 10): each db component streams its WAL to a storage server
+where Barman keeps it with base backups; a backup restores to any second of its recoverable
+window into a new container on the storage server.
+
+How: Barman on the storage server (roles/codeb_backup_storage) runs pg_receivewal on a
+replication slot (a supervised service, so WAL ships from the first deploy on with an RPO of
+seconds) and pg_basebackup for base backups (a systemd timer per component, so schedules run
+while codeb is down). The db component keeps the stock postgres image: codeb adds a
+replication role (its password stored encrypted here, sent to the db host only as a SCRAM
+verifier) and a pg_hba line (roles/codeb_backup_source). codeb's scheduler reads Barman's
+catalogue into the `backups` table (`backup_catalogue_sync`)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+from typing import Any
+
+from codeb.errors import Conflict, NotFound, ValidationFailed
+from codeb.executor.events import reported
+from codeb.executor.runner import PlaybookRun
+from codeb.executor.worker import JobResult, RunContext, describe_failure
+from codeb.protection.tokens import Target
+from codeb.secretbox import generate_password
+from codeb.services import operations, ports, projects, protection, scheduler, servers
+from codeb.services.context import SYSTEM, Actor, Deps
+from codeb.store.models import (
+    Backup,
+    BackupRestore,
+    BackupTarget,
+    Container,
+    Environment,
+    Project,
+    Server,
+)
+
+log = logging.getLogger(__name__)
+REPLICATION_ROLE = "codeb_backup"
+DEFAULT_SCHEDULE = "daily"
+# The image restores run in: the same major version as the db component's.
+POSTGRES_IMAGE = "docker.io/library/postgres:17"
+STATUSES = ("running", "completed", "failed", "deleted")
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(Z|[+-]00:?00)?")
+
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier of `password` (what `CREATE ROLE ... PASSWORD`
+    stores): the db host gets this, never the password."""
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(x: bytes) -> str:
+        return base64.b64encode(x).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() + "Z" if value else None
+
+
+# -- views ---------------------------------------------------------------------------------
+
+
+def target_view(t: BackupTarget) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "name": t.name,
+        "project_id": t.project_id,
+        "environment": t.environment,
+        "component": t.component,
+        "storage_server": t.storage_server,
+        "db_server": t.db_server,
+        "schedule": t.schedule,
+        "status": t.status,
+        "enabled_at": _iso(t.enabled_at),
+        "synced_at": _iso(t.synced_at),
+        "wal": {"first": t.wal_first, "last": t.wal_last, "last_at": _iso(t.wal_last_at)},
+        "last_error": t.last_error,
+    }
+
+
+def recoverable_window(t: BackupTarget, now: dt.datetime) -> dict[str, str | None]:
+    """From the end of the oldest completed backup to the newest WAL this side holds (now,
+    while the receiver streams: a restore first closes the current WAL file)."""
+    oldest = (
+        Backup.select()
+        .where((Backup.target_id == t.id) & (Backup.status == "completed"))
+        .order_by(Backup.end_time)
+        .first()
+    )
+    if oldest is None or oldest.end_time is None:
+        return {"earliest": None, "latest": None}
+    latest = now if t.status == "enabled" else (t.wal_last_at or oldest.end_time)
+    return {"earliest": _iso(oldest.end_time), "latest": _iso(latest)}
+
+
+def backup_view(b: Backup) -> dict[str, Any]:
+    return {
+        "id": b.id,
+        "project_id": b.project_id,
+        "environment": b.environment,
+        "component": b.component,
+        "type": b.type,
+        "kind": b.kind,
+        "status": b.status,
+        "barman_id": b.barman_id,
+        "started_at": _iso(b.started_at),
+        "finished_at": _iso(b.finished_at),
+        "size_bytes": b.size_bytes,
+        "wal": {"begin": b.begin_wal, "end": b.end_wal},
+        "begin_time": _iso(b.begin_time),
+        "end_time": _iso(b.end_time),
+        "location": b.location,
+        "operation_id": b.operation_id,
+        "verified_at": _iso(b.verified_at),
+        "error": b.error,
+        "created_at": _iso(b.created_at),
+    }
+
+
+def restore_view(r: BackupRestore) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "backup_id": r.backup_id,
+        "project_id": r.project_id,
+        "environment": r.environment,
+        "container_name": r.container_name,
+        "server": r.server,
+        "port": r.port,
+        "volume": r.volume,
+        "target_time": _iso(r.target_time),
+        "status": r.status,
+        "operation_id": r.operation_id,
+        "error": r.error,
+    }
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def list_backups(
+    project: str | None = None,
+    environment: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> dict[str, Any]:
+    query = Backup.select()
+    if project:
+        query = query.where(Backup.project == projects.find_project(project).id)
+    if environment:
+        query = query.where(Backup.environment == environment)
+    if status:
+        if status not in STATUSES:
+            raise ValidationFailed(f"status must be one of {', '.join(STATUSES)}", {})
+        query = query.where(Backup.status == status)
+    else:
+        query = query.where(Backup.status != "deleted")
+    total = query.count()
+    rows = query.order_by(Backup.created_at.desc(), Backup.id).limit(limit).offset(offset)
+    return {"backups": [backup_view(b) for b in rows], "total": total}
+
+
+def find_backup(backup_id: str) -> Backup:
+    b = Backup.get_or_none((Backup.id == backup_id) & (Backup.status != "deleted"))
+    if b is None:
+        raise NotFound(f"backup {backup_id!r} not found", {"backup_id": backup_id})
+    return b
+
+
+def get_backup(deps: Deps, backup_id: str) -> dict[str, Any]:
+    b = find_backup(backup_id)
+    view = backup_view(b)
+    t = BackupTarget.get_or_none(BackupTarget.id == b.target_id)
+    view["recoverable_window"] = (
+        recoverable_window(t, deps.clock.now()) if t else {"earliest": None, "latest": None}
+    )
+    view["target"] = target_view(t) if t else None
+    return view
+
+
+# -- where things are ------------------------------------------------------------------------
+
+
+def _storage_server() -> Server:
+    server = (
+        Server.select()
+        .where((Server.role == "storage") & (Server.status == "ready"))
+        .order_by(Server.id)
+        .first()
+    )
+    if server is None:
+        raise Conflict(
+            "no ready server with the role 'storage': register and bootstrap one first",
+            {"role": "storage"},
+        )
+    return server
+
+
+def _environment(project: Project, name: str) -> Environment:
+    env = Environment.get_or_none(
+        (Environment.project == project.id)
+        & (Environment.name == name)
+        & (Environment.status == "active")
+    )
+    if env is None:
+        raise NotFound(
+            f"environment {name!r} of {project.name!r} not found",
+            {"project": project.name, "environment": name},
+        )
+    return env
+
+
+def _db_container(project: Project, environment: str) -> Container:
+    c = (
+        Container.select()
+        .where(
+            (Container.project == project.id)
+            & (Container.environment == environment)
+            & (Container.server_type == "db")
+            & (Container.status != "removed")
+        )
+        .first()
+    )
+    if c is None:
+        raise Conflict(
+            f"{project.name}/{environment} has no db container: deploy it first",
+            {"project": project.name, "environment": environment},
+        )
+    return c
+
+
+def ensure_target(deps: Deps, project: Project, env: Environment) -> BackupTarget:
+    """The environment's db component as a backup target (created with a new replication
+    password, encrypted), pointing at where the db runs now. Inside a write transaction."""
+    c = _db_container(project, env.name)
+    db_server = Server.get_or_none((Server.ip == c.server_ip) & (Server.status != "deleted"))
+    if db_server is None:
+        raise Conflict(f"the db of {project.name}/{env.name} runs on no registered server", {})
+    storage = _storage_server()
+    t = BackupTarget.get_or_none(BackupTarget.name == c.container_name)
+    if t is None:
+        t = BackupTarget.create(
+            id=f"bt_{secrets.token_hex(8)}",
+            project=project.id,
+            environment=env.name,
+            name=c.container_name,
+            storage_server=storage.name,
+            db_server=db_server.name,
+            db_port=c.port_external or env.db_port,
+            replication_password=deps.box.encrypt(generate_password()),
+            schedule=DEFAULT_SCHEDULE,
+            created_at=deps.clock.now(),
+        )
+    elif (t.db_server, t.db_port) != (db_server.name, c.port_external or env.db_port):
+        t.db_server, t.db_port, t.status = db_server.name, c.port_external or env.db_port, "pending"
+        t.save()
+    return t
+
+
+# -- taking a backup -----------------------------------------------------------------------
+
+
+def create_backup(
+    deps: Deps,
+    actor: Actor,
+    body: dict[str, Any],
+    confirmation: protection.Confirmation | None = None,
+) -> protection.Answer:
+    """`POST /api/backups {project, environment, component?: db}` (backup_create, LOW): a
+    base backup now; the first one of a component also sets up its WAL streaming."""
+    project = projects.find_project(_required_str(body, "project"))
+    env = _environment(project, _required_str(body, "environment"))
+    component = body.get("component", "db")
+    if component != "db":
+        raise ValidationFailed("component must be 'db' (Redis copies are another issue)", {})
+    unknown = sorted(set(body) - {"project", "environment", "component", "type"})
+    if unknown:
+        raise ValidationFailed(f"unknown fields: {', '.join(unknown)}", {"fields": unknown})
+    if body.get("type", "full") != "full":
+        raise ValidationFailed("type must be 'full'", {"type": body.get("type")})
+    _db_container(project, env.name)
+    _storage_server()
+    return protection.guard(
+        deps,
+        actor,
+        "backup_create",
+        Target("environment", env.id, f"{project.name}/{env.name}", project.id, env.name),
+        {"project_id": project.id, "environment": env.name, "kind": "manual"},
+        effect=f"Takes a base backup of the db of {project.name}/{env.name} on the storage "
+        "server (and sets up its WAL streaming the first time).",
+        confirmation=confirmation,
+        success_status=202,
+    )
+
+
+def _execute_create(deps: Deps, actor: Actor, target: Target, params: dict) -> dict:
+    project = Project.get_by_id(params["project_id"])
+    env = _environment(project, params["environment"])
+    return start_backup(deps, actor, project, env, params.get("kind", "manual"))
+
+
+def start_backup(
+    deps: Deps, actor: Actor, project: Project, env: Environment, kind: str
+) -> dict[str, Any]:
+    """Record a running backup and start its operation (inside the caller's transaction;
+    the caller dispatches it after commit, as the gate does)."""
+    t = ensure_target(deps, project, env)
+    now = deps.clock.now()
+    b = Backup.create(
+        id=f"bk_{secrets.token_hex(8)}",
+        project=project.id,
+        environment=env.name,
+        component="db",
+        type="full",
+        kind=kind,
+        status="running",
+        location=f"{t.storage_server}:{t.name}",
+        target_id=t.id,
+        started_at=now,
+        created_at=now,
+    )
+    op = operations.create_operation(
+        deps,
+        actor,
+        "backup",
+        sorted({t.db_server, t.storage_server}),
+        {"backup_id": b.id, "target_id": t.id},
+        project_id=project.id,
+    )
+    b.operation_id = op.id
+    b.save()
+    return {"backup": backup_view(b), "operation": operations.operation_view(op)}
+
+
+def _enable_run(deps: Deps, t: BackupTarget) -> PlaybookRun:
+    password = deps.box.decrypt(t.replication_password)
+    verifier = scram_verifier(password)
+    project = Project.get_by_id(t.project_id)
+    storage = Server.get(Server.name == t.storage_server)
+    db_server = Server.get(Server.name == t.db_server)
+    return PlaybookRun(
+        "backup_enable.yml",
+        servers.targets_of(deps, sorted({t.db_server, t.storage_server})),
+        extravars={
+            "codeb_backup_source_container": t.name,
+            "codeb_backup_source_superuser": projects.db_user_for(project.name),
+            "codeb_backup_source_role": REPLICATION_ROLE,
+            "codeb_backup_source_verifier": verifier,
+            "codeb_backup_source_peers": [storage.ip],
+            "codeb_backup_storage_servers": [
+                {
+                    "name": t.name,
+                    "host": db_server.ip,
+                    "port": t.db_port,
+                    "password": password,
+                    "description": f"codeb {project.name} {t.environment} db",
+                    "schedule": t.schedule,
+                }
+            ],
+        },
+        secrets=(password, verifier),
+        timeout_s=600,
+    )
+
+
+def _parse_barman_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    parsed = dt.datetime.fromisoformat(value)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed.replace(microsecond=0) + (
+        dt.timedelta(seconds=1) if parsed.microsecond else dt.timedelta()
+    )
+
+
+def _apply_barman(b: Backup, info: dict[str, Any]) -> None:
+    """What Barman's show-backup says about a backup, onto its row."""
+    base = info.get("base_backup_information") or {}
+    b.barman_id = info.get("backup_id") or b.barman_id
+    b.size_bytes = base.get("backup_size_with_wals_bytes") or base.get("backup_size_bytes")
+    b.begin_wal, b.end_wal = base.get("begin_wal"), base.get("end_wal")
+    b.begin_time = _parse_barman_time(base.get("begin_time"))
+    # A backup is consistent from its end: the earliest second it restores to (rounded up).
+    b.end_time = _parse_barman_time(base.get("end_time"))
+    status = info.get("status")
+    if status == "DONE":
+        b.status, b.error = "completed", None
+    elif status == "FAILED":
+        b.status = "failed"
+        b.error = info.get("error") or "Barman reports the backup FAILED"
+    else:
+        b.status = "running"
+
+
+class BackupJob:
+    """Sets up WAL streaming when the target is not enabled yet, then takes the backup."""
+
+    def run(self, ctx: RunContext) -> JobResult:
+        deps, params = ctx.deps, ctx.operation.params
+        b = Backup.get_by_id(params["backup_id"])
+        t = BackupTarget.get_by_id(params["target_id"])
+        if t.status != "enabled":
+            outcome, records = ctx.run(_enable_run(deps, t))
+            if outcome.status != "successful":
+                error = describe_failure(outcome, records)
+                with deps.write():
+                    t.status, t.last_error = "failed", error
+                    t.save()
+                    b.status, b.error, b.finished_at = "failed", error, deps.clock.now()
+                    b.save()
+                return JobResult("failed", f"WAL streaming could not be set up: {error}", {})
+            with deps.write():
+                t.status, t.last_error, t.enabled_at = "enabled", None, deps.clock.now()
+                t.save()
+        outcome, records = ctx.run(
+            PlaybookRun(
+                "backup_backup.yml",
+                servers.targets_of(deps, [t.storage_server]),
+                extravars={
+                    "codeb_backup_storage_server": t.name,
+                    "codeb_backup_storage_backup_name": b.id,
+                },
+                timeout_s=3600,
+            )
+        )
+        info = reported(records, "codeb_backup")
+        with deps.write():
+            b = Backup.get_by_id(b.id)
+            b.finished_at = deps.clock.now()
+            if outcome.status == "successful" and info:
+                _apply_barman(b, info)
+            else:
+                b.status, b.error = "failed", describe_failure(outcome, records)
+            b.save()
+        if b.status != "completed":
+            return JobResult("failed", b.error or f"the backup ended {b.status}", {})
+        return JobResult("succeeded", None, {"backup": backup_view(b)})
+
+
+# -- restoring -----------------------------------------------------------------------------
+
+
+def _parse_target_time(value: Any) -> dt.datetime:
+    if not isinstance(value, str) or not _TIME.fullmatch(value):
+        raise ValidationFailed(
+            "target_time must be an ISO 8601 UTC time to the second, e.g. 2026-11-30T15:18:42Z",
+            {"target_time": value if isinstance(value, str) else None},
+        )
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T"))
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
+
+
+def restore_backup(
+    deps: Deps,
+    actor: Actor,
+    backup_id: str,
+    body: dict[str, Any],
+    confirmation: protection.Confirmation | None = None,
+) -> protection.Answer:
+    """`POST /api/backups/:id/restore {target_time?, into?: new}`: into a new container on
+    the storage server (backup_restore_new, LOW). `in_place` is not built yet (HIGH)."""
+    b = find_backup(backup_id)
+    unknown = sorted(set(body) - {"target_time", "into"})
+    if unknown:
+        raise ValidationFailed(f"unknown fields: {', '.join(unknown)}", {"fields": unknown})
+    into = body.get("into", "new")
+    if into not in ("new", "in_place"):
+        raise ValidationFailed("into must be 'new' or 'in_place'", {"into": into})
+    if into == "in_place":
+        raise Conflict(
+            "an in-place restore is not available yet: restore into a new container",
+            {"into": into},
+        )
+    if b.status != "completed":
+        raise Conflict(f"backup {b.id} is {b.status}, not completed", {"status": b.status})
+    t = BackupTarget.get_or_none(BackupTarget.id == b.target_id)
+    if t is None:
+        raise Conflict(f"backup {b.id} has no storage target", {})
+    params: dict[str, Any] = {"backup_id": b.id, "target_time": None}
+    if body.get("target_time") is not None:
+        when = _parse_target_time(body["target_time"])
+        now = deps.clock.now()
+        if b.end_time is None or when < b.end_time or when > now:
+            window = {"earliest": _iso(b.end_time), "latest": _iso(now)}
+            raise ValidationFailed(
+                f"target_time is outside this backup's recoverable window "
+                f"({window['earliest']} .. {window['latest']})",
+                {"target_time": body["target_time"], "recoverable_window": window},
+            )
+        params["target_time"] = when.isoformat()
+    project = Project.get_by_id(b.project_id)
+    return protection.guard(
+        deps,
+        actor,
+        "backup_restore_new",
+        Target("backup", b.id, b.id, project.id, b.environment),
+        params,
+        effect=f"Restores backup {b.id} of {project.name}/{b.environment}"
+        + (f" to {params['target_time']}Z" if params["target_time"] else "")
+        + " into a new PostgreSQL container on the storage server; the live database is "
+        "not touched.",
+        confirmation=confirmation,
+        success_status=202,
+    )
+
+
+def _execute_restore_new(deps: Deps, actor: Actor, target: Target, params: dict) -> dict:
+    b = find_backup(params["backup_id"])
+    t = BackupTarget.get_by_id(b.target_id)
+    port = ports.allocate_port(deps.db, b.environment, "db", b.project_id)
+    name = f"{t.name}-restore-{secrets.token_hex(3)}"
+    when = dt.datetime.fromisoformat(params["target_time"]) if params["target_time"] else None
+    r = BackupRestore.create(
+        id=f"rs_{secrets.token_hex(8)}",
+        backup=b.id,
+        project=b.project_id,
+        environment=b.environment,
+        container_name=name,
+        server=t.storage_server,
+        port=port,
+        volume=f"{name}-data",
+        target_time=when,
+        created_at=deps.clock.now(),
+    )
+    op = operations.create_operation(
+        deps, actor, "backup_restore", [t.storage_server], {"restore_id": r.id},
+        project_id=b.project_id,
+    )  # fmt: skip
+    r.operation_id = op.id
+    r.save()
+    return {"restore": restore_view(r), "operation": operations.operation_view(op)}
+
+
+class RestoreJob:
+    def run(self, ctx: RunContext) -> JobResult:
+        deps = ctx.deps
+        r = BackupRestore.get_by_id(ctx.operation.params["restore_id"])
+        b = Backup.get_by_id(r.backup_id)
+        t = BackupTarget.get_by_id(b.target_id)
+        project = Project.get_by_id(b.project_id)
+        when = r.target_time.strftime("%Y-%m-%d %H:%M:%S+00:00") if r.target_time else ""
+        outcome, records = ctx.run(
+            PlaybookRun(
+                "backup_restore.yml",
+                servers.targets_of(deps, [t.storage_server]),
+                extravars={
+                    "codeb_backup_storage_server": t.name,
+                    "codeb_backup_storage_backup_id": b.barman_id,
+                    "codeb_backup_storage_target_time": when,
+                    "codeb_backup_storage_restore_name": r.container_name,
+                    "codeb_backup_storage_restore_port": r.port,
+                    "codeb_backup_storage_restore_superuser": projects.db_user_for(project.name),
+                    "codeb_backup_storage_image": POSTGRES_IMAGE,
+                    # A local image if present (the test fleet has no registry), else pulled.
+                    "codeb_backup_storage_pull": "missing",
+                },
+                timeout_s=3600,
+            )
+        )
+        with deps.write():
+            r = BackupRestore.get_by_id(r.id)
+            if outcome.status == "successful":
+                r.status, r.error = "running", None
+            else:
+                r.status, r.error = "failed", describe_failure(outcome, records)
+            r.save()
+        if r.status != "running":
+            return JobResult("failed", r.error, {"restore": restore_view(r)})
+        return JobResult("succeeded", None, {"restore": restore_view(r)})
+
+
+# -- deleting ------------------------------------------------------------------------------
+
+
+def delete_backup(
+    deps: Deps,
+    actor: Actor,
+    backup_id: str,
+    confirmation: protection.Confirmation | None = None,
+) -> protection.Answer:
+    """`DELETE /api/backups/:id` (backup_delete, HIGH): only this backup of this component."""
+    b = find_backup(backup_id)
+    if b.status == "running":
+        raise Conflict(f"backup {b.id} is still running", {"status": b.status})
+    return protection.guard(
+        deps,
+        actor,
+        "backup_delete",
+        Target("backup", b.id, b.id, b.project_id, b.environment),
+        {"backup_id": b.id},
+        effect=f"Deletes backup {b.id} ({b.environment}) from the storage server for good.",
+        confirmation=confirmation,
+        success_status=202,
+    )
+
+
+def _execute_delete(deps: Deps, actor: Actor, target: Target, params: dict) -> dict:
+    b = find_backup(params["backup_id"])
+    t = BackupTarget.get_or_none(BackupTarget.id == b.target_id)
+    if b.barman_id is None or t is None:  # never reached the storage server
+        b.status, b.deleted_at = "deleted", deps.clock.now()
+        b.save()
+        return {"backup": backup_view(b)}
+    op = operations.create_operation(
+        deps, actor, "backup_delete", [t.storage_server], {"backup_id": b.id},
+        project_id=b.project_id,
+    )  # fmt: skip
+    return {"backup": backup_view(b), "operation": operations.operation_view(op)}
+
+
+class DeleteJob:
+    def run(self, ctx: RunContext) -> JobResult:
+        deps = ctx.deps
+        b = Backup.get_by_id(ctx.operation.params["backup_id"])
+        t = BackupTarget.get_by_id(b.target_id)
+        outcome, records = ctx.run(
+            PlaybookRun(
+                "backup_delete.yml",
+                servers.targets_of(deps, [t.storage_server]),
+                extravars={
+                    "codeb_backup_storage_server": t.name,
+                    "codeb_backup_storage_backup_id": b.barman_id,
+                },
+                timeout_s=600,
+            )
+        )
+        if outcome.status != "successful":
+            return JobResult("failed", describe_failure(outcome, records), {})
+        with deps.write():
+            b.status, b.deleted_at = "deleted", deps.clock.now()
+            b.save()
+        return JobResult("succeeded", None, {"backup": backup_view(b)})
+
+
+# -- the catalogue ---------------------------------------------------------------------------
+
+
+def sync_catalogue(deps: Deps) -> dict[str, Any]:
+    """Read Barman's catalogue on every storage server and make the `backups` rows say it:
+    backups the timers took (kind `scheduled`), statuses, WAL state of each target."""
+    targets = list(BackupTarget.select().where(BackupTarget.status == "enabled"))
+    by_storage: dict[str, list[BackupTarget]] = {}
+    for t in targets:
+        by_storage.setdefault(t.storage_server, []).append(t)
+    summary: dict[str, Any] = {"targets": len(targets), "found": 0, "updated": 0, "errors": {}}
+    for storage, group in sorted(by_storage.items()):
+        outcome, records = servers.run_now(
+            deps,
+            "backup_catalogue.yml",
+            [storage],
+            extravars={"codeb_backup_storage_names": [t.name for t in group]},
+            timeout_s=300,
+        )
+        if outcome.status != "successful":
+            summary["errors"][storage] = describe_failure(outcome, records)
+            continue
+        catalogue = reported(records, "codeb_backup_catalogue")
+        with deps.write():
+            for t in group:
+                found, updated = _sync_target(deps, t, catalogue.get(t.name) or {})
+                summary["found"] += found
+                summary["updated"] += updated
+    return summary
+
+
+def _sync_target(deps: Deps, t: BackupTarget, entry: dict[str, Any]) -> tuple[int, int]:
+    found = updated = 0
+    now = deps.clock.now()
+    known = {b.barman_id: b for b in Backup.select().where(Backup.target_id == t.id)}
+    for info in entry.get("backups", []):
+        bid = info.get("backup_id")
+        if not bid:
+            continue
+        b = known.get(bid) or Backup.get_or_none(
+            (Backup.target_id == t.id) & (Backup.id == info.get("backup_name"))
+        )
+        is_new = b is None
+        if b is None:
+            b = Backup(
+                id=f"bk_{secrets.token_hex(8)}",
+                project=t.project_id,
+                environment=t.environment,
+                component=t.component,
+                type="full",
+                kind="scheduled",
+                location=f"{t.storage_server}:{t.name}",
+                target_id=t.id,
+                created_at=now,
+                started_at=now,
+                finished_at=now,
+            )
+            found += 1
+        elif b.status == "deleted":
+            continue
+        before = (b.status, b.size_bytes, b.end_time)
+        _apply_barman(b, info)
+        if b.status != "running" and b.finished_at is None:
+            b.finished_at = now
+        if before != (b.status, b.size_bytes, b.end_time):
+            updated += 1
+        b.save(force_insert=is_new)
+    # Backups Barman no longer has (retention): gone from the storage server.
+    listed = {info.get("backup_id") for info in entry.get("backups", [])}
+    for bid, b in known.items():
+        if bid and bid not in listed and b.status == "completed":
+            b.status, b.deleted_at, b.error = "deleted", now, "removed by the retention policy"
+            b.save()
+            updated += 1
+    wal = entry.get("wal") or {}
+    t.wal_first, t.wal_last = wal.get("first"), wal.get("last")
+    if wal.get("last_time"):
+        t.wal_last_at = dt.datetime.fromtimestamp(wal["last_time"], dt.UTC).replace(tzinfo=None)
+    t.synced_at = now
+    t.save()
+    return found, updated
+
+
+def _scheduled_sync(deps: Deps) -> dict[str, Any]:
+    if not BackupTarget.select().where(BackupTarget.status == "enabled").exists():
+        return {"targets": 0, "note": "nothing to sync"}
+    return sync_catalogue(deps)
+
+
+def _required_str(body: dict[str, Any], field: str) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or not value:
+        raise ValidationFailed(f"{field} is required", {"field": field})
+    return value
+
+
+APPLIERS: dict[str, protection.Applier] = {
+    "backup_create": _execute_create,
+    "backup_restore_new": _execute_restore_new,
+    "backup_delete": _execute_delete,
+}
+
+JOBS = {
+    "backup": BackupJob(),
+    "backup_restore": RestoreJob(),
+    "backup_delete": DeleteJob(),
+}
+
+SCHEDULES: tuple[scheduler.Job, ...] = (
+    scheduler.Job(
+        name="backup_catalogue_sync",
+        description="Reads Barman's catalogue on each storage server into the backups table "
+        "(backups the storage server's own timers took, statuses, WAL received).",
+        interval=dt.timedelta(minutes=5),
+        run=_scheduled_sync,
+    ),
+)
+
+
+def after_db_deploy(deps: Deps, project_id: str, environment: str) -> str | None:
+    """Called after a deploy that brought up an environment's db: the first backup (which
+    sets up WAL streaming) starts at once when a storage server is ready and the db has none
+    yet. Returns the operation id, or None when there is nothing to do. Never raises: a
+    deploy does not fail for its backups (their state is in the target's row)."""
+    try:
+        project = Project.get_by_id(project_id)
+        env = _environment(project, environment)
+        with deps.write():
+            c = _db_container(project, env.name)
+            t = BackupTarget.get_or_none(BackupTarget.name == c.container_name)
+            if t is not None and t.status == "enabled":
+                return None
+            if (
+                not Server.select()
+                .where((Server.role == "storage") & (Server.status == "ready"))
+                .exists()
+            ):
+                return None
+            started = start_backup(deps, SYSTEM, project, env, "first")
+        operations.dispatch(deps, started["operation"]["id"])
+        return started["operation"]["id"]
+    except Exception as exc:  # a deploy never fails for its backups
+        log.warning("backups of %s/%s not started: %s", project_id, environment, exc)
+        return None
