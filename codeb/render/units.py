@@ -1,6 +1,7 @@
-"""The files of one environment's three containers (Podman Quadlet units, the db env file, the
-Redis config), rendered from `templates/` into a per-host plan that `roles/codeb_quadlet`
-places as is. Pure: no I/O besides reading templates."""
+"""The files of one environment's containers (Podman Quadlet units, the db env file, the Redis
+config), rendered from `templates/` into a per-host plan that `roles/codeb_quadlet` places as
+is. The app may run on several servers (replicas: the same files and container on each); the
+db and Redis on one each. Pure: no I/O besides reading templates."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class HostPlan(TypedDict):
 
 @dataclass(frozen=True)
 class EnvironmentUnits:
-    """Everything the three containers of one environment are rendered from."""
+    """Everything the containers of one environment are rendered from."""
 
     project: str
     environment: str
@@ -69,8 +70,9 @@ class EnvironmentUnits:
     db_port: int
     redis_password: str
     redis_port: int
-    # Registry names of the servers each container runs on (the keys of the plan).
-    app_server: str = "app"
+    # Registry names of the servers the containers run on (the keys of the plan): the app on
+    # each of `app_servers` (replicas), the db and Redis on one server each.
+    app_servers: tuple[str, ...] = ("app",)
     db_server: str = "db"
     cache_server: str = "cache"
     postgres_image: str = "docker.io/library/postgres:17"
@@ -108,6 +110,27 @@ class EnvironmentUnits:
                 raise ValueError(f"{field} must be a port number: {port!r}")
         if self.pull not in ("always", "missing", "never", "newer"):
             raise ValueError(f"pull must be always, missing, never or newer: {self.pull!r}")
+        if (
+            not isinstance(self.app_servers, tuple)
+            or not self.app_servers
+            or len(set(self.app_servers)) != len(self.app_servers)
+        ):
+            raise ValueError(f"app_servers must be distinct names: {self.app_servers!r}")
+
+    def servers_of(self, component: str) -> tuple[str, ...]:
+        """The servers a component runs on."""
+        if component == "app":
+            return self.app_servers
+        if component == "db":
+            return (self.db_server,)
+        if component == "redis":
+            return (self.cache_server,)
+        raise ValueError(f"unknown component {component!r}; expected one of {COMPONENTS}")
+
+    @property
+    def servers(self) -> list[str]:
+        """Every server of the environment, sorted (a run's hosts)."""
+        return sorted({s for c in COMPONENTS for s in self.servers_of(c)})
 
     def name(self, component: str) -> str:
         """Container name, and the unit's base name: `<project>-<env>-<component>`."""
@@ -226,13 +249,13 @@ def _file(path: str, content: str, mode: str, unit: str, *, secret: bool) -> Pla
 
 def component_files(
     templates_dir: Path, values: EnvironmentUnits, component: str
-) -> tuple[str, list[PlanFile], str]:
-    """(server name, files, image) of one component; the unit file comes last."""
+) -> tuple[list[PlanFile], str]:
+    """(files, image) of one component, the same on each of its servers; the unit file comes
+    last."""
     unit = values.unit(component)
     unit_path = str(UNIT_DIR / unit)
     if component == "app":
         return (
-            values.app_server,
             [
                 _file(values.env_file("app"), values.app_env, "0600", unit, secret=True),
                 _file(
@@ -243,7 +266,6 @@ def component_files(
         )
     if component == "db":
         return (
-            values.db_server,
             [
                 _file(
                     values.env_file("db"),
@@ -258,7 +280,6 @@ def component_files(
         )
     if component == "redis":
         return (
-            values.cache_server,
             [
                 # 0644 inside a 0700 directory: only root on the host can reach it, and the
                 # server reads it after dropping root inside the container; 0600 root would
@@ -289,25 +310,34 @@ def plan_environment(
     components: tuple[str, ...] = COMPONENTS,
 ) -> dict[str, HostPlan]:
     """`{server: {"dirs", "files", "units", "images", "containers"}}`, the `codeb_plan` extra var of
-    playbooks/deploy.yml. Components sharing a server share its entry."""
+    playbooks/deploy.yml. Components sharing a server share its entry; an app on several
+    servers has the same entry on each."""
     plan: dict[str, HostPlan] = {}
     for component in components:
-        server, files, image = component_files(templates_dir, values, component)
-        host = plan.setdefault(
-            server, {"dirs": [], "files": [], "units": [], "images": [], "containers": []}
-        )
-        for f in files:
-            parent = PurePosixPath(f["path"]).parent
-            # /etc/codeb itself too: on a server bootstrap never saw it would be 0755.
-            wanted = [parent.parent, parent] if parent.parent == CODEB_DIR else [parent]
-            for d in map(str, wanted):
-                if d not in (x["path"] for x in host["dirs"]):
-                    host["dirs"].append({"path": d, "mode": _dir_mode(d)})
-        host["files"].extend(files)
-        host["units"].append(values.unit(component))
-        host["containers"].append(
-            {"unit": values.unit(component), "name": values.name(component), "image": image}
-        )
-        if image not in host["images"]:
-            host["images"].append(image)
+        files, image = component_files(templates_dir, values, component)
+        for server in values.servers_of(component):
+            _add(plan.setdefault(server, _empty()), values, component, files, image)
     return plan
+
+
+def _empty() -> HostPlan:
+    return {"dirs": [], "files": [], "units": [], "images": [], "containers": []}
+
+
+def _add(
+    host: HostPlan, values: EnvironmentUnits, component: str, files: list[PlanFile], image: str
+) -> None:
+    for f in files:
+        parent = PurePosixPath(f["path"]).parent
+        # /etc/codeb itself too: on a server bootstrap never saw it would be 0755.
+        wanted = [parent.parent, parent] if parent.parent == CODEB_DIR else [parent]
+        for d in map(str, wanted):
+            if d not in (x["path"] for x in host["dirs"]):
+                host["dirs"].append({"path": d, "mode": _dir_mode(d)})
+    host["files"].extend(PlanFile(**f) for f in files)  # a copy per host
+    host["units"].append(values.unit(component))
+    host["containers"].append(
+        {"unit": values.unit(component), "name": values.name(component), "image": image}
+    )
+    if image not in host["images"]:
+        host["images"].append(image)

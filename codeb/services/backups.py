@@ -28,7 +28,7 @@ from codeb.executor.runner import PlaybookRun
 from codeb.executor.worker import JobResult, RunContext, describe_failure
 from codeb.protection.tokens import Target
 from codeb.secretbox import generate_password
-from codeb.services import operations, ports, projects, protection, scheduler, servers
+from codeb.services import fleet, operations, ports, projects, protection, scheduler, servers
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import (
     Backup,
@@ -351,7 +351,7 @@ def _enable_run(deps: Deps, t: BackupTarget) -> PlaybookRun:
     db_server = Server.get(Server.name == t.db_server)
     return PlaybookRun(
         "backup_enable.yml",
-        servers.targets_of(deps, sorted({t.db_server, t.storage_server})),
+        fleet.hosts_for(deps, sorted({t.db_server, t.storage_server})),
         extravars={
             "codeb_backup_source_container": t.name,
             "codeb_backup_source_superuser": projects.db_user_for(project.name),
@@ -427,7 +427,7 @@ class BackupJob:
         outcome, records = ctx.run(
             PlaybookRun(
                 "backup_backup.yml",
-                servers.targets_of(deps, [t.storage_server]),
+                fleet.hosts_for(deps, [t.storage_server]),
                 extravars={
                     "codeb_backup_storage_server": t.name,
                     "codeb_backup_storage_backup_name": b.id,
@@ -556,7 +556,7 @@ class RestoreJob:
         outcome, records = ctx.run(
             PlaybookRun(
                 "backup_restore.yml",
-                servers.targets_of(deps, [t.storage_server]),
+                fleet.hosts_for(deps, [t.storage_server]),
                 extravars={
                     "codeb_backup_storage_server": t.name,
                     "codeb_backup_storage_backup_id": b.barman_id,
@@ -630,7 +630,7 @@ class DeleteJob:
         outcome, records = ctx.run(
             PlaybookRun(
                 "backup_delete.yml",
-                servers.targets_of(deps, [t.storage_server]),
+                fleet.hosts_for(deps, [t.storage_server]),
                 extravars={
                     "codeb_backup_storage_server": t.name,
                     "codeb_backup_storage_backup_id": b.barman_id,

@@ -1,6 +1,10 @@
 """Containers end to end: deploy an environment (its app, and on first deploy its PostgreSQL
 and Redis), start/stop/restart/remove them and delete volumes, all through the Protection
-Layer; preview any of it as a check-mode run; follow the work as operations."""
+Layer; preview any of it as a check-mode run; follow the work as operations.
+
+Where each component runs is its placement (codeb/services/fleet.py): the app on one or more
+app servers (one container per server, all placed by one run, each health-checked), the db
+and Redis on one server each. A container row is one container on one server."""
 
 from __future__ import annotations
 
@@ -28,13 +32,12 @@ from codeb.executor.worker import (
 )
 from codeb.protection.tokens import Target
 from codeb.render.units import COMPONENTS, EnvironmentUnits, HostPlan, plan_environment
-from codeb.services import operations, projects, protection, scheduler, servers
+from codeb.services import fleet, operations, projects, protection, scheduler, servers
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import Container, Environment, Operation, Project, Server
 
 IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")  # fullmatch only
 PLAN_HASH = re.compile(r"[0-9a-f]{64}")  # fullmatch only
-COMPONENT_SERVER = {"app": "app", "db": "db", "redis": "cache"}
 INTERNAL_PORT = {"db": 5432, "redis": 6379}
 ACTIONS = ("start", "stop", "restart")
 HEALTH_DEADLINE_S = 60
@@ -100,9 +103,10 @@ def get_container(deps: Deps, container_id: str, live: bool = False) -> dict:
 
 def _live(deps: Deps, c: Container) -> dict:
     """What runs on the host, read now, and how it differs from this row (drift)."""
-    server = _server_by_ip(c.server_ip)
+    server = fleet.container_server(c)
     units = _registry_units(deps, c)
     plan = plan_environment(deps.settings.templates_dir, units, (c.server_type,))
+    plan = {server.name: plan[server.name]} if server.name in plan else {}
     outcome, records = servers.run_now(
         deps, "deploy_probe.yml", [server.name], extravars={"codeb_plan": _probe_plan(plan)},
         secrets=units.secrets, timeout_s=60,
@@ -149,12 +153,20 @@ def drift_of(c: Container, info: dict) -> list[str]:
 
 
 def _registry_units(deps: Deps, c: Container) -> EnvironmentUnits:
-    """The units of a container's environment as the registry describes them."""
+    """The units of a container's environment as the registry describes them: placed where
+    the placement says, the app also on every server holding one of its containers."""
     project = Project.get_by_id(c.project_id)
     env = _environment(project, c.environment)
-    app = _row(project.id, env.name, "app")
-    image = c.image if c.server_type == "app" else (app.image if app else c.image)
-    return environment_units(deps, project, env, image)
+    apps = _rows(project.id, env.name, "app")
+    image = c.image if c.server_type == "app" else (apps[0].image if apps else c.image)
+    placement = fleet.placed(env)
+    on = {s.ip: s.name for s in Server.select().where(Server.status != "deleted")}
+    for row in [*apps, c]:
+        component = row.server_type
+        if row.server_ip in on and on[row.server_ip] not in placement.get(component, []):
+            if component == "app" or not placement.get(component):
+                placement[component] = sorted([*placement.get(component, []), on[row.server_ip]])
+    return environment_units(deps, project, env, image, placement)
 
 
 def _probe_plan(plan: dict[str, HostPlan]) -> dict:
@@ -169,29 +181,7 @@ def _probe_plan(plan: dict[str, HostPlan]) -> dict:
     }
 
 
-def _server_by_ip(ip: str) -> Server:
-    server = Server.get_or_none((Server.ip == ip) & (Server.status != "deleted"))
-    if server is None:
-        raise Conflict(f"no registered server has the address {ip}", {"server_ip": ip})
-    return server
-
-
 # -- deploy ----------------------------------------------------------------------------
-
-
-def _role_server(role: str) -> Server:
-    server = (
-        Server.select()
-        .where((Server.role == role) & (Server.status == "ready"))
-        .order_by(Server.id)
-        .first()
-    )
-    if server is None:
-        raise Conflict(
-            f"no ready server with the role {role!r}: register and bootstrap one first",
-            {"role": role},
-        )
-    return server
 
 
 def _environment(project: Project, name: str) -> Environment:
@@ -209,25 +199,39 @@ def _environment(project: Project, name: str) -> Environment:
 
 
 def environment_units(
-    deps: Deps, project: Project, env: Environment, image: str
+    deps: Deps,
+    project: Project,
+    env: Environment,
+    image: str,
+    placement: fleet.Placed | None = None,
 ) -> EnvironmentUnits:
-    """Everything the three units are rendered from, secrets decrypted (never logged)."""
-    app, db, cache = (_role_server(r) for r in ("app", "db", "cache"))
+    """Everything the units are rendered from, secrets decrypted (never logged), placed as
+    `placement` says (default: as recorded). The app's .env file names the placed db and
+    Redis hosts."""
+    placement = placement if placement is not None else fleet.placed(env)
+    missing = [c for c in fleet.COMPONENTS if not placement.get(c)]
+    if missing:
+        raise Conflict(
+            f"the {', '.join(missing)} of {project.name}/{env.name} is not placed on any "
+            "server: deploy the environment first",
+            {"project": project.name, "environment": env.name, "unplaced": missing},
+        )
+    hosts = fleet.data_hosts(env, placement)
     return EnvironmentUnits(
         project=project.name,
         environment=env.name,
         app_image=image,
         app_port=env.app_port,
-        app_env=projects.env_file_for(deps, project, env),
+        app_env=projects.env_file_for(deps, project, env, hosts),
         db_user=projects.db_user_for(project.name),
         db_password=deps.box.decrypt(env.db_password),
         db_name=projects.db_name_for(project.name, env.name),
         db_port=env.db_port,
         redis_password=deps.box.decrypt(env.redis_password),
         redis_port=env.redis_port,
-        app_server=app.name,
-        db_server=db.name,
-        cache_server=cache.name,
+        app_servers=tuple(placement["app"]),
+        db_server=placement["db"][0],
+        cache_server=placement["redis"][0],
     )
 
 
@@ -278,7 +282,13 @@ def deploy(
         raise ValidationFailed(
             "X-Plan-Hash must be the plan_hash a preview answered", {"field": "X-Plan-Hash"}
         )
-    units = environment_units(deps, project, env, image)
+    requested, replicas = fleet.parse_request(body)
+    # Where it runs: as recorded, changed as requested, the rest on the least loaded servers.
+    # Decided here, bound to the request (the confirm token binds it, the plan names its
+    # hosts) and recorded when the deploy executes.
+    placement = fleet.resolve(project, env, requested, replicas)
+    fleet.require_ready(placement)
+    units = environment_units(deps, project, env, image, placement)
     plan = plan_environment(deps.settings.templates_dir, units)
     if preview:
         return _preview(
@@ -299,7 +309,7 @@ def deploy(
         project_id=project.id,
         environment=env.name,
     )
-    params: dict[str, Any] = {"image": image}
+    params: dict[str, Any] = {"image": image, "servers": placement}
     if expected_plan:
         # The state the plan starts from travels with it: the run checks each host is still
         # in it before it changes anything (see roles/codeb_quadlet/tasks/probe.yml).
@@ -312,8 +322,9 @@ def deploy(
         target,
         params,
         effect=(
-            f"Deploys {image} to the {env.name} environment of {project.name!r} "
-            "(and its PostgreSQL and Redis if they are not running yet); a version that "
+            f"Deploys {image} to the {env.name} environment of {project.name!r} on "
+            f"{', '.join(placement['app'])} (and its PostgreSQL on {placement['db'][0]} and "
+            f"Redis on {placement['redis'][0]} if they are not running yet); a version that "
             "fails its health check is rolled back."
         ),
         confirmation=confirmation,
@@ -334,13 +345,18 @@ class PlanChanged(Conflict):
 def _execute_deploy(deps: Deps, actor: Actor, target: Target, params: dict[str, Any]) -> dict:
     project = Project.get_by_id(target.project_id)
     env = _environment(project, target.environment)
-    units = environment_units(deps, project, env, params["image"])
+    # The placement the request decided (and a confirmation bound), checked again against
+    # what is recorded now, then recorded: the run and its rows follow it.
+    placement = fleet.resolve(project, env, params.get("servers") or {})
+    fleet.require_ready(placement)
+    units = environment_units(deps, project, env, params["image"], placement)
     plan = plan_environment(deps.settings.templates_dir, units)
     if params.get("plan_hash"):
         current = deploy_plan_hash(plan, params.get("from_state") or {})
         if params["plan_hash"] != current:
             raise PlanChanged(current)
-    names = sorted({units.app_server, units.db_server, units.cache_server})
+    fleet.record(deps, env, placement)
+    names = units.servers
     op = operations.create_operation(
         deps,
         actor,
@@ -367,8 +383,7 @@ class DeployJob:
         deps, params = ctx.deps, ctx.operation.params
         project = Project.get_by_id(params["project_id"])
         env = _environment(project, params["environment"])
-        app_row = _row(project.id, env.name, "app")
-        previous = app_row.image if app_row and app_row.status == "running" else None
+        previous = _running_image(project.id, env.name)
         units = environment_units(deps, project, env, params["image"])
         plan = plan_environment(deps.settings.templates_dir, units)
         from_state = params.get("from_state") or {}
@@ -390,26 +405,39 @@ class DeployJob:
             if not _wait_listening(_server_ip(name), port, ctx):
                 error = f"nothing listens on {name}:{port} after the deploy"
                 return _settle(ctx, units, previous, error, outcome)
-        app_ip = _server_ip(units.app_server)
-        healthy = _wait_healthy(app_ip, units.app_port, ctx)
+        # Every replica must answer its health check.
+        ips = {name: _server_ip(name) for name in units.app_servers}
+        health = {name: _wait_healthy(ip, units.app_port, ctx) for name, ip in ips.items()}
+        healthy = all(health.values())
         if ctx.canceled:
             return _settle(ctx, units, previous, "canceled by request", outcome)
+        urls = [f"http://{ips[name]}:{units.app_port}/" for name in units.app_servers]
         result: dict[str, Any] = {
             "image": units.app_image,
             "healthy": healthy,
-            "url": f"http://{app_ip}:{units.app_port}/",
+            "url": urls[0],
+            "urls": urls,
+            "servers": list(units.app_servers),
         }
+        if len(units.app_servers) > 1:
+            result["unhealthy_servers"] = [name for name, ok in health.items() if not ok]
+        images = reported(records, "codeb_images")
         if healthy:
-            image_id = reported(records, "codeb_images").get(units.app_server, {}).get(
-                units.app_image
-            ) or _inspect_image(ctx, units.app_server, units.app_image)
-            _record(deps, ctx.operation.id, units, "healthy", previous, image_id)
-            return JobResult("succeeded", None, {**result, "image_id": image_id})
-        if previous is None or previous == units.app_image:
-            image_id = (
-                reported(records, "codeb_images").get(units.app_server, {}).get(units.app_image)
+            image_ids = {
+                name: images.get(name, {}).get(units.app_image)
+                or _inspect_image(ctx, name, units.app_image)
+                for name in units.app_servers
+            }
+            _record(deps, ctx.operation.id, units, health, previous, image_ids)
+            ids = sorted({i for i in image_ids.values() if i})
+            return JobResult(
+                "succeeded", None, {**result, "image_id": ids[0] if len(ids) == 1 else ids}
             )
-            _record(deps, ctx.operation.id, units, "unhealthy", previous, image_id)
+        if previous is None or previous == units.app_image:
+            image_ids = {
+                name: images.get(name, {}).get(units.app_image) for name in units.app_servers
+            }
+            _record(deps, ctx.operation.id, units, health, previous, image_ids)
             return JobResult("failed", f"{units.app_image} failed its health check", result)
         # Roll back to what ran before, the same way it was deployed.
         old = environment_units_for_image(deps, params, previous)
@@ -417,11 +445,14 @@ class DeployJob:
             _deploy_run(deps, old, plan_environment(deps.settings.templates_dir, old)),
             primary=False,
         )
-        back_healthy = back.status == "successful" and _wait_healthy(app_ip, old.app_port, ctx)
-        old_id = reported(back_records, "codeb_images").get(old.app_server, {}).get(previous)
-        _record(
-            deps, ctx.operation.id, old, "healthy" if back_healthy else "unhealthy", None, old_id
-        )
+        back_health = {
+            name: back.status == "successful" and _wait_healthy(ip, old.app_port, ctx)
+            for name, ip in ips.items()
+        }
+        back_healthy = all(back_health.values())
+        old_images = reported(back_records, "codeb_images")
+        old_ids = {name: old_images.get(name, {}).get(previous) for name in old.app_servers}
+        _record(deps, ctx.operation.id, old, back_health, None, old_ids)
         result.update(rolled_back_to=previous, rollback_healthy=back_healthy)
         return JobResult(
             "failed",
@@ -450,7 +481,7 @@ def _settle(
     else:
         status = OUTCOME_STATUS.get(outcome.status, "failed")
         status = "failed" if status == "succeeded" else status
-    names = sorted({units.app_server, units.db_server, units.cache_server})
+    names = units.servers
     records = ctx.primary_records
     unreachable = sorted({r.host for r in records if r.event == "runner_on_unreachable"})
     reachable = [n for n in names if n not in unreachable]
@@ -503,7 +534,7 @@ def _probe_hosts(
     _, records = ctx.run(
         PlaybookRun(
             "deploy_probe.yml",
-            servers.targets_of(ctx.deps, hosts),
+            fleet.hosts_for(ctx.deps, hosts),
             extravars={"codeb_plan": _probe_plan(plan), "codeb_probe_settle_s": SETTLE_S},
             secrets=units.secrets,
             limit=",".join(hosts),
@@ -524,19 +555,20 @@ def _reconcile(
 ) -> dict[str, dict]:
     """Make the environment's rows say what the probe saw. A row whose container still runs
     the image it recorded keeps its health; any other is no longer known healthy (so
-    `staging_tested` never decides from a version that was not checked)."""
+    `staging_tested` never decides from a version that was not checked). The changes are
+    keyed by component, or `<component>@<server>` for an app on several servers."""
     now = deps.clock.now()
-    server_names = {"app": units.app_server, "db": units.db_server, "redis": units.cache_server}
     ports = {"app": units.app_port, "db": units.db_port, "redis": units.redis_port}
     changes: dict[str, dict] = {}
     with deps.write():
         project = Project.get(Project.name == units.project)
-        for component in COMPONENTS:
-            host = server_names[component]
+        for component, host in _component_hosts(units):
             info = seen.get(host, {}).get(units.name(component))
             if info is None:
                 continue  # not probed: the host is unreachable, or was not touched
-            row = _row(project.id, units.environment, component)
+            key = component if len(units.servers_of(component)) == 1 else f"{component}@{host}"
+            server_ip = _server_ip(host)
+            row = _row_on(project.id, units.environment, component, server_ip)
             if row is None and not (info["running"] or info["unit_file_present"]):
                 continue  # nothing there and nothing recorded
             is_new = row is None
@@ -548,7 +580,7 @@ def _reconcile(
                     server_type=component,
                     created_at=now,
                     container_name=units.name(component),
-                    server_ip=_server_ip(host),
+                    server_ip=server_ip,
                     port_external=ports[component],
                     port_internal=INTERNAL_PORT.get(component, units.app_port),
                     volume=units.volume(component) if component != "app" else None,
@@ -572,7 +604,7 @@ def _reconcile(
                 row.last_operation_id = op_id
                 row.updated_at = now
             row.save(force_insert=is_new)
-            changes[component] = {
+            changes[key] = {
                 "status": row.status,
                 "image": row.image,
                 "changed": is_new or before != (row.status, row.image, row.image_id),
@@ -593,13 +625,13 @@ def _deploy_run(
     expected_state: dict[str, str] | None = None,
     limit: list[str] | None = None,
 ) -> PlaybookRun:
-    names = limit or sorted({units.app_server, units.db_server, units.cache_server})
+    names = limit or units.servers
     extravars: dict[str, Any] = {"codeb_plan": plan}
     if expected_state:
         extravars["codeb_expected_state"] = expected_state
     return PlaybookRun(
         "deploy.yml",
-        servers.targets_of(deps, names),
+        fleet.hosts_for(deps, names),
         extravars=extravars,
         secrets=units.secrets,
         limit=",".join(names),
@@ -607,7 +639,12 @@ def _deploy_run(
 
 
 def _server_ip(name: str) -> str:
-    return Server.get(Server.name == name).ip
+    return fleet.server_named(name).ip
+
+
+def _component_hosts(units: EnvironmentUnits) -> list[tuple[str, str]]:
+    """(component, server) for every container of the environment."""
+    return [(c, host) for c in COMPONENTS for host in units.servers_of(c)]
 
 
 def _wait_healthy(ip: str, port: int, ctx: RunContext) -> bool:
@@ -636,13 +673,32 @@ def _wait_listening(ip: str, port: int, ctx: RunContext) -> bool:
     return False
 
 
-def _row(project_id: str, environment: str, component: str) -> Container | None:
-    return Container.get_or_none(
-        (Container.project == project_id)
-        & (Container.environment == environment)
-        & (Container.server_type == component)
-        & (Container.status != "removed")
+def _rows(project_id: str, environment: str, component: str) -> list[Container]:
+    """The containers of a component (the app: one per server), oldest first."""
+    return list(
+        Container.select()
+        .where(
+            (Container.project == project_id)
+            & (Container.environment == environment)
+            & (Container.server_type == component)
+            & (Container.status != "removed")
+        )
+        .order_by(Container.created_at, Container.id)
     )
+
+
+def _row_on(project_id: str, environment: str, component: str, server_ip: str) -> Container | None:
+    """The container of a component on one server."""
+    return next(
+        (c for c in _rows(project_id, environment, component) if c.server_ip == server_ip), None
+    )
+
+
+def _running_image(project_id: str, environment: str) -> str | None:
+    """What the app runs now (the oldest running replica's image): a failed deploy goes back
+    to it."""
+    running = [c for c in _rows(project_id, environment, "app") if c.status == "running"]
+    return running[0].image if running else None
 
 
 def _inspect_image(ctx: RunContext, server: str, image: str) -> str | None:
@@ -650,7 +706,7 @@ def _inspect_image(ctx: RunContext, server: str, image: str) -> str | None:
     _, records = ctx.run(
         PlaybookRun(
             "inspect.yml",
-            servers.targets_of(ctx.deps, [server]),
+            fleet.hosts_for(ctx.deps, [server]),
             limit=server,
             extravars={"codeb_inspect_image": image},
             timeout_s=120,
@@ -661,35 +717,47 @@ def _inspect_image(ctx: RunContext, server: str, image: str) -> str | None:
 
 
 def _require_tested_image(ctx: RunContext, project: Project, units: EnvironmentUnits) -> None:
-    """staging_tested by digest: the tag must still name the image that passed in staging."""
-    staging = _row(project.id, "staging", "app")
-    if staging is None or staging.image != units.app_image or not staging.image_id:
+    """staging_tested by digest: on every server production runs on, the tag must still name
+    an image that passed in staging (the id a staging replica of this image recorded)."""
+    tested = {
+        c.image_id
+        for c in _rows(project.id, "staging", "app")
+        if c.image == units.app_image and c.image_id
+    }
+    if not tested:
         raise JobFailed(f"{units.app_image} has no tested image id in staging; deploy it there")
-    now_id = _inspect_image(ctx, units.app_server, units.app_image)
-    if now_id != staging.image_id:
-        raise JobFailed(
-            f"{units.app_image} now names image {str(now_id)[:19]} on {units.app_server}, not "
-            f"{staging.image_id[:19]} which passed in staging: test it in staging again"
-        )
+    for server in units.app_servers:
+        now_id = _inspect_image(ctx, server, units.app_image)
+        if now_id not in tested:
+            passed = ", ".join(sorted(i[:19] for i in tested))
+            raise JobFailed(
+                f"{units.app_image} now names image {str(now_id)[:19]} on {server}, not "
+                f"{passed} which passed in staging: test it in staging again"
+            )
 
 
 def _record(
     deps: Deps,
     op_id: str,
     units: EnvironmentUnits,
-    health: str,
+    health: dict[str, bool],
     previous: str | None,
-    image_id: str | None = None,
+    image_ids: dict[str, str | None],
 ) -> None:
-    """The three containers as they now run."""
+    """The containers as they now run: the db, Redis, and the app on each of its servers
+    (`health` and `image_ids` per app server)."""
     now = deps.clock.now()
     images = {"app": units.app_image, "db": units.postgres_image, "redis": units.redis_image}
     ports = {"app": units.app_port, "db": units.db_port, "redis": units.redis_port}
-    server_names = {"app": units.app_server, "db": units.db_server, "redis": units.cache_server}
     with deps.write():
         project = Project.get(Project.name == units.project)
-        for component in ("app", "db", "redis"):
-            row = _row(project.id, units.environment, component)
+        for component, host in _component_hosts(units):
+            server_ip = _server_ip(host)
+            row = _row_on(project.id, units.environment, component, server_ip)
+            if row is None and component != "app":
+                # One db and one Redis per environment: its row follows it.
+                rows = _rows(project.id, units.environment, component)
+                row = rows[0] if rows else None
             is_new = row is None
             if row is None:
                 row = Container(
@@ -701,7 +769,7 @@ def _record(
                 )
             if component == "app" and row.image and row.image != images["app"]:
                 row.previous_image = previous or row.previous_image
-            row.server_ip = _server_ip(server_names[component])
+            row.server_ip = server_ip
             row.container_name = units.name(component)
             row.image = images[component]
             row.port_external = ports[component]
@@ -711,8 +779,9 @@ def _record(
             row.last_operation_id = op_id
             row.updated_at = now
             if component == "app":
-                row.health_status, row.health_checked_at = health, now
-                row.image_id = image_id
+                row.health_status = "healthy" if health.get(host) else "unhealthy"
+                row.health_checked_at = now
+                row.image_id = image_ids.get(host)
             row.save(force_insert=is_new)
 
 
@@ -731,7 +800,7 @@ def container_action(
     """start/restart (LOW), stop (MEDIUM), remove (MEDIUM, the container stopped first),
     volume_delete (HIGH). Removing a container never removes its volume."""
     c = find_container(container_id)
-    server = _server_by_ip(c.server_ip)
+    server = fleet.container_server(c)
     extravars = _action_vars(c, server, action)
     state = plan_hash({"action": action, "container": container_view(c), "vars": extravars})
     if preview:
@@ -802,7 +871,7 @@ def _component_files(c: Container) -> list[str]:
 
 def _execute_action(deps: Deps, actor: Actor, target: Target, params: dict[str, Any]) -> dict:
     c = find_container(target.ref)
-    server = _server_by_ip(c.server_ip)
+    server = fleet.container_server(c)
     extravars = _action_vars(c, server, params["action"])
     if params.get("plan_hash"):
         state = plan_hash(
@@ -828,12 +897,12 @@ class ContainerActionJob:
     def run(self, ctx: RunContext) -> JobResult:
         deps, params = ctx.deps, ctx.operation.params
         c = Container.get_by_id(params["container_id"])
-        server = _server_by_ip(c.server_ip)
+        server = fleet.container_server(c)
         extravars = _action_vars(c, server, params["action"])
         outcome, records = ctx.run(
             PlaybookRun(
                 "container.yml",
-                servers.targets_of(deps, [server.name]),
+                fleet.hosts_for(deps, [server.name]),
                 extravars=extravars,
                 limit=server.name,
             )
@@ -862,7 +931,21 @@ class ContainerActionJob:
             c.last_operation_id = ctx.operation.id
             c.updated_at = deps.clock.now()
             c.save()
+            if params["action"] == "remove" and c.server_type == "app":
+                _release_replica(c, server)
         return JobResult("succeeded", None, {"container": container_view(c)})
+
+
+def _release_replica(c: Container, server: Server) -> None:
+    """A removed app container is a replica gone: its environment's app is no longer placed
+    on that server (the db and Redis stay placed: their volume stays)."""
+    env = Environment.get_or_none(
+        (Environment.project == c.project_id)
+        & (Environment.name == c.environment)
+        & (Environment.status == "active")
+    )
+    if env is not None:
+        fleet.release(env, "app", server)
 
 
 def _settle_container(ctx: RunContext, c: Container, server: Server, action: str) -> dict:
@@ -907,7 +990,7 @@ def _preview(
     `current` is the plan hash, or computes it from the run's records (a deploy's hash binds
     the state its probe saw)."""
     if units:
-        names = sorted({units.app_server, units.db_server, units.cache_server})
+        names = units.servers
     else:
         names = [server] if server else []
     outcome, records = servers.run_now(
@@ -1042,7 +1125,7 @@ class DriftCheckJob:
             except (Conflict, NotFound) as exc:
                 skipped += [{"container_id": c.id, "reason": str(exc)} for c in group]
                 continue
-            components = tuple(c.server_type for c in group)
+            components = tuple(dict.fromkeys(c.server_type for c in group))
             plans.append(plan_environment(deps.settings.templates_dir, units, components))
             secret_values += units.secrets
         plan = _merge_plans(plans)
@@ -1052,7 +1135,7 @@ class DriftCheckJob:
         outcome, records = ctx.run(
             PlaybookRun(
                 "deploy_probe.yml",
-                servers.targets_of(deps, hosts),
+                fleet.hosts_for(deps, hosts),
                 extravars={"codeb_plan": _probe_plan(plan)},
                 secrets=tuple(secret_values),
                 limit=",".join(hosts),
@@ -1128,16 +1211,16 @@ class ReconcileJob:
             c = Container.get_or_none(Container.id == params["container_id"])
             if c is None:
                 return JobResult("succeeded", None, {"registry": {"action": "unchanged"}})
-            registry = _settle_container(ctx, c, _server_by_ip(c.server_ip), params["action"])
+            registry = _settle_container(ctx, c, fleet.container_server(c), params["action"])
         else:
             project = Project.get_by_id(params["project_id"])
             env = _environment(project, params["environment"])
-            app_row = _row(project.id, env.name, "app")
+            apps = _rows(project.id, env.name, "app")
             # The rows' own image: the environment as registered, compared with the hosts.
             units = environment_units(
-                ctx.deps, project, env, app_row.image if app_row else params["image"]
+                ctx.deps, project, env, apps[0].image if apps else params["image"]
             )
-            names = sorted({units.app_server, units.db_server, units.cache_server})
+            names = units.servers
             probed, seen = _probe_hosts(ctx, units, names)
             registry = {
                 "action": "reconciled",

@@ -13,11 +13,11 @@ from codeb.errors import Conflict, NotFound, ValidationFailed
 from codeb.protection.tokens import Target
 from codeb.render import EnvFileValues, render_env_file
 from codeb.secretbox import generate_password
-from codeb.services import ports, protection
+from codeb.services import fleet, ports, protection
 from codeb.services.context import Actor, Deps
 from codeb.services.validation import validate_choice, validate_dns_label
 from codeb.store.db import ThreadCache
-from codeb.store.models import Environment, Project, Server
+from codeb.store.models import Environment, Project
 
 PROJECT_TYPES = ("nextjs", "remix", "nodejs", "static")
 # PostgreSQL identifiers stop at 63 bytes; "<user>_preview" must fit.
@@ -76,6 +76,8 @@ def environment_view(env: Environment, project: Project) -> dict:
         "db_name": db_name_for(project.name, env.name),
         "db_user": db_user_for(project.name),
         "created_at": env.created_at.isoformat() + "Z",
+        # Where its components run (server names; codeb/services/fleet.py).
+        "placement": {c: names for c, names in sorted(fleet.placed(env).items())},
     }
 
 
@@ -102,18 +104,15 @@ def find_project(ref: str) -> Project:
     return project
 
 
-def _server_ip(role: str, fallback: str) -> str:
-    server = (
-        Server.select(Server.ip)
-        .where((Server.role == role) & (Server.status != "deleted"))
-        .order_by(Server.id)
-        .first()
-    )
-    return server.ip if server else fallback
-
-
-def _env_file(deps: Deps, project: Project, env: Environment) -> str:
+def _env_file(
+    deps: Deps, project: Project, env: Environment, hosts: dict[str, str | None] | None = None
+) -> str:
+    """The environment's .env file. The db and Redis hosts are where they are placed (`hosts`,
+    or the recorded placement); one not placed yet (no server of its role was registered when
+    the environment was created) is the CODEB_DEFAULT_DB_HOST / CODEB_DEFAULT_CACHE_HOST
+    placeholder until its first deploy places it."""
     box = deps.box
+    hosts = hosts if hosts is not None else fleet.data_hosts(env)
     return render_env_file(
         deps.settings.templates_dir,
         EnvFileValues(
@@ -122,9 +121,9 @@ def _env_file(deps: Deps, project: Project, env: Environment) -> str:
             db_user=db_user_for(project.name),
             db_password=box.decrypt(env.db_password),
             db_name=db_name_for(project.name, env.name),
-            db_host=_server_ip("db", deps.settings.default_db_host),
+            db_host=hosts["db"] or deps.settings.default_db_host,
             db_port=env.db_port,
-            cache_host=_server_ip("cache", deps.settings.default_cache_host),
+            cache_host=hosts["redis"] or deps.settings.default_cache_host,
             redis_port=env.redis_port,
             redis_db=env.redis_db,
             redis_password=box.decrypt(env.redis_password),
@@ -132,9 +131,12 @@ def _env_file(deps: Deps, project: Project, env: Environment) -> str:
     )
 
 
-def env_file_for(deps: Deps, project: Project, env: Environment) -> str:
-    """An environment's .env file (holds secrets: for the deploy, never for an answer)."""
-    return _env_file(deps, project, env)
+def env_file_for(
+    deps: Deps, project: Project, env: Environment, hosts: dict[str, str | None] | None = None
+) -> str:
+    """An environment's .env file (holds secrets: for the deploy, never for an answer), with
+    the db and Redis on `hosts` (`fleet.data_hosts`; default: as placed)."""
+    return _env_file(deps, project, env, hosts)
 
 
 def _local_env_file(deps: Deps, project: Project) -> str:
@@ -166,6 +168,9 @@ def _new_environment(deps: Deps, project: Project, name: str) -> Environment:
         created_at=deps.clock.now(),
     )
     env.save(force_insert=True)
+    # Its db and Redis go to the least loaded servers of their roles now, if there are any:
+    # the .env files answered at creation name where they will run.
+    fleet.place_new_environment(deps, env)
     return env
 
 

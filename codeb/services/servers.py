@@ -1,8 +1,8 @@
-"""The server registry. Its db and cache entries feed the .env files."""
+"""The server registry: register, bootstrap, change a role, delete; live statistics and the
+inventory export. Looking servers up and what is placed on them: codeb/services/fleet.py."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import threading
 import time
@@ -26,8 +26,9 @@ from codeb.executor.inventory import Host, SshSettings, build_inventory
 from codeb.executor.runner import PlaybookRun, RunOutcome, run_playbook
 from codeb.executor.worker import JobFailed, PlaybookJob, describe_failure
 from codeb.protection.tokens import Target
-from codeb.services import operations, protection
+from codeb.services import fleet, operations, protection
 from codeb.services.context import Actor, Deps
+from codeb.services.fleet import find_server
 from codeb.services.validation import validate_choice, validate_dns_label, validate_ip
 from codeb.store.models import Container, Operation, Server
 
@@ -173,17 +174,6 @@ def get_server(ip: str) -> dict:
     return server_view(find_server(ip))
 
 
-def find_server(ip: str) -> Server:
-    try:
-        normalized = validate_ip(ip)
-    except ValidationFailed:
-        raise NotFound(f"server {ip!r} not found", {"ip": ip}) from None
-    server = Server.get_or_none((Server.ip == normalized) & (Server.status != "deleted"))
-    if server is None:
-        raise NotFound(f"server {ip!r} not found", {"ip": ip})
-    return server
-
-
 def bootstrap_server(
     deps: Deps, actor: Actor, ip: str, confirmation: protection.Confirmation | None = None
 ) -> protection.Answer:
@@ -243,18 +233,10 @@ def _execute_update(
 ) -> dict[str, Any]:
     server = _still_registered(target)
     if params["role"] != server.role:
-        running = (
-            Container.select()
-            .where((Container.server_ip == server.ip) & (Container.status == "running"))
-            .count()
+        # They were placed there for its old role; a new role would orphan them.
+        _refuse_while_in_use(
+            server, f"as a {server.role} server; stop or move them before changing its role"
         )
-        if running:
-            # They were placed there for its old role; a new role would orphan them.
-            raise Conflict(
-                f"{running} container(s) run on {server.name} as a {server.role} server; "
-                "stop or move them before changing its role",
-                {"server": server.name, "running_containers": running},
-            )
     server.role = params["role"]
     server.updated_at = deps.clock.now()
     if params["bootstrap"]:
@@ -269,6 +251,33 @@ def _execute_update(
         "server": server_view(server),
         "operation": operations.operation_view(op) if op is not None else None,
     }
+
+
+def _refuse_while_in_use(server: Server, what_to_do: str) -> None:
+    """A server running containers, or holding placed components (a db's volume lives where
+    it is placed), is not deleted or given another role from under them."""
+    running = (
+        Container.select()
+        .where((Container.server_ip == server.ip) & (Container.status == "running"))
+        .count()
+    )
+    placed = fleet.placed_on(server)
+    if running or placed:
+        parts = [f"{running} container(s) run on {server.name}"] if running else []
+        if placed:
+            names = ", ".join(
+                f"{p['project']}/{p['environment']} {p['component']}" for p in placed[:5]
+            )
+            more = f" and {len(placed) - 5} more" if len(placed) > 5 else ""
+            parts.append(f"{len(placed)} component(s) are placed on it ({names}{more})")
+        raise Conflict(
+            " and ".join(parts) + what_to_do,
+            {
+                "server": server.name,
+                "running_containers": running,
+                "placed_components": placed,
+            },
+        )
 
 
 def ssh_public_key(deps: Deps) -> dict:
@@ -299,16 +308,7 @@ def _execute_server_delete(
     deps: Deps, actor: Actor, target: Target, params: dict[str, Any]
 ) -> dict:
     server = _still_registered(target)
-    running = (
-        Container.select()
-        .where((Container.server_ip == server.ip) & (Container.status == "running"))
-        .count()
-    )
-    if running:
-        raise Conflict(
-            f"{running} container(s) still run on {server.name}; stop or move them first",
-            {"server": server.name, "running_containers": running},
-        )
+    _refuse_while_in_use(server, "; stop or move them first")
     # The row stays for the record; its name and address step aside so they can be reused.
     server.facts = {**(server.facts or {}), "deleted_name": server.name, "deleted_ip": server.ip}
     server.name = f"{server.name}~{server.id}"[:63]
@@ -331,41 +331,13 @@ APPLIERS: dict[str, protection.Applier] = {
 # -- executor jobs ---------------------------------------------------------------------
 
 
-def allowed_networks(settings: Settings) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [
-        ipaddress.ip_network(part.strip(), strict=False)
-        for part in settings.allowed_networks.split(",")
-        if part.strip()
-    ]
-
-
-def ensure_allowed(settings: Settings, ip: str) -> None:
-    """codeb opens connections only to networks its configuration allows."""
-    addr = ipaddress.ip_address(ip)
-    if not any(addr in net for net in allowed_networks(settings)):
-        raise JobFailed(
-            f"{ip} is outside CODEB_ALLOWED_NETWORKS ({settings.allowed_networks}); "
-            "codeb will not connect to it"
-        )
-
-
-def targets_of(deps: Deps, names: list[str]) -> list[Host]:
-    servers = list(Server.select().where(Server.name.in_(names)))
-    if len(servers) != len(set(names)):
-        missing = sorted(set(names) - {s.name for s in servers})
-        raise JobFailed(f"servers not in the registry: {', '.join(missing)}")
-    for s in servers:
-        ensure_allowed(deps.settings, s.ip)
-    return [Host(s.name, s.ip, s.role, s.ssh_user, s.ssh_port) for s in servers]
-
-
 def run_now(
     deps: Deps, playbook: str, names: list[str], **options: Any
 ) -> tuple[RunOutcome, list[EventRecord]]:
     """A short read-only run answered synchronously (stats, live state, previews): no
     operation and no lock, since it changes nothing. `options` are PlaybookRun's."""
     try:
-        targets = targets_of(deps, names)
+        targets = fleet.hosts_for(deps, names)
     except JobFailed as exc:
         raise Conflict(str(exc), {"servers": names}) from None
     options.setdefault("limit", ",".join(names))
@@ -385,7 +357,7 @@ _APT_PROXY = re.compile(r"https?://[^\s\"';\\{}]+")
 
 
 def _build_bootstrap(deps: Deps, op: Operation) -> PlaybookRun:
-    targets = targets_of(deps, op.targets)
+    targets = fleet.hosts_for(deps, op.targets)
     proxy = deps.settings.apt_proxy
     if proxy and not _APT_PROXY.fullmatch(proxy):
         raise JobFailed("CODEB_APT_PROXY must be an http:// or https:// URL")
@@ -465,7 +437,7 @@ def ssh_settings(settings: Settings) -> SshSettings:
 def _build_remote_cleanup(deps: Deps, op: Operation) -> PlaybookRun:
     return PlaybookRun(
         playbook="cancel.yml",
-        targets=targets_of(deps, op.targets),
+        targets=fleet.hosts_for(deps, op.targets),
         limit=",".join(op.targets),
         extravars={"codeb_cancel_operation_id": op.params["interrupted_operation"]},
         timeout_s=300,

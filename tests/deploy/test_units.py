@@ -69,12 +69,30 @@ def test_plan_per_host():
 def test_components_and_shared_server():
     only_app = plan_environment(TEMPLATES, golden_values(), components=("app",))
     assert list(only_app) == ["app"]
-    one_box = golden_values(app_server="box", db_server="box", cache_server="box")
+    one_box = golden_values(app_servers=("box",), db_server="box", cache_server="box")
     plan = plan_environment(TEMPLATES, one_box)
     assert list(plan) == ["box"]
     assert len(plan["box"]["units"]) == 3 and len(plan["box"]["files"]) == 6
     paths = [d["path"] for d in plan["box"]["dirs"]]
     assert len(paths) == len(set(paths))
+
+
+def test_app_replicas_get_the_same_files_on_each_server():
+    values = golden_values(app_servers=("app", "app2"))
+    plan = plan_environment(TEMPLATES, values)
+    assert sorted(plan) == ["app", "app2", "cache", "db"]
+    assert plan["app2"] == plan["app"]
+    assert plan["app2"]["files"] is not plan["app"]["files"]
+    assert values.servers == ["app", "app2", "cache", "db"]
+    assert values.servers_of("app") == ("app", "app2")
+    # One server per role: exactly the plan it always was.
+    single = plan_environment(TEMPLATES, golden_values())
+    assert {h: single[h] for h in ("app", "db", "cache")} == {
+        h: plan[h] for h in ("app", "db", "cache")
+    }
+    for bad in ((), ("app", "app"), ["app"]):
+        with pytest.raises(ValueError, match="app_servers"):
+            golden_values(app_servers=bad)
 
 
 def test_no_secret_in_any_unit_file():

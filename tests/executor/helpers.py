@@ -7,7 +7,7 @@ from pathlib import Path
 
 from codeb.executor.runner import PlaybookRun
 from codeb.executor.worker import PlaybookJob
-from codeb.services import operations, servers
+from codeb.services import fleet, operations
 from codeb.services.context import SYSTEM
 
 SLOW = str(Path(__file__).resolve().parent.parent / "playbooks" / "slow.yml")
@@ -16,7 +16,7 @@ SLOW = str(Path(__file__).resolve().parent.parent / "playbooks" / "slow.yml")
 def _build_slow(deps, op):
     return PlaybookRun(
         playbook=SLOW,
-        targets=servers.targets_of(deps, op.targets),
+        targets=fleet.hosts_for(deps, op.targets),
         limit=",".join(op.targets),
         extravars=dict(op.params or {}),
         timeout_s=int((op.params or {}).get("timeout_s", 600)),

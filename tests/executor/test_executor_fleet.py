@@ -259,13 +259,14 @@ def test_kill9_during_a_run_then_restart(fleet, tmp_path):
 def test_check_mode_changes_nothing(fleet, fleet_api):
     """Bootstrap in --check --diff on a host missing a directory: reported, not created."""
     from codeb.executor.runner import PlaybookRun, run_playbook
+    from codeb.services import fleet as registry
     from codeb.services import servers
 
     host = fleet["db"]
     host.ssh("rm -rf /var/lib/codeb", check=True)
     records = []
     with fleet_api.deps.db.connection_context():
-        targets = servers.targets_of(fleet_api.deps, ["db"])
+        targets = registry.hosts_for(fleet_api.deps, ["db"])
     outcome = run_playbook(
         PlaybookRun("bootstrap.yml", targets, limit="db", check=True, diff=True),
         ssh=servers.ssh_settings(fleet_api.deps.settings),
