@@ -907,7 +907,6 @@ class DomainApplyJob:
         )
         if outcome.status != "successful":
             raise JobFailed(describe_failure(outcome, records))
-        running = reported(records, "codeb_proxy")
         now = deps.clock.now()
         with deps.write():
             for server in proxies:
@@ -923,11 +922,7 @@ class DomainApplyJob:
                     DomainServer.create(server=server.id, kind="proxy", dns_port=53, **fields)
                 else:
                     DomainServer.update(**fields).where(DomainServer.server == server.id).execute()
-        hosts = {
-            name: sorted(hosts_in_config((running.get(name) or {}).get("config"))) for name in todo
-        }
-        return {"changed": todo, "unchanged": [s.name for s in proxies if s.name not in todo],
-                "hosts": hosts}  # fmt: skip
+        return {"changed": todo, "unchanged": [s.name for s in proxies if s.name not in todo]}
 
 
 def _wait_api(deps: Deps, server: Server, state: DomainServer, timeout_s: float = 20) -> None:

@@ -50,8 +50,7 @@ TIMINGS: dict[str, float] = {}
 @pytest.fixture(scope="module")
 def edge(fleet, tmp_path_factory):
     """The fleet's app/db/cache hosts and two bare hosts (proxy, dns) registered and
-    bootstrapped through the API, a project with its staging app deployed, and the domains
-    feature wired into the running API."""
+    bootstrapped through the API, and a project with its staging app deployed."""
     cfg = fleet.config
     apt_proxy = fleetlib.apt_proxy_up(cfg)
     specs = [(name, "bare") for name in EDGE]
@@ -66,7 +65,6 @@ def edge(fleet, tmp_path_factory):
             apt_proxy=apt_proxy,
             tls="internal",
         ) as api:
-            _wire(api)
             with api.client() as c:
                 t0 = time.monotonic()
                 ops = [
@@ -106,19 +104,6 @@ def edge(fleet, tmp_path_factory):
             Path(TIMINGS_FILE).write_text(
                 "".join(f"{k}\t{v:.2f}\n" for k, v in sorted(TIMINGS.items()))
             )
-
-
-def _wire(api) -> None:
-    """Until the feature framework lists domains, give the running API its appliers and job
-    (the same objects the feature will declare)."""
-    appliers = getattr(api.deps, "appliers", None)
-    for name, applier in domains.APPLIERS.items():
-        if appliers is not None:
-            appliers.setdefault(name, applier)
-        else:
-            protection.register_applier(name, applier)
-    for kind, job in domains.JOBS.items():
-        api.deps.worker.register(kind, job)
 
 
 def add(api, name: str, project: str = "shop", environment: str = "staging", **kw):

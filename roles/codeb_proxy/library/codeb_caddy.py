@@ -1,0 +1,201 @@
+#!/usr/bin/python3
+"""Ansible module: make a Caddyfile the running configuration of this host's Caddy, or read
+the running configuration. One module run instead of a dozen tasks (each task costs a
+module round trip; under load that was most of a domain change's time).
+
+apply: the new file is placed beside the running one and `caddy validate`d first; only then
+is it put in place (the old one kept as .codeb-prev) and Caddy reloaded through its admin API
+on loopback (or started, when it was not running). A file Caddy refuses, at validation or at
+reload, leaves the old file in place and serving, and fails with Caddy's own message.
+Check mode reports the diff and changes nothing.
+
+inspect: the running configuration (JSON, from the admin API) and the internal CA's root
+certificate (public). Read-only."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+module: codeb_caddy
+short_description: Apply or read codeb's Caddy configuration
+options:
+  state:
+    description: apply (place, validate, reload) or inspect (read-only).
+    type: str
+    choices: [apply, inspect]
+    default: apply
+  content:
+    description: The whole Caddyfile (apply).
+    type: str
+  path:
+    description: The Caddyfile caddy.service runs.
+    type: str
+    default: /etc/caddy/Caddyfile
+  admin:
+    description: Caddy's admin API address (loopback).
+    type: str
+    default: localhost:2019
+  root_ca:
+    description: Where the internal CA's root certificate is (inspect).
+    type: str
+    default: /var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt
+"""
+
+SERVICE = "caddy.service"
+SCRATCH = "/run/codeb-caddy-validate"
+
+
+def caddy_message(stderr):
+    lines = [line for line in (stderr or "").strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("Error:"):
+            return line[len("Error:") :].strip()[:1500]
+    return (lines[-1] if lines else "no message")[:1500]
+
+
+def read(path):
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def write(path, content):
+    tmp = path + ".codeb-tmp"
+    with open(tmp, "w") as fh:
+        fh.write(content)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def running_config(admin, attempts=20):
+    last = None
+    for _ in range(attempts):
+        try:
+            with urllib.request.urlopen(f"http://{admin}/config/", timeout=5) as resp:
+                return json.loads(resp.read().decode() or "null") or {}
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            last = exc
+            time.sleep(0.5)
+    raise RuntimeError(f"Caddy's admin API at {admin} does not answer: {last}")
+
+
+def apply(module, caddy):
+    path, content, admin = module.params["path"], module.params["content"], module.params["admin"]
+    if content is None:
+        module.fail_json(msg="content is required to apply")
+    current = read(path)
+    candidate = path + ".codeb-new"
+    write(candidate, content)
+    env = {
+        **os.environ,
+        "HOME": SCRATCH,
+        "XDG_DATA_HOME": SCRATCH + "/data",
+        "XDG_CONFIG_HOME": SCRATCH + "/config",
+    }
+    done = subprocess.run(
+        [caddy, "validate", "--config", candidate, "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        os.unlink(candidate)
+        module.fail_json(
+            msg="Caddy refused the configuration (the running one keeps serving): "
+            + caddy_message(done.stderr)
+        )
+    active = (
+        subprocess.run(["systemctl", "is-active", "--quiet", SERVICE], check=False).returncode == 0
+    )
+    diff = {"before": current or "", "after": content, "before_header": path, "after_header": path}
+    if current == content and active:
+        os.unlink(candidate)
+        module.exit_json(changed=False)
+    if module.check_mode:
+        os.unlink(candidate)
+        module.exit_json(changed=True, diff=diff)
+    previous = path + ".codeb-prev"
+    if current is not None:
+        write(previous, current)
+    os.replace(candidate, path)
+    if active:
+        done = subprocess.run(
+            [
+                caddy,
+                "reload",
+                "--config",
+                path,
+                "--adapter",
+                "caddyfile",
+                "--address",
+                admin,
+                "--force",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        action = "reloaded"
+    else:
+        done = subprocess.run(
+            ["systemctl", "enable", "--now", SERVICE], capture_output=True, text=True, check=False
+        )
+        action = "started"
+    if done.returncode != 0:
+        if current is not None:
+            write(path, current)
+        module.fail_json(
+            msg="Caddy refused to load the configuration (the running one keeps "
+            "serving): " + caddy_message(done.stderr)
+        )
+    module.exit_json(changed=True, diff=diff, action=action)
+
+
+def inspect(module):
+    try:
+        config = running_config(module.params["admin"])
+    except RuntimeError as exc:
+        module.fail_json(msg=str(exc))
+    root = read(module.params["root_ca"]) or ""
+    module.exit_json(changed=False, config=config, root_ca=root)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "state": {"type": "str", "choices": ["apply", "inspect"], "default": "apply"},
+            "content": {"type": "str"},
+            "path": {"type": "str", "default": "/etc/caddy/Caddyfile"},
+            "admin": {"type": "str", "default": "localhost:2019"},
+            "root_ca": {
+                "type": "str",
+                "default": "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt",
+            },
+        },
+        supports_check_mode=True,
+    )
+    if module.params["state"] == "inspect":
+        inspect(module)
+    caddy = shutil.which("caddy") or (
+        "/usr/bin/caddy" if os.path.exists("/usr/bin/caddy") else None
+    )
+    if caddy is None:
+        module.fail_json(
+            msg="Caddy is not installed: bootstrap this server as a proxy server "
+            '(PUT /api/servers/<ip> {"role": "proxy"})'
+        )
+    apply(module, caddy)
+
+
+if __name__ == "__main__":
+    main()
