@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -128,7 +129,10 @@ class Metrics:
         )
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        chosen = [STATE, *declared()] if collectors is None else collectors
+        if collectors is None:
+            wired = getattr(getattr(deps, "wiring", None), "metrics", ())
+            collectors = list({c.name: c for c in (STATE, *wired, *declared())}.values())
+        chosen = collectors
         self.collectors = chosen
         self.registry.register(_Features(deps, chosen))
 
@@ -152,6 +156,20 @@ class Metrics:
         return summarize(families, time.monotonic() - started)
 
 
+_APPS: weakref.WeakKeyDictionary[Any, Metrics] = weakref.WeakKeyDictionary()
+_APPS_LOCK = threading.Lock()
+
+
+def metrics_for(deps: Any) -> Metrics:
+    """The app's one Metrics, shared by the request-timing middleware and the route (one per
+    database: the app, and the Deps it is rebuilt with, keep theirs)."""
+    with _APPS_LOCK:
+        found = _APPS.get(deps.db)
+        if found is None:
+            found = _APPS[deps.db] = Metrics(deps)
+        return found
+
+
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "UNMATCHED_ROUTE",
@@ -159,4 +177,5 @@ __all__ = [
     "Metrics",
     "declare",
     "declared",
+    "metrics_for",
 ]
