@@ -1,0 +1,77 @@
+"""Backups of db components (issue 10): WAL streamed to a storage server by Barman, base
+backups on the storage server's own timers and on request, point-in-time restore into a new
+container, delete (HIGH). Use cases in codeb.services.backups."""
+
+from __future__ import annotations
+
+from codeb.api.declare import Op, answer, paging, path, query
+from codeb.features.backups import api, schemas
+from codeb.features.protection.schemas import NOT_YET, ProtectionExecuted
+from codeb.services import backups
+from codeb.services.ports import ENVIRONMENTS
+from codeb.wiring import Configurator
+
+BACKUP = path("backup_id")
+STARTED = answer(
+    (ProtectionExecuted, *NOT_YET),
+    "an operation started (LOW, or confirmed), or not executed yet (confirm token, queue entry)",
+)
+
+
+def includeme(config: Configurator) -> None:
+    config.add_appliers(backups.APPLIERS)
+    config.add_runner_jobs(backups.JOBS)
+    config.add_schedules(backups.SCHEDULES)
+    config.add_route(
+        "/api/backups",
+        api.Backups,
+        get=Op(
+            "Backups, newest first, optionally of one project / environment / status",
+            {200: answer(schemas.BackupList, "backups and their total")},
+            (404, 422),
+            params=(
+                query("project", maxLength=100),
+                query("environment", enum=list(ENVIRONMENTS)),
+                query("status", enum=list(backups.STATUSES)),
+                *paging(),
+            ),
+        ),
+        post=Op(
+            "Take a base backup of an environment's db now (backup_create, LOW); the first "
+            "one also sets up WAL streaming to the storage server",
+            {202: STARTED},
+            (403, 404, 409, 422),
+            body=schemas.BackupCreateRequest,
+            guarded=True,
+        ),
+    )
+    config.add_route(
+        "/api/backups/{backup_id}",
+        api.BackupItem,
+        params=(BACKUP,),
+        get=Op(
+            "A backup: status, times, size, WAL range, recoverable window",
+            {200: answer(schemas.Backup, "the backup")},
+            (404,),
+        ),
+        delete=Op(
+            "Delete a backup from the storage server (backup_delete, HIGH: queued)",
+            {202: STARTED},
+            (403, 404, 409),
+            guarded=True,
+        ),
+    )
+    config.add_route(
+        "/api/backups/{backup_id}/restore",
+        api.BackupRestore,
+        params=(BACKUP,),
+        post=Op(
+            "Restore a backup, to a second of its recoverable window, into a new PostgreSQL "
+            "container on the storage server (backup_restore_new, LOW); in_place is not "
+            "available yet (409)",
+            {202: STARTED},
+            (403, 404, 409, 422),
+            body=schemas.RestoreRequest,
+            guarded=True,
+        ),
+    )
