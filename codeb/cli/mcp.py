@@ -8,6 +8,7 @@ Needs the `mcp` extra (`pip install 'codeb[mcp]'`; `make run` installs it)."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 
@@ -15,7 +16,23 @@ from codeb.cli.session import AUTH, USAGE
 from codeb.client.http import CodebClient, ConfigError, config_path, load_settings
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def cmd_mcp(args: argparse.Namespace) -> int:
+    if args.http and not _loopback(args.host) and not args.allow_non_loopback:
+        # The MCP endpoint has no authentication of its own: whoever reaches it acts with
+        # the agent key. Off loopback only on purpose (behind an authenticating proxy).
+        print(f"error: --host {args.host} is not a loopback address; whoever reaches the MCP "
+              "endpoint acts with its key. Put an authenticating proxy in front and pass "
+              "--allow-non-loopback", file=sys.stderr)  # fmt: skip
+        return USAGE
     try:
         from codeb.mcp.server import build_server
     except ImportError as exc:
@@ -53,5 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--http", action="store_true", help="streamable HTTP instead of stdio")
     p.add_argument("--host", default="127.0.0.1", help="with --http (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="with --http (default 8765)")
+    p.add_argument(
+        "--allow-non-loopback",
+        action="store_true",
+        help="with --http: serve on a non-loopback --host (the endpoint has no auth of its own)",
+    )
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(func=cmd_mcp)
