@@ -17,9 +17,13 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import json
+import os
 import re
+import shlex
+import statistics
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -215,3 +219,141 @@ def test_backup_pitr_catalogue_and_secrets(stack, fleet):
         answer = backups.delete_backup(deps, SYSTEM, scheduled.id)
         assert answer.body["status"] != "executed", answer.body
         assert Backup.get_by_id(scheduled.id).status == "completed"
+
+
+def test_wal_catches_up_after_a_receiver_outage(stack, fleet):
+    """Rows written while the storage server's WAL receiver is down are kept by the
+    replication slot and shipped when it is back: a restore of the latest state has them
+    (the recoverable window has no gap)."""
+    api, deps, created, storage = stack
+    url = env_var(created["env_files"]["staging"], "DATABASE_URL")
+    receiver = "codeb-barman-receive-wal@shop-staging-db"
+    with api.client() as c, deps.db.connection_context():
+        b = (
+            Backup.select()
+            .where((Backup.status == "completed") & (Backup.environment == "staging"))
+            .order_by(Backup.end_time.desc())
+            .first()
+        )
+        storage.ssh(f"systemctl stop {receiver}", check=True)
+        try:
+            psql(
+                url,
+                "CREATE TABLE outage (id int); INSERT INTO outage SELECT generate_series(1, 77)",
+            )
+            psql(url, "SELECT pg_switch_wal()")
+            assert storage.ssh(f"systemctl is-active {receiver}").stdout.strip() != "active"
+        finally:
+            storage.ssh(f"systemctl start {receiver}", check=True)
+        answer = backups.restore_backup(deps, SYSTEM, b.id, {})
+        op = wait_operation(c, start(answer), timeout=900)
+        assert op["status"] == "succeeded", op.get("error")
+        restored = op["result"]["restore"]
+        user, rest = url.split("//", 1)[1].split(":", 1)
+        pw, dbname = rest.split("@", 1)[0], url.rsplit("/", 1)[1]
+        restored_url = f"postgresql://{user}:{pw}@{storage.ip}:{restored['port']}/{dbname}"
+        assert psql(restored_url, "SELECT count(*) FROM outage") == "77"
+
+
+BY_HAND_RESTORE = r"""set -eu
+name="$1"; port="$2"; when="$3"; backup="$4"; server="$5"; image="$6"
+b() {{ runuser -u barman -- barman "$@"; }}
+b switch-wal --force --archive --archive-timeout 60 "$server" >/dev/null
+dir=/var/lib/barman/restores/$name
+b recover --target-time "$when" --target-action promote "$server" "$backup" "$dir" >/dev/null
+sed -i "s#$dir/#/var/lib/postgresql/data/#g" "$dir/postgresql.auto.conf"
+podman volume create "$name-data" >/dev/null
+m="$(podman volume inspect --format '{{{{.Mountpoint}}}}' "$name-data")"
+rmdir "$m"; mv "$dir" "$m"
+podman run --rm --pull=never --user root --entrypoint chown -v "$name-data:/d" "$image" \
+    -R postgres:postgres /d
+cat > /etc/containers/systemd/$name.container <<UNIT
+[Container]
+ContainerName=$name
+Image=$image
+Pull=never
+Volume=$name-data:/var/lib/postgresql/data
+PublishPort=$port:5432
+UNIT
+systemctl daemon-reload
+systemctl start "$name.service"
+until [ "$(podman exec "$name" psql -X -tA -U {user} -d postgres \
+      -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; do sleep 0.2; done
+"""
+
+
+def pgbench_tps(db, container: str, user: str, dbname: str, seconds: int) -> float:
+    out = db.ssh(
+        f"podman exec {container} pgbench -n -c 4 -j 2 -T {seconds} -U {user} {dbname}",
+        check=True,
+    ).stdout
+    return float(re.search(r"tps = ([0-9.]+)", out).group(1))
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CODEB_BACKUP_BENCH"), reason="bench/restore.py sets CODEB_BACKUP_BENCH"
+)
+def test_bench_restore_and_wal_cost(stack, fleet):
+    """bench/restore.py's figures: PITR through codeb ÷ the same restore by hand over SSH
+    (Barman's own commands, the same steps), and pgbench TPS with WAL streaming on ÷ off."""
+    api, deps, created, storage = stack
+    url = env_var(created["env_files"]["staging"], "DATABASE_URL")
+    user = url.split("//", 1)[1].split(":", 1)[0]
+    dbname = url.rsplit("/", 1)[1]
+    rounds = int(os.environ.get("CODEB_BACKUP_BENCH_ROUNDS", "2"))
+    with api.client() as c, deps.db.connection_context():
+        b = (
+            Backup.select()
+            .where((Backup.status == "completed") & (Backup.environment == "staging"))
+            .order_by(Backup.end_time.desc())
+            .first()
+        )
+        api_s, hand_s = [], []
+        for i in range(rounds):
+            psql(url, f"CREATE TABLE IF NOT EXISTS bench (i int); INSERT INTO bench VALUES ({i})")
+            time.sleep(1.2)
+            when = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
+            t0 = time.monotonic()
+            answer = backups.restore_backup(
+                deps, SYSTEM, b.id, {"target_time": when.isoformat() + "Z"}
+            )
+            op = wait_operation(c, start(answer), timeout=900)
+            assert op["status"] == "succeeded", op.get("error")
+            api_s.append(time.monotonic() - t0)
+            script = BY_HAND_RESTORE.format(user=user)
+            name, port = f"byhand-{i}", 39900 + i
+            args = " ".join(
+                shlex.quote(a)
+                for a in (name, str(port), when.strftime("%Y-%m-%d %H:%M:%S+00:00"),
+                          b.barman_id, "shop-staging-db", backups.POSTGRES_IMAGE)
+            )  # fmt: skip
+            t0 = time.monotonic()
+            storage.ssh(f"bash -s -- {args} <<'EOS'\n{script}EOS", check=True)
+            hand_s.append(time.monotonic() - t0)
+        FIGURES["pitr_api_s"] = statistics.median(api_s)
+        FIGURES["pitr_by_hand_s"] = statistics.median(hand_s)
+        FIGURES["pitr_api_over_by_hand"] = FIGURES["pitr_api_s"] / FIGURES["pitr_by_hand_s"]
+
+        db = fleet["db"]
+        container = "shop-staging-db"
+        db.ssh(f"podman exec {container} pgbench -i -q -s 5 -U {user} {dbname}", check=True)
+        receiver = "codeb-barman-receive-wal@shop-staging-db"
+        on, off = [], []
+        seconds = int(os.environ.get("CODEB_BACKUP_BENCH_SECONDS", "15"))
+        try:
+            for _ in range(rounds):
+                on.append(pgbench_tps(db, container, user, dbname, seconds))
+                storage.ssh(f"systemctl stop {receiver}", check=True)
+                off.append(pgbench_tps(db, container, user, dbname, seconds))
+                storage.ssh(f"systemctl start {receiver}", check=True)
+        finally:
+            storage.ssh(f"systemctl start {receiver}")
+        FIGURES["pgbench_tps_wal_on"] = statistics.median(on)
+        FIGURES["pgbench_tps_wal_off"] = statistics.median(off)
+        FIGURES["pgbench_on_over_off"] = (
+            FIGURES["pgbench_tps_wal_on"] / FIGURES["pgbench_tps_wal_off"]
+        )
+        FIGURES["loadavg_1m"] = os.getloadavg()[0]
+        out = os.environ.get("CODEB_BACKUP_FIGURES")
+        if out:
+            Path(out).write_text(json.dumps(FIGURES, indent=2, sort_keys=True))

@@ -1,0 +1,72 @@
+"""PostgreSQL backups (issue 10): what a point-in-time restore through codeb costs against the
+same restore by hand, and what WAL streaming costs the database.
+
+On the real test fleet (app, db, cache, plus a storage server added and bootstrapped through
+codeb, its Barman installed through the fleet's package proxy), in one run of
+tests/backups/test_backups_fleet.py with CODEB_BACKUP_BENCH=1:
+
+1. **PITR through codeb ÷ by hand** (target <= 1.2): a restore of the staging db's backup to a
+   second just written, into a new container on the storage server: through codeb's backups
+   service (request -> operation `succeeded`, i.e. recovery over and the server accepting
+   writes) against the same steps over SSH with Barman's own commands (switch-wal --archive,
+   recover --target-time --target-action promote, volume, unit, start, wait for promotion).
+2. **pgbench TPS with WAL streaming on ÷ off** (target >= 0.95): `pgbench -c 4 -j 2 -T N`
+   inside the db container with the storage server's WAL receiver running, then stopped.
+
+    sudo .venv/bin/python bench/restore.py [--rounds 2] [--seconds 15] [--json]
+
+Medians over the rounds; prints the load average (the machine is shared)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=15, help="each pgbench run")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        figures_file = Path(tmp) / "figures.json"
+        env = {
+            **os.environ,
+            "CODEB_BACKUP_BENCH": "1",
+            "CODEB_BACKUP_BENCH_ROUNDS": str(args.rounds),
+            "CODEB_BACKUP_BENCH_SECONDS": str(args.seconds),
+            "CODEB_BACKUP_FIGURES": str(figures_file),
+        }
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "tests/backups/test_backups_fleet.py", "-x", "-q",
+             "-p", "no:cacheprovider"],
+            cwd=REPO_ROOT, env=env, check=False,
+        )  # fmt: skip
+        if run.returncode != 0 or not figures_file.exists():
+            print("the benchmark's fleet run failed (see pytest's output above)", file=sys.stderr)
+            return 1
+        figures = json.loads(figures_file.read_text())
+    if args.json:
+        print(json.dumps(figures, indent=2, sort_keys=True))
+        return 0
+    print(f"PITR restore through codeb   {figures['pitr_api_s']:7.1f} s (median)")
+    print(f"PITR restore by hand         {figures['pitr_by_hand_s']:7.1f} s")
+    print(f"  codeb / by hand            {figures['pitr_api_over_by_hand']:7.2f}  (target <= 1.2)")
+    print(f"pgbench TPS, WAL streaming   {figures['pgbench_tps_wal_on']:7.1f}")
+    print(f"pgbench TPS, receiver off    {figures['pgbench_tps_wal_off']:7.1f}")
+    print(f"  on / off                   {figures['pgbench_on_over_off']:7.2f}  (target >= 0.95)")
+    print(f"first backup incl. set-up    {figures.get('first_backup_with_setup_s', 0):7.1f} s")
+    print(f"load average (1 min)         {figures['loadavg_1m']:7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The backups service's pure parts and its refusals, without a fleet: the SCRAM verifier
+codeb sends instead of the replication password (checked against a real PostgreSQL), what
+Barman's show-backup JSON becomes on a backup row, target times and the recoverable window,
+and requests refused before anything starts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from urllib.parse import urlsplit
+
+import pytest
+
+from codeb.errors import Conflict, NotFound, ValidationFailed
+from codeb.services import backups
+from codeb.services.context import SYSTEM
+from codeb.store.db import open_database
+from codeb.store.models import ALL_MODELS, Backup, BackupTarget, Project
+
+# What `barman -f json show-backup` said on the fleet (Barman 3.13.3, PostgreSQL 17.12).
+SHOW_BACKUP = {
+    "backup_id": "20261130T150818",
+    "backup_type": "full",
+    "base_backup_information": {
+        "backup_method": "postgres",
+        "backup_size_bytes": 31312101,
+        "backup_size_with_wals_bytes": 64866533,
+        "begin_time": "2026-11-30 15:08:18.864144+00:00",
+        "begin_wal": "000000010000000000000004",
+        "end_time": "2026-11-30 15:08:19.475783+00:00",
+        "end_wal": "000000010000000000000005",
+    },
+    "status": "DONE",
+}
+
+
+def test_scram_verifier_is_what_postgresql_accepts(postgres_url):
+    """A role created with the verifier logs in with the password (the db host never sees it)."""
+    password = "s3cret-Replication_pw"
+    verifier = backups.scram_verifier(password)
+    assert verifier.startswith("SCRAM-SHA-256$4096:") and password not in verifier
+    assert backups.scram_verifier(password) != verifier  # a new salt each time
+    admin = subprocess.run(
+        ["psql", postgres_url, "-X", "-v", "ON_ERROR_STOP=1", "-q"],
+        input=f"DROP ROLE IF EXISTS codeb_scram_test;\n"
+        f"CREATE ROLE codeb_scram_test LOGIN PASSWORD '{verifier}';\n",
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert admin.returncode == 0, admin.stderr
+    parts = urlsplit(postgres_url)
+
+    def login(pw: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["psql", "-X", "-h", parts.hostname, "-p", str(parts.port), "-U", "codeb_scram_test",
+             "-d", parts.path.lstrip("/"), "-tAc", "SELECT current_user"],
+            env={"PGPASSWORD": pw, "PATH": "/usr/bin:/bin"},
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+
+    ok = login(password)
+    assert ok.returncode == 0 and ok.stdout.strip() == "codeb_scram_test", ok.stderr
+    assert login("wrong-password-123").returncode != 0
+
+
+def test_barman_show_backup_onto_a_row():
+    b = Backup(id="bk_1", status="running")
+    backups._apply_barman(b, SHOW_BACKUP)
+    assert b.status == "completed" and b.barman_id == "20261130T150818"
+    assert b.size_bytes == 64866533
+    assert (b.begin_wal, b.end_wal) == ("000000010000000000000004", "000000010000000000000005")
+    # Consistent from its end, rounded up to the second: a target at end_time restores.
+    assert b.end_time == dt.datetime(2026, 11, 30, 15, 8, 20)
+    backups._apply_barman(b, {**SHOW_BACKUP, "status": "FAILED", "error": "connection lost"})
+    assert b.status == "failed" and b.error == "connection lost"
+    backups._apply_barman(b, {**SHOW_BACKUP, "status": "WAITING_FOR_WALS"})
+    assert b.status == "running"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-30T15:18:42Z", dt.datetime(2026, 11, 30, 15, 18, 42)),
+        ("2026-11-30 15:18:42+00:00", dt.datetime(2026, 11, 30, 15, 18, 42)),
+        ("2026-11-30T15:18:42", dt.datetime(2026, 11, 30, 15, 18, 42)),
+    ],
+)
+def test_target_times(text, expected):
+    assert backups._parse_target_time(text) == expected
+
+
+@pytest.mark.parametrize(
+    "bad", ["yesterday", "2026-11-30T15:18", "2026-11-30T15:18:42+02:00", "2026-11-30T15:18:42Z\n",
+            "2026-11-30T15:18:42.5Z", 1796051299, None]
+)  # fmt: skip
+def test_bad_target_times_are_422(bad):
+    with pytest.raises(ValidationFailed) as info:
+        backups._parse_target_time(bad)
+    assert info.value.status == 422
+
+
+@pytest.fixture
+def store(tmp_path):
+    database = open_database(f"sqlite:///{tmp_path / 'b.db'}")
+    with database.connection_context():
+        database.create_tables(ALL_MODELS)
+        project = Project.create(id="p_1", name="shop", type="nodejs", local_db_password="x")
+        target = BackupTarget.create(
+            id="bt_1", project=project.id, environment="staging", name="shop-staging-db",
+            storage_server="storage", db_server="db", db_port=15432,
+            replication_password="encrypted", status="enabled",
+            created_at=dt.datetime(2026, 11, 30, 12, 0, 0),
+        )  # fmt: skip
+        yield database, project, target
+
+
+class _Clock:
+    def now(self) -> dt.datetime:
+        return dt.datetime(2026, 11, 30, 16, 0, 0)
+
+
+class _Deps:
+    clock = _Clock()
+
+
+def _backup(project, target, bid, status="completed", end=(15, 0, 0)):
+    return Backup.create(
+        id=bid, project=project.id, environment="staging", type="full", status=status,
+        location="storage:shop-staging-db", target_id=target.id, barman_id="20261130T150000",
+        end_time=dt.datetime(2026, 11, 30, *end), created_at=dt.datetime(2026, 11, 30, *end),
+    )  # fmt: skip
+
+
+def test_restore_outside_the_window_is_422_naming_it(store):
+    _, project, target = store
+    b = _backup(project, target, "bk_a")
+    for when in ("2026-11-30T14:59:59Z", "2026-11-30T16:00:01Z"):
+        with pytest.raises(ValidationFailed) as info:
+            backups.restore_backup(_Deps(), SYSTEM, b.id, {"target_time": when})
+        window = info.value.details["recoverable_window"]
+        assert window == {"earliest": "2026-11-30T15:00:00Z", "latest": "2026-11-30T16:00:00Z"}
+        assert "2026-11-30T15:00:00Z" in info.value.message
+
+
+def test_restore_refusals_before_anything_starts(store):
+    _, project, target = store
+    b = _backup(project, target, "bk_b")
+    with pytest.raises(ValidationFailed):
+        backups.restore_backup(_Deps(), SYSTEM, b.id, {"into": "elsewhere"})
+    with pytest.raises(ValidationFailed):
+        backups.restore_backup(_Deps(), SYSTEM, b.id, {"target": "2026-11-30T15:30:00Z"})
+    with pytest.raises(Conflict) as info:
+        backups.restore_backup(_Deps(), SYSTEM, b.id, {"into": "in_place"})
+    assert "not available yet" in info.value.message
+    failed = _backup(project, target, "bk_c", status="failed")
+    with pytest.raises(Conflict):
+        backups.restore_backup(_Deps(), SYSTEM, failed.id, {})
+    with pytest.raises(NotFound):
+        backups.restore_backup(_Deps(), SYSTEM, "bk_nope", {})
+
+
+def test_window_and_listing(store):
+    _, project, target = store
+    _backup(project, target, "bk_old", end=(13, 0, 0))
+    _backup(project, target, "bk_new", end=(15, 0, 0))
+    _backup(project, target, "bk_gone", status="deleted", end=(12, 0, 0))
+    window = backups.recoverable_window(target, _Clock().now())
+    assert window == {"earliest": "2026-11-30T13:00:00Z", "latest": "2026-11-30T16:00:00Z"}
+    listed = backups.list_backups(project="shop")
+    assert [b["id"] for b in listed["backups"]] == ["bk_new", "bk_old"] and listed["total"] == 2
+    assert backups.list_backups(status="deleted")["total"] == 1
+    with pytest.raises(ValidationFailed):
+        backups.list_backups(status="lost")
