@@ -771,16 +771,18 @@ def after_db_deploy(deps: Deps, project_id: str, environment: str) -> str | None
     yet. Returns the operation id, or None when there is nothing to do. Never raises: a
     deploy does not fail for its backups (their state is in the target's row)."""
     try:
+        storage_ready = (Server.role == "storage") & (Server.status == "ready")
+        if not Server.select().where(storage_ready).exists():
+            return None  # no storage server: nothing to stream to (and no write lock taken)
         project = Project.get_by_id(project_id)
         env = _environment(project, environment)
         with deps.write():
             c = _db_container(project, env.name)
             t = BackupTarget.get_or_none(BackupTarget.name == c.container_name)
-            if t is not None and t.status == "enabled":
-                return None
-            if (
-                not Server.select()
-                .where((Server.role == "storage") & (Server.status == "ready"))
+            if t is not None and (
+                t.status == "enabled"
+                or Backup.select()
+                .where((Backup.target_id == t.id) & (Backup.status == "running"))
                 .exists()
             ):
                 return None
