@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -45,6 +46,14 @@ class ToolSpec:
     title: str
     operation: str | None  # the rule of the operation the tool requests; None: reads only
     fn: Callable[..., Json]
+    # The route the tool calls ("get /api/..."); a tool whose route the API does not serve
+    # (a feature not wired into that codeb) is left out.
+    route: str | None = None
+
+
+def _seg(value: str) -> str:
+    """One path segment, quoted."""
+    return quote(str(value), safe="")
 
 
 def _event_brief(event: Json) -> Json:
@@ -198,6 +207,57 @@ class Tools:
         hosts are reconciled). Operations started by others are refused."""
         return self._mutate(self.client.cancel_operation, operation_id)
 
+    # --- domains -----------------------------------------------------------------------------
+
+    def add_domain(
+        self, domain: str, project: str, environment: Environment, zone: str | None = None
+    ) -> Json:
+        """Point a domain at an environment: records on every dns server, then the proxies'
+        Caddyfile (certificates by ACME). Starts an operation; follow it."""
+        body: Json = {"domain": domain, "project": project, "environment": environment}
+        if zone:
+            body["zone"] = zone
+        return self._mutate(self.client.request, "POST", "/api/domains", json=body)
+
+    def list_domains(self, project: str | None = None) -> Json:
+        """Domains, with the certificate last seen and a warning before it expires."""
+        params = {"project": project} if project else None
+        return self._call(self.client.request, "GET", "/api/domains", params=params)
+
+    def domain_status(self, domain: str) -> Json:
+        """Check a domain live: each authoritative DNS server, each proxy's route, TLS, HTTP
+        to the app; ok / degraded / down with the reasons."""
+        return self._call(self.client.request, "GET", f"/api/domains/{_seg(domain)}/status")
+
+    # --- backups -----------------------------------------------------------------------------
+
+    def create_backup(self, project: str, environment: Environment) -> Json:
+        """Take a backup of an environment's database now (an operation; follow it)."""
+        body = {"project": project, "environment": environment}
+        return self._mutate(self.client.request, "POST", "/api/backups", json=body)
+
+    def list_backups(
+        self,
+        project: str | None = None,
+        environment: Environment | None = None,
+        status: Literal["running", "completed", "failed", "deleted"] | None = None,
+    ) -> Json:
+        """Backups, newest first, with their recoverable window."""
+        params = {k: v for k, v in (("project", project), ("environment", environment),
+                                     ("status", status)) if v}  # fmt: skip
+        return self._call(self.client.request, "GET", "/api/backups", params=params or None)
+
+    def backup_status(self, backup_id: str) -> Json:
+        """One backup: status, size, recoverable window, verification."""
+        return self._call(self.client.request, "GET", f"/api/backups/{_seg(backup_id)}")
+
+    def request_restore(self, backup_id: str, target_time: str | None = None) -> Json:
+        """Restore a backup (to `target_time`, UTC to the second, or everything it holds)
+        into a new PostgreSQL container; the live database is not touched."""
+        body = {"target_time": target_time} if target_time else {}
+        path = f"/api/backups/{_seg(backup_id)}/restore"
+        return self._mutate(self.client.request, "POST", path, json=body)
+
     # --- the Protection Layer (reads only) ---------------------------------------------------
 
     def list_protection_queue(
@@ -216,37 +276,74 @@ class Tools:
 
 
 def tool_specs(tools: Tools) -> list[ToolSpec]:
-    """Every tool, with the rule of the operation it requests."""
+    """Every tool, with the rule of the operation it requests and the route it calls."""
+    t, spec = tools, ToolSpec
     return [
-        ToolSpec("list_projects", "List projects", None, tools.list_projects),
-        ToolSpec("show_project", "Show a project", None, tools.show_project),
-        ToolSpec("create_project", "Create a project", "project_create", tools.create_project),
-        ToolSpec("delete_project", "Request a project delete", "project_delete",
-                 tools.delete_project),
-        ToolSpec("deploy_staging", "Deploy to staging", "deploy_staging", tools.deploy_staging),
-        ToolSpec("deploy_production", "Request a production deploy", "deploy_production",
-                 tools.deploy_production),
-        ToolSpec("preview_deploy", "Preview a deploy", None, tools.preview_deploy),
-        ToolSpec("container_status", "Container status", None, tools.container_status),
-        ToolSpec("start_container", "Start a container", "container_start",
-                 tools.start_container),
-        ToolSpec("stop_container", "Request a container stop", "container_stop",
-                 tools.stop_container),
-        ToolSpec("restart_container", "Restart a container", "container_restart",
-                 tools.restart_container),
-        ToolSpec("remove_container", "Request a container removal", "container_remove",
-                 tools.remove_container),
-        ToolSpec("list_operations", "List operations", None, tools.list_operations),
-        ToolSpec("show_operation", "Show an operation", None, tools.show_operation),
-        ToolSpec("operation_log", "An operation's events", None, tools.operation_log),
-        ToolSpec("follow_operation", "Follow an operation", None, tools.follow_operation),
-        ToolSpec("cancel_operation", "Cancel an own operation", "operation_cancel",
-                 tools.cancel_operation),
-        ToolSpec("list_protection_queue", "List requests waiting for people", None,
-                 tools.list_protection_queue),
-        ToolSpec("show_protection_entry", "Show a request's state", None,
-                 tools.show_protection_entry),
+        spec("list_projects", "List projects", None, t.list_projects, "get /api/projects"),
+        spec("show_project", "Show a project", None, t.show_project,
+             "get /api/projects/{project}"),
+        spec("create_project", "Create a project", "project_create", t.create_project,
+             "post /api/projects"),
+        spec("delete_project", "Request a project delete", "project_delete", t.delete_project,
+             "delete /api/projects/{project}"),
+        spec("deploy_staging", "Deploy to staging", "deploy_staging", t.deploy_staging,
+             "post /api/containers/deploy"),
+        spec("deploy_production", "Request a production deploy", "deploy_production",
+             t.deploy_production, "post /api/containers/deploy"),
+        spec("preview_deploy", "Preview a deploy", None, t.preview_deploy,
+             "post /api/containers/deploy"),
+        spec("container_status", "Container status", None, t.container_status,
+             "get /api/containers"),
+        spec("start_container", "Start a container", "container_start", t.start_container,
+             "post /api/containers/{container_id}/start"),
+        spec("stop_container", "Request a container stop", "container_stop", t.stop_container,
+             "post /api/containers/{container_id}/stop"),
+        spec("restart_container", "Restart a container", "container_restart",
+             t.restart_container, "post /api/containers/{container_id}/restart"),
+        spec("remove_container", "Request a container removal", "container_remove",
+             t.remove_container, "delete /api/containers/{container_id}"),
+        spec("add_domain", "Point a domain at an environment", "domain_set", t.add_domain,
+             "post /api/domains"),
+        spec("list_domains", "List domains", None, t.list_domains, "get /api/domains"),
+        spec("domain_status", "Check a domain live", None, t.domain_status,
+             "get /api/domains/{domain}/status"),
+        spec("create_backup", "Take a backup", "backup_create", t.create_backup,
+             "post /api/backups"),
+        spec("list_backups", "List backups", None, t.list_backups, "get /api/backups"),
+        spec("backup_status", "Show a backup", None, t.backup_status,
+             "get /api/backups/{backup_id}"),
+        spec("request_restore", "Restore a backup into a new container", "backup_restore_new",
+             t.request_restore, "post /api/backups/{backup_id}/restore"),
+        spec("list_operations", "List operations", None, t.list_operations,
+             "get /api/operations"),
+        spec("show_operation", "Show an operation", None, t.show_operation,
+             "get /api/operations/{operation_id}"),
+        spec("operation_log", "An operation's events", None, t.operation_log,
+             "get /api/operations/{operation_id}/events"),
+        spec("follow_operation", "Follow an operation", None, t.follow_operation,
+             "get /api/operations/{operation_id}/events"),
+        spec("cancel_operation", "Cancel an own operation", "operation_cancel",
+             t.cancel_operation, "post /api/operations/{operation_id}/cancel"),
+        spec("list_protection_queue", "List requests waiting for people", None,
+             t.list_protection_queue, "get /api/protection/queue"),
+        spec("show_protection_entry", "Show a request's state", None, t.show_protection_entry,
+             "get /api/protection/queue/{entry_id}"),
     ]  # fmt: skip
+
+
+def served_routes(client: CodebClient) -> set[str] | None:
+    """The API's routes ("get /api/..."), from its OpenAPI document; None if unreadable."""
+    try:
+        document = client.request("GET", "/api/openapi.json")
+    except ApiError as exc:
+        log.warning("cannot read the API's routes (%s); every tool is offered", exc)
+        return None
+    return {
+        f"{method} {path}"
+        for path, item in (document.get("paths") or {}).items()
+        for method in item
+        if method in ("get", "post", "put", "patch", "delete")
+    }
 
 
 def effective_rules(client: CodebClient) -> dict[str, Rule]:
@@ -260,22 +357,32 @@ def effective_rules(client: CodebClient) -> dict[str, Rule]:
 
 
 def build_server(
-    client: CodebClient, rules: Mapping[str, Rule] | None = None, name: str = "codeb"
+    client: CodebClient,
+    rules: Mapping[str, Rule] | None = None,
+    name: str = "codeb",
+    routes: set[str] | None = None,
 ) -> MCPServer:
-    """The MCP server over `client` (an agent key). `rules` defaults to the API's own."""
+    """The MCP server over `client` (an agent key). `rules` defaults to the API's effective
+    rules, `routes` to the routes the API serves (a tool of a feature that API lacks, or a
+    rule it does not know, is left out: the tools follow the codeb they talk to)."""
     rules = dict(rules) if rules is not None else effective_rules(client)
+    routes = routes if routes is not None else served_routes(client)
     server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS, version=__version__)
     for spec in tool_specs(Tools(client)):
+        if routes is not None and spec.route is not None and spec.route not in routes:
+            log.info("tool %s left out: the API does not serve %s", spec.name, spec.route)
+            continue
         rule = None
         if spec.operation is not None:
             rule = rules.get(spec.operation)
             if rule is None:
-                raise RuntimeError(f"tool {spec.name}: no rule {spec.operation!r}")
+                log.info("tool %s left out: the API has no rule %s", spec.name, spec.operation)
+                continue
         server.add_tool(
             spec.fn,
             name=spec.name,
             title=spec.title,
             annotations=annotations_for(rule, spec.title),
-            meta={"codeb/operation": spec.operation},
+            meta={"codeb/operation": spec.operation, "codeb/route": spec.route},
         )
     return server

@@ -13,20 +13,30 @@ from codeb.store.models import Container, Project, Server
 READ_ONLY = {
     "list_projects", "show_project", "preview_deploy", "container_status", "list_operations",
     "show_operation", "operation_log", "follow_operation", "list_protection_queue",
-    "show_protection_entry",
+    "show_protection_entry", "list_domains", "domain_status", "list_backups", "backup_status",
 }  # fmt: skip
 # What an assistant must never be able to do through codeb's MCP server.
 FORBIDDEN_WORDS = ("confirm", "approve", "key", "grant", "override", "rule")
 
 
 def test_tools_are_curated_and_their_hints_follow_the_rules(mcp):
+    from codeb.mcp.server import Tools, served_routes, tool_specs
+
     tools = {t.name: t for t in mcp.list_tools()}
-    assert READ_ONLY < set(tools)
+    # A tool is offered exactly when the API serves its route (features not wired into this
+    # codeb have no tools), and the core ones always are.
+    served = served_routes(mcp.client)
+    specs = {s.name: s for s in tool_specs(Tools(mcp.client))}
+    assert set(tools) == {n for n, s in specs.items() if s.route in served}
+    core = {"list_projects", "deploy_staging", "deploy_production", "follow_operation",
+            "cancel_operation", "show_protection_entry", "stop_container"}  # fmt: skip
+    assert core <= set(tools)
     rules = {r["operation"]: r for r in mcp.client.protection_rules()["rules"]}
     for name, tool in tools.items():
         assert not any(word in name for word in FORBIDDEN_WORDS), name
         operation = (tool.meta or {}).get("codeb/operation")
         a = tool.annotations
+        assert (tool.meta or {}).get("codeb/route") in served
         if name in READ_ONLY:
             assert operation is None, name
             assert (a.read_only_hint, a.destructive_hint, a.idempotent_hint) == (True, False, True)
@@ -189,3 +199,30 @@ def test_cancel_only_own_operations(mcp):
         op = operations.create_operation(deps, SYSTEM, "drift_check", [])
     err = mcp.error("cancel_operation", operation_id=op.id)
     assert err["status"] == 403, err
+
+
+def test_tools_of_an_unserved_route_are_left_out(mcp):
+    from codeb.mcp import build_server
+
+    server = build_server(mcp.client, routes={"get /api/projects", "post /api/backups"})
+    mcp.server = server
+    names = {t.name for t in mcp.list_tools()}
+    assert names == {"list_projects", "create_backup"}
+
+
+def test_domain_and_backup_tools_when_served(mcp):
+    """Where this codeb serves domains and backups, their tools reach the API (a domain needs
+    proxy and dns servers, a backup a storage server: none here, so the API says so)."""
+    names = {t.name for t in mcp.list_tools()}
+    mcp.call("create_project", name="shop")
+    if "add_domain" in names:
+        err = mcp.error("add_domain", domain="shop.example.test", project="shop",
+                        environment="staging")  # fmt: skip
+        assert err["status"] in (404, 409, 422), err
+        assert mcp.call("list_domains")["domains"] == []
+    if "create_backup" in names:
+        err = mcp.error("create_backup", project="shop", environment="staging")
+        assert err["status"] in (404, 409, 422), err
+        assert mcp.call("list_backups")["backups"] == []
+    if not {"add_domain", "create_backup"} & names:
+        pytest.skip("this codeb serves neither domains nor backups yet")
