@@ -1,114 +1,63 @@
-"""The WSGI application: `create_app(deps)` wires routes to injected collaborators;
-`get_app()` builds the real ones from the settings (what waitress serves)."""
+"""The WSGI application, built from an explicit list of features.
+
+`FEATURES` names the feature packages; each one's `includeme(config)` declares its routes
+(with request and response shapes), appliers, runner jobs and periodic jobs (codeb.wiring).
+`build_deps(settings)` wires them and opens the database; `create_app(deps)` refuses to start
+half-wired and adds the routes; `get_app()` is what waitress serves."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 
 import falcon
 
-from codeb.api import containers as containers_api
-from codeb.api import errors, resources
-from codeb.api import operations as operations_api
-from codeb.api import protection as protection_api
-from codeb.api import schedules as schedules_api
+from codeb.api import errors
 from codeb.api.middleware import (
     Authentication,
     DatabaseSession,
     RequestId,
     StrictParameters,
 )
-from codeb.api.openapi import build_document
 from codeb.clock import Clock, SystemClock
 from codeb.config import SettingError, Settings, load_settings
 from codeb.executor.worker import Worker
 from codeb.protection import audit
 from codeb.secretbox import SecretBox
-from codeb.services import (
-    cancel,
-    containers,
-    keys,
-    operations,
-    projects,
-    protection,
-    scheduler,
-    schedules,
-    servers,
-)
+from codeb.services import containers, operations, protection, scheduler, servers
 from codeb.services.context import Deps
 from codeb.store.db import migrate, open_database
+from codeb.wiring import Wiring, wire
 
-ROUTES: tuple[tuple[str, type[resources.Resource]], ...] = (
-    ("/api/health", resources.Health),
-    ("/api/openapi.json", resources.OpenApi),
-    ("/api/projects", resources.Projects),
-    ("/api/projects/{project}", resources.Project),
-    ("/api/projects/{project}/environments", resources.Environments),
-    ("/api/projects/{project}/environments/{env}", resources.Environment),
-    ("/api/servers", resources.Servers),
-    ("/api/servers/ssh-key", operations_api.ServerSshKey),
-    ("/api/servers/{ip}", resources.Server),
-    ("/api/servers/{ip}/stats", operations_api.ServerStats),
-    ("/api/servers/{ip}/bootstrap", operations_api.ServerBootstrap),
-    ("/api/containers", containers_api.Containers),
-    ("/api/containers/deploy", containers_api.Deploy),
-    ("/api/containers/drift-check", containers_api.DriftCheck),
-    ("/api/containers/{container_id}", containers_api.ContainerItem),
-    ("/api/containers/{container_id}/start", containers_api.ContainerStart),
-    ("/api/containers/{container_id}/stop", containers_api.ContainerStop),
-    ("/api/containers/{container_id}/restart", containers_api.ContainerRestart),
-    ("/api/containers/{container_id}/volume", containers_api.ContainerVolume),
-    ("/api/operations", operations_api.Operations),
-    ("/api/operations/{operation_id}", operations_api.OperationItem),
-    ("/api/operations/{operation_id}/events", operations_api.OperationEvents),
-    ("/api/operations/{operation_id}/cancel", operations_api.OperationCancel),
-    ("/api/keys", resources.Keys),
-    ("/api/keys/{name}", resources.Key),
-    ("/api/protection/queue", protection_api.Queue),
-    ("/api/protection/queue/{entry_id}", protection_api.QueueEntry),
-    ("/api/protection/confirm", protection_api.Confirm),
-    ("/api/protection/approve", protection_api.Approve),
-    ("/api/protection/cancel", protection_api.Cancel),
-    ("/api/protection/logs", protection_api.Logs),
-    ("/api/protection/logs/verify", protection_api.LogsVerify),
-    ("/api/protection/rules", protection_api.Rules),
-    ("/api/schedules", schedules_api.Schedules),
-    ("/api/schedules/{job}/run", schedules_api.ScheduleRun),
+# Adding a capability: its package under codeb/features/ and one line here.
+FEATURES: tuple[str, ...] = (
+    "codeb.features.core",
+    "codeb.features.projects",
+    "codeb.features.servers",
+    "codeb.features.containers",
+    "codeb.features.operations",
+    "codeb.features.keys",
+    "codeb.features.protection",
+    "codeb.features.schedules",
 )
 
 
-# The modules whose declarations (APPLIERS, JOBS, SCHEDULES) make up the app.
-DECLARING_MODULES = (projects, keys, cancel, schedules, servers, containers, protection)
-
-
-def _gather(name: str) -> dict:
-    out: dict = {}
-    for module in DECLARING_MODULES:
-        for key, value in getattr(module, name, {}).items():
-            if key in out:
-                raise RuntimeError(f"{name} {key!r} is declared twice")
-            out[key] = value
-    return out
+@functools.cache
+def wiring() -> Wiring:
+    """The features of FEATURES, wired (once per process)."""
+    return wire(FEATURES)
 
 
 def build_deps(settings: Settings, clock: Clock | None = None) -> Deps:
-    """Open the database (applying migrations) and the secret box."""
+    """Open the database (applying migrations) and the secret box, with the wired features."""
     db = open_database(
         settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms
     )
     migrate(db)
     box = SecretBox.from_key_file(settings.resolved_secret_key_file)
     audit.bind(db, settings.resolved_log_key_file, settings.resolved_log_anchor_file)
-    deps = Deps(
-        settings=settings,
-        db=db,
-        box=box,
-        clock=clock or SystemClock(),
-        appliers=_gather("APPLIERS"),
-        runner_jobs=_gather("JOBS"),
-        schedules=tuple(j for m in DECLARING_MODULES for j in getattr(m, "SCHEDULES", ())),
-    )
+    deps = Deps(settings=settings, db=db, box=box, clock=clock or SystemClock(), wiring=wiring())
     # Checks the configured protection rules (a bad one stops the start) and logs overrides.
     try:
         protection.log_rule_overrides(deps)
@@ -138,17 +87,18 @@ def start_runtime(deps: Deps) -> Deps:
     return dataclasses.replace(deps, scheduler=periodic)
 
 
-def check_wiring(deps: Deps, document: dict) -> None:
+def check_wiring(deps: Deps, wiring: Wiring) -> None:
     """Refuse to start half-wired: every rule has an applier and every applier a rule (else a
-    confirmation would fail at run time), and every route's methods are in the document
-    (which also drives body validation and the query-parameter check)."""
+    confirmation would fail at run time), and every method a route's resource serves is
+    declared, so it is in the document (which also drives the query-parameter check)."""
     rules, _ = protection.rules_for(deps.settings)
-    missing, orphans = protection.unwired(rules, deps.appliers)
+    missing, orphans = protection.unwired(rules, wiring.appliers)
+    paths = wiring.document["paths"]
     undocumented = [
-        f"{method.upper()} {path}"
-        for path, resource in ROUTES
+        f"{method.upper()} {route.path}"
+        for route in wiring.routes
         for method in ("get", "post", "put", "patch", "delete")
-        if hasattr(resource, f"on_{method}") and method not in document["paths"].get(path, {})
+        if hasattr(route.resource, f"on_{method}") and method not in paths.get(route.path, {})
     ]
     problems = [
         *(f"rule {name!r} has no applier" for name in missing),
@@ -160,20 +110,21 @@ def check_wiring(deps: Deps, document: dict) -> None:
 
 
 def create_app(deps: Deps) -> falcon.App:
-    check_wiring(deps, build_document())
+    wiring = deps.wiring
+    check_wiring(deps, wiring)
     app = falcon.App(
         middleware=[
             RequestId(),
             DatabaseSession(deps),
             Authentication(deps),
-            StrictParameters(build_document()),
+            StrictParameters(wiring.document),
         ],
         cors_enable=False,
     )
     app.req_options.strip_url_path_trailing_slash = True
     errors.register(app)
-    for path, resource in ROUTES:
-        app.add_route(path, resource(deps))
+    for route in wiring.routes:
+        app.add_route(route.path, route.resource(deps))
     return app
 
 

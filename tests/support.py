@@ -15,7 +15,7 @@ import waitress
 from codeb.app import build_deps, create_app, start_runtime
 from codeb.clock import Clock, FrozenClock
 from codeb.config import Settings
-from codeb.services import keys
+from codeb.features.keys import service as keys
 from codeb.services.context import SYSTEM, Deps
 
 

@@ -1,62 +1,39 @@
-"""Reading JSON bodies: malformed JSON is a 400, a body that breaks its published schema a 422
-naming every problem."""
+"""Reading JSON bodies: malformed JSON is a 400; a body that breaks its published shape (the
+route's msgspec Struct, which the OpenAPI document is generated from) is a 422 naming the
+problem: every control character and excess depth, else the shape's first problem."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from functools import cache
 from typing import Any
 
 import falcon
-from jsonschema import Draft202012Validator, ValidationError, validators
+import msgspec
 
-from codeb.api.openapi import SCHEMAS
 from codeb.errors import BadRequest, UnsupportedMediaType, ValidationFailed
 from codeb.services.validation import has_control_characters
 
-# Deeper bodies are refused before anything recurses over them (json, jsonschema, services).
+# Deeper bodies are refused before anything recurses over them (json, msgspec, services).
 MAX_DEPTH = 32
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
+# msgspec says where a problem is as `$.a.b[0]`, and some problems name the field itself.
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_NAMED = re.compile(r"(?:unknown|required) field `(?P<name>[^`]+)`")
 
 
-@cache
-def ecma_regex(pattern: str) -> re.Pattern[str]:
-    r"""A JSON Schema pattern (ECMA-262) compiled for Python. ECMA's `$` (without the m flag)
-    matches only at the very end; Python's `$` also before a final newline, which let "name\n"
-    through. Every unescaped `$` outside a character class becomes `\Z`."""
-    out, in_class, escaped = [], False, False
-    for ch in pattern:
-        if escaped:
-            out.append(ch)
-            escaped = False
-        elif ch == "\\":
-            out.append(ch)
-            escaped = True
-        elif ch == "[":
-            in_class = True
-            out.append(ch)
-        elif ch == "]":
-            in_class = False
-            out.append(ch)
-        elif ch == "$" and not in_class:
-            out.append(r"\Z")
-        else:
-            out.append(ch)
-    return re.compile("".join(out))
-
-
-def _pattern(validator: Any, pattern: str, instance: Any, schema: dict) -> Iterator[Any]:
-    if validator.is_type(instance, "string") and not ecma_regex(pattern).search(instance):
-        yield ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
-_Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
-
-
-@cache
-def _validator(schema_name: str) -> Any:
-    return _Validator(SCHEMAS[schema_name])
+def problem_of(error: msgspec.ValidationError) -> dict[str, Any]:
+    """msgspec's message as codeb's problem: the dotted field and what is wrong with it."""
+    message = str(error)
+    at = _AT.search(message)
+    where = at.group("path") if at else ""
+    if at:
+        message = message[: at.start()]
+    parts = [p for p in re.split(r"[.\[\]]+", where) if p]
+    named = _NAMED.search(message)
+    if named:
+        parts.append(named.group("name"))
+    return {"field": ".".join(parts) or None, "problem": message}
 
 
 def _depth_and_controls(value: Any, path: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
@@ -79,7 +56,21 @@ def _depth_and_controls(value: Any, path: tuple[str, ...] = ()) -> Iterator[dict
             yield from _depth_and_controls(item, (*path, str(index)))
 
 
-def read_json(req: falcon.Request, schema_name: str) -> dict[str, Any]:
+def _json_numbers(value: Any) -> Any:
+    """JSON Schema's view of numbers, which the document promises: 524.0 is the integer 524
+    (msgspec, like Python, would call it a float)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _json_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_numbers(item) for item in value]
+    return value
+
+
+def read_json(req: falcon.Request, shape: type[msgspec.Struct]) -> dict[str, Any]:
+    """The body as a dict, checked against `shape` (the Struct the document publishes)."""
+    schema_name = shape.__name__
     media_type = (req.content_type or falcon.MEDIA_JSON).split(";", 1)[0].strip().lower()
     if media_type != falcon.MEDIA_JSON:
         raise UnsupportedMediaType(
@@ -98,15 +89,13 @@ def read_json(req: falcon.Request, schema_name: str) -> dict[str, Any]:
         raise BadRequest(f"the body is nested deeper than {MAX_DEPTH}") from None
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object", {"schema": schema_name})
-    early = list(_depth_and_controls(body))
-    if early:
-        fields = sorted({p["field"] for p in early if p["field"]})
-        summary = "invalid " + (", ".join(fields) if fields else "body")
-        raise ValidationFailed(summary, {"schema": schema_name, "problems": early})
-    problems = [
-        {"field": ".".join(str(p) for p in err.absolute_path) or None, "problem": err.message}
-        for err in sorted(_validator(schema_name).iter_errors(body), key=lambda e: list(e.path))
-    ]
+    problems = list(_depth_and_controls(body))
+    if not problems:
+        body = _json_numbers(body)
+        try:
+            msgspec.convert(body, shape)
+        except msgspec.ValidationError as exc:
+            problems = [problem_of(exc)]
     if problems:
         fields = sorted({p["field"] for p in problems if p["field"]})
         summary = "invalid " + (", ".join(fields) if fields else "body")

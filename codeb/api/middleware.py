@@ -8,7 +8,7 @@ import secrets
 import falcon
 
 from codeb.errors import Forbidden, ValidationFailed
-from codeb.services import keys
+from codeb.features.keys import service as keys
 from codeb.services.context import CLIENTS, Deps
 from codeb.services.validation import has_control_characters
 from codeb.store.db import begin_request, end_request, is_sqlite
@@ -96,7 +96,8 @@ class Authentication:
 class StrictParameters:
     """Path and query parameters are refused (422) rather than guessed at: a control character
     in any of them, an unknown query parameter (`?limt=5` is a typo the caller wants to hear
-    about) or one given twice. What is known comes from the OpenAPI document."""
+    about) or one given twice. What is known comes from the OpenAPI document (generated from
+    the routes' declarations)."""
 
     def __init__(self, document: dict) -> None:
         self._known: dict[tuple[str, str], frozenset[str]] = {}

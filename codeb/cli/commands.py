@@ -27,7 +27,7 @@ from codeb.client.http import ApiError, CodebClient, ConfigError, config_path
 from codeb.client.http import load_settings as load_client_settings
 from codeb.config import REPO_ROOT, SettingError, load_settings
 from codeb.errors import CodebError
-from codeb.services import keys
+from codeb.features.keys import service as keys
 from codeb.services.context import ROLES, SYSTEM, Deps
 
 

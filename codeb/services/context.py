@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from peewee import Database, SqliteDatabase
@@ -31,11 +31,24 @@ class Deps:
     worker: Any = None
     # The periodic jobs' scheduler (codeb.services.scheduler.Scheduler); None outside serving.
     scheduler: Any = None
-    # What the features declared (gathered at start-up, never by import side effects): the
-    # Protection Layer's appliers by operation, the runner's jobs by kind, the periodic jobs.
-    appliers: Mapping[str, Any] = field(default_factory=dict)
-    runner_jobs: Mapping[str, Any] = field(default_factory=dict)
-    schedules: tuple[Any, ...] = ()
+    # What the features declared (codeb.wiring.Wiring, built from codeb.app.FEATURES at
+    # start-up; nothing registers by being imported).
+    wiring: Any = None
+
+    @property
+    def appliers(self) -> Mapping[str, Any]:
+        """The Protection Layer's appliers, by operation."""
+        return self.wiring.appliers if self.wiring is not None else {}
+
+    @property
+    def runner_jobs(self) -> Mapping[str, Any]:
+        """The runner's jobs, by operation kind."""
+        return self.wiring.runner_jobs if self.wiring is not None else {}
+
+    @property
+    def schedules(self) -> tuple[Any, ...]:
+        """The scheduler's periodic jobs."""
+        return self.wiring.schedules if self.wiring is not None else ()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:

@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from codeb.services import keys
+from codeb.features.keys import service as keys
 from codeb.services.context import SYSTEM
 from codeb.store.models import ApiKey
 

@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from codeb.services import keys, projects
+from codeb.features.keys import service as keys
+from codeb.services import projects
 from codeb.services.context import SYSTEM
 from codeb.store.db import ThreadCache, begin_request, change_token, end_request, is_sqlite
 from codeb.store.models import ApiKey, Environment, Project

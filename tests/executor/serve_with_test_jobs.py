@@ -8,7 +8,8 @@ import waitress
 
 from codeb.app import build_deps, create_app, start_runtime
 from codeb.config import load_settings
-from codeb.services import keys, operations
+from codeb.features.keys import service as keys
+from codeb.services import operations
 from tests.executor.helpers import SLOW_JOB
 
 

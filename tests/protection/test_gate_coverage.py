@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from codeb.api.openapi import build_document
+from codeb.app import wiring
 from codeb.protection.rules import RULES, DangerLevel
 from codeb.store.models import (
     ApiKey,
@@ -48,7 +48,7 @@ BODIES = {
 
 def mutating_routes() -> list[tuple[str, str, str | None]]:
     routes = []
-    for path, item in build_document()["paths"].items():
+    for path, item in wiring().document["paths"].items():
         for method in MUTATING:
             if method in item and (method, path) not in GATE_ROUTES:
                 body = item[method].get("requestBody")

@@ -108,7 +108,7 @@ def test_an_approver_key_made_after_the_request_is_refused(papi, clock):
 
 
 def test_a_server_side_key_is_the_root_of_trust_and_is_logged(papi):
-    from codeb.services import keys
+    from codeb.features.keys import service as keys
     from codeb.services.context import SYSTEM
 
     with papi.deps.db.connection_context():

@@ -7,7 +7,7 @@ import falcon
 
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
-from codeb.services import schedules
+from codeb.features.schedules import service as schedules
 
 
 class Schedules(Resource):

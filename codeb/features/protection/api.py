@@ -10,22 +10,12 @@ import falcon
 from codeb.api import resources
 from codeb.api.body import query_choice, query_int, read_json
 from codeb.api.confirm import respond
+from codeb.features.protection import schemas
+from codeb.features.protection.schemas import LOG_STATUSES
 from codeb.protection import audit
 from codeb.protection.queue import STATUSES
 from codeb.protection.rules import RULES
 from codeb.services import protection
-
-LOG_STATUSES = (
-    "requested",
-    "token_issued",
-    "confirmed",
-    "approved",
-    "rejected",
-    "cancelled",
-    "expired",
-    "executed",
-    "failed",
-)
 
 
 class Queue(resources.Resource):
@@ -46,7 +36,7 @@ class QueueEntry(resources.Resource):
 
 class Confirm(resources.Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, "ProtectionConfirm")
+        body = read_json(req, schemas.ProtectionConfirm)
         answer = protection.confirm(
             self.deps, req.context.actor, body["token"], body.get("typed_name")
         )
@@ -57,13 +47,13 @@ class Approve(resources.Resource):
     admin_methods = ("POST",)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, "ProtectionApprove")
+        body = read_json(req, schemas.ProtectionApprove)
         respond(resp, protection.approve(self.deps, req.context.actor, body["id"]))
 
 
 class Cancel(resources.Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, "ProtectionCancel")
+        body = read_json(req, schemas.ProtectionCancel)
         answer = protection.cancel(
             self.deps, req.context.actor, entry_id=body.get("id"), token=body.get("token")
         )

@@ -8,7 +8,9 @@ import falcon
 from codeb.api.body import query_choice, query_text, read_json
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
+from codeb.features.containers import schemas
 from codeb.services import containers, protection
+from codeb.services.ports import ENVIRONMENTS
 
 PLAN_HEADER = "X-Plan-Hash"
 
@@ -26,7 +28,7 @@ def _answer(resp: falcon.Response, answer: protection.Answer | dict) -> None:
 
 class Deploy(Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, "DeployRequest")
+        body = read_json(req, schemas.DeployRequest)
         _answer(
             resp,
             containers.deploy(
@@ -44,7 +46,7 @@ class Containers(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = containers.list_containers(
             project=query_text(req, "project", 100),
-            environment=query_choice(req, "environment", ("staging", "production", "preview")),
+            environment=query_choice(req, "environment", ENVIRONMENTS),
         )
 
 

@@ -1,4 +1,4 @@
-"""Operations (long-running runs) and the server endpoints that start or read them."""
+"""Operations (long-running runs) over HTTP: list, read, follow the events, cancel."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import falcon
 from codeb.api.body import query_choice, query_int, query_text
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
-from codeb.services import cancel, operations, servers
+from codeb.features.operations import cancel
+from codeb.services import operations
 
 
 class Operations(Resource):
@@ -42,21 +43,3 @@ class OperationCancel(Resource):
             self.deps, req.context.actor, operation_id, confirmation_from(req)
         )
         respond(resp, answer)
-
-
-class ServerSshKey(Resource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = servers.ssh_public_key(self.deps)
-
-
-class ServerStats(Resource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response, ip: str) -> None:
-        resp.media = servers.server_stats(self.deps, ip)
-
-
-class ServerBootstrap(Resource):
-    def on_post(self, req: falcon.Request, resp: falcon.Response, ip: str) -> None:
-        respond(
-            resp,
-            servers.bootstrap_server(self.deps, req.context.actor, ip, confirmation_from(req)),
-        )

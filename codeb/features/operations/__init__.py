@@ -1,0 +1,68 @@
+"""Operations: what the runner does, its events, and cancelling it (operation_cancel). The
+operation records themselves (codeb.services.operations) are shared by every feature that
+starts runs."""
+
+from __future__ import annotations
+
+from codeb.api.declare import Op, answer, paging, path, query
+from codeb.features.operations import api, cancel, schemas
+from codeb.features.protection.schemas import PENDING
+from codeb.services import operations
+from codeb.wiring import Configurator
+
+OPERATION = path("operation_id")
+
+
+def includeme(config: Configurator) -> None:
+    config.add_appliers(cancel.APPLIERS)
+    config.add_route(
+        "/api/operations",
+        api.Operations,
+        get=Op(
+            "Operations, newest first",
+            {200: answer(schemas.OperationList, "operations")},
+            (422,),
+            params=(
+                *paging(),
+                query("status", enum=list(operations.STATUSES)),
+                query("kind", maxLength=64),
+            ),
+        ),
+    )
+    config.add_route(
+        "/api/operations/{operation_id}",
+        api.OperationItem,
+        params=(OPERATION,),
+        get=Op(
+            "An operation: status, timings, per-host recap",
+            {200: answer(schemas.Operation, "the operation")},
+            (404,),
+        ),
+    )
+    config.add_route(
+        "/api/operations/{operation_id}/events",
+        api.OperationEvents,
+        params=(OPERATION,),
+        get=Op(
+            "Runner events after `after`, in order; `wait` long-polls up to 30 s",
+            {200: answer(schemas.OperationEvents, "events")},
+            (404, 422),
+            params=(
+                query("after", type="integer", minimum=0, maximum=2**31),
+                query("limit", type="integer", minimum=1, maximum=5000),
+                query("wait", type="integer", minimum=0, maximum=operations.MAX_WAIT_S),
+            ),
+        ),
+    )
+    config.add_route(
+        "/api/operations/{operation_id}/cancel",
+        api.OperationCancel,
+        params=(OPERATION,),
+        post=Op(
+            "Cancel a queued or running operation (operation_cancel; an agent key only its "
+            "own); the ansible process is stopped",
+            {200: answer(schemas.Operation, "cancel requested"), 202: PENDING},
+            (403, 404, 409, 410),
+            guarded=True,
+        ),
+    )

@@ -1,0 +1,96 @@
+"""Projects and environments: request and response shapes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from codeb.api.shapes import NAME, TIMESTAMP, UNSET, Meta, Request, Shape, UnsetType, described
+from codeb.services.ports import ENVIRONMENTS
+from codeb.services.projects import PROJECT_TYPES
+
+ProjectType = Literal[PROJECT_TYPES]  # type: ignore[valid-type]
+EnvironmentName = Literal[ENVIRONMENTS]  # type: ignore[valid-type]
+GIT_REPO = Annotated[str, Meta(max_length=2000)] | None
+
+
+class Ports(Shape):
+    app_port: int
+    db_port: int
+    redis_port: int
+    redis_db: int
+
+
+class Project(Shape):
+    id: str
+    name: str
+    type: ProjectType
+    git_repo: str | UnsetType | None = UNSET
+    status: Literal["active", "archived", "deleted"]
+    environments: dict[str, Ports]
+    created_at: TIMESTAMP
+    updated_at: TIMESTAMP
+
+
+class ProjectCreate(Request):
+    name: NAME
+    type: ProjectType | UnsetType = UNSET
+    git_repo: GIT_REPO | UnsetType = UNSET
+    preview: described(bool, "also create a preview environment") | UnsetType = UNSET  # type: ignore[valid-type]
+
+
+class ProjectUpdate(Request):
+    """Only descriptive fields; name and status cannot be changed."""
+
+    type: ProjectType | UnsetType = UNSET
+    git_repo: GIT_REPO | UnsetType = UNSET
+
+
+class EnvFiles(Shape):
+    """The .env files; the only answer that ever shows the passwords."""
+
+    local: str
+    staging: str
+    production: str
+    preview: str | UnsetType = UNSET
+
+
+class ProjectCreated(Shape):
+    project: Project
+    environments: dict[str, Ports]
+    env_files: EnvFiles
+
+
+class ProjectList(Shape):
+    projects: list[Project]
+    total: int
+    limit: int
+    offset: int
+
+
+class Environment(Shape):
+    id: str
+    project_id: str
+    project: str
+    name: EnvironmentName
+    app_port: int
+    db_port: int
+    redis_port: int
+    redis_db: int | UnsetType = UNSET
+    domain: str | UnsetType | None = UNSET
+    status: str | UnsetType = UNSET
+    db_name: str | UnsetType = UNSET
+    db_user: str | UnsetType = UNSET
+    created_at: TIMESTAMP | UnsetType = UNSET
+
+
+class EnvironmentCreate(Request):
+    name: EnvironmentName
+
+
+class EnvironmentCreated(Shape):
+    environment: Environment
+    env_file: str
+
+
+class EnvironmentList(Shape):
+    environments: list[Environment]
