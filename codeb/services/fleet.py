@@ -301,6 +301,8 @@ def parse_request(body: Mapping[str, Any]) -> tuple[dict[str, list[str]], int | 
     role. Bad input is a 422 naming the field."""
     raw, replicas = body.get("servers"), body.get("replicas")
     requested: dict[str, list[str]] = {}
+    if isinstance(raw, dict):
+        raw = {k: v for k, v in raw.items() if v is not None}  # a component left out
     if raw is not None:
         if not isinstance(raw, dict) or not raw:
             raise ValidationFailed(

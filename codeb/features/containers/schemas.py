@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from codeb.api.shapes import NULLABLE_TIME, STRINGS, UNSET, Meta, Request, Shape, UnsetType
+from codeb.api.declare import query
+from codeb.api.shapes import (
+    NAME_PATTERN,
+    NULLABLE_TIME,
+    STRINGS,
+    UNSET,
+    Meta,
+    Request,
+    Shape,
+    UnsetType,
+)
 from codeb.features.projects.schemas import EnvironmentName
-from codeb.services.ports import SERVER_TYPES
+from codeb.services.ports import ENVIRONMENTS, SERVER_TYPES
 
 
 class Container(Shape):
@@ -44,7 +54,22 @@ class ContainerList(Shape):
     containers: list[Container]
 
 
+ServerName = Annotated[str, Meta(min_length=1, max_length=63, pattern=NAME_PATTERN)]
+
+
+class DeployServers(Request):
+    """Where to place the environment's components, by registry name (placement: see
+    codeb/services/fleet.py). The app may run on several app servers (replicas)."""
+
+    app: ServerName | Annotated[list[ServerName], Meta(min_length=1, max_length=50)] | UnsetType = (
+        UNSET
+    )
+    db: ServerName | UnsetType = UNSET
+    redis: ServerName | UnsetType = UNSET
+
+
 class DeployRequest(Request):
+    example = {"project": "shop", "environment": "staging", "image": "reg.example/a:1"}
     project: Annotated[str, Meta(min_length=1, max_length=100)]
     environment: EnvironmentName
     image: Annotated[
@@ -54,6 +79,29 @@ class DeployRequest(Request):
             description="image reference, e.g. registry.example/app:1.2",
         ),
     ]
+    servers: (
+        Annotated[
+            DeployServers,
+            Meta(
+                description="explicit placement (default: as placed before, else the least "
+                "loaded server of each role); a db or Redis with data is never moved, an app "
+                "server still running a replica is only dropped by removing that container"
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+    replicas: (
+        Annotated[
+            int,
+            Meta(
+                ge=1,
+                le=50,
+                description="app servers wanted: the app keeps its servers and gets the least "
+                "loaded others (only adds)",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class Preview(Shape):
@@ -62,3 +110,8 @@ class Preview(Shape):
     changes: list[dict[str, Any]]
     restarts: STRINGS
     changed: bool
+
+
+# A yes/no query parameter (?preview=true, ?live=1).
+FLAG_VALUES = ("true", "false", "1", "0")
+LIST_QUERY = (query("project", maxLength=100), query("environment", enum=list(ENVIRONMENTS)))
