@@ -40,6 +40,7 @@ FEATURES: tuple[str, ...] = (
     "codeb.features.keys",
     "codeb.features.protection",
     "codeb.features.schedules",
+    "codeb.features.backups",
 )
 
 

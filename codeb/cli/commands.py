@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from codeb.cli import backups as cli_backups
 from codeb.cli import containers as cli_containers
 from codeb.cli import domains as cli_domains
 from codeb.cli import mcp as cli_mcp
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     shared = parents()
     cli_projects.register(sub, shared)
     cli_containers.register(sub, shared)
+    cli_backups.register(sub, shared)
     cli_domains.register(sub, shared)
     cli_protection.register(sub, shared)
     cli_recovery.register(sub, shared)

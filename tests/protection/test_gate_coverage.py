@@ -18,6 +18,8 @@ from codeb.app import wiring
 from codeb.protection.rules import RULES, DangerLevel
 from codeb.store.models import (
     ApiKey,
+    Backup,
+    BackupTarget,
     Container,
     Operation,
     OperationLog,
@@ -43,6 +45,8 @@ BODIES = {
     "ServerUpdate": {"role": "db", "bootstrap": False},
     "ApiKeyCreate": {"name": "ci", "role": "readonly"},
     "DeployRequest": {"project": "shop", "environment": "staging", "image": "reg.example/a:1"},
+    "BackupCreateRequest": {"project": "shop", "environment": "staging"},
+    "RestoreRequest": {"into": "new"},
 }
 
 
@@ -63,7 +67,8 @@ def _seed(api: LiveApi) -> dict[str, str]:
         r = c.post("/api/projects", json={"name": "shop"})
         assert r.status_code == 201, r.text
         for name, ip, role in (("app7", "127.0.0.7", "app"), ("db7", "127.0.0.8", "db"),
-                               ("cache7", "127.0.0.10", "cache")):  # fmt: skip
+                               ("cache7", "127.0.0.10", "cache"),
+                               ("storage7", "127.0.0.11", "storage")):  # fmt: skip
             body = {"name": name, "ip": ip, "role": role, "bootstrap": False}
             r = c.post("/api/servers", json=body)
             assert r.status_code == 201, r.text
@@ -76,7 +81,26 @@ def _seed(api: LiveApi) -> dict[str, str]:
             server_type="app", server_ip="127.0.0.7", container_name="shop-staging-app",
             image="reg.example/a:1", status="running", volume="shop-staging-app-data",
         )  # fmt: skip
+        # A db with a completed backup on the storage server (backups: create, restore, delete).
+        Container.create(
+            id=f"ct_{secrets.token_hex(6)}", project=project.id, environment="staging",
+            server_type="db", server_ip="127.0.0.8", container_name="shop-staging-db",
+            image="docker.io/library/postgres:17", status="running", port_external=15432,
+        )  # fmt: skip
+        target = BackupTarget.create(
+            id="bt_gate", project=project.id, environment="staging", name="shop-staging-db",
+            storage_server="storage7", db_server="db7", db_port=15432,
+            replication_password=api.deps.box.encrypt("not-a-real-password-0123"),
+            status="enabled", created_at=api.deps.clock.now(),
+        )  # fmt: skip
+        backup = Backup.create(
+            id="bk_gate", project=project.id, environment="staging", type="full",
+            status="completed", location="storage7:shop-staging-db", target_id=target.id,
+            barman_id="20261130T150000", end_time=api.deps.clock.now(),
+            created_at=api.deps.clock.now(),
+        )  # fmt: skip
     return {
+        "backup_id": backup.id,
         "project": "shop",
         "env": "staging",
         "ip": "127.0.0.7",
