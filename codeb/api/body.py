@@ -5,7 +5,7 @@ problem: every control character and excess depth, else the shape's first proble
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import falcon
@@ -17,6 +17,8 @@ from codeb.services.validation import has_control_characters
 # Deeper bodies are refused before anything recurses over them (json, msgspec, services).
 MAX_DEPTH = 32
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
+# A query string without a declared maxLength (names, targets) is still bounded.
+MAX_QUERY_TEXT = 1000
 # msgspec says where a problem is as `$.a.b[0]`, and some problems name the field itself.
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _NAMED = re.compile(r"(?:unknown|required) field `(?P<name>[^`]+)`")
@@ -103,7 +105,9 @@ def read_json(req: falcon.Request, shape: type[msgspec.Struct]) -> dict[str, Any
     return body
 
 
-def query_int(req: falcon.Request, name: str, default: int, minimum: int, maximum: int) -> int:
+def query_int(
+    req: falcon.Request, name: str, default: int | None, minimum: int, maximum: int
+) -> int | None:
     raw = req.get_param(name)
     if raw is None:
         return default
@@ -132,3 +136,23 @@ def query_text(req: falcon.Request, name: str, max_length: int) -> str | None:
             f"{name} must be at most {max_length} characters", {"parameter": name}
         )
     return raw
+
+
+def read_query(req: falcon.Request, params: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The query parameters a route declares (codeb.api.declare.query), read and checked by
+    their declaration: integers are plain digits within minimum..maximum (absent: the
+    declared default), enums one of their values, strings at most maxLength."""
+    values: dict[str, Any] = {}
+    for param in params:
+        if param.get("in") != "query":
+            continue
+        name, schema = param["name"], param["schema"]
+        if schema.get("type") == "integer":
+            values[name] = query_int(
+                req, name, schema.get("default"), schema["minimum"], schema["maximum"]
+            )
+        elif "enum" in schema:
+            values[name] = query_choice(req, name, tuple(schema["enum"]))
+        else:
+            values[name] = query_text(req, name, schema.get("maxLength", MAX_QUERY_TEXT))
+    return values

@@ -95,10 +95,11 @@ def header(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "header", "description": description, "schema": {"type": "string"}}
 
 
-def paging(default_max: int = 500) -> tuple[dict[str, Any], ...]:
+def paging(default: int = 100, maximum: int = 500) -> tuple[dict[str, Any], ...]:
+    """limit (1..maximum, `default` when absent) and offset (0 when absent)."""
     return (
-        query("limit", type="integer", minimum=1, maximum=default_max),
-        query("offset", type="integer", minimum=0, maximum=2**31),
+        query("limit", type="integer", minimum=1, maximum=maximum, default=default),
+        query("offset", type="integer", minimum=0, maximum=2**31, default=0),
     )
 
 
@@ -109,10 +110,14 @@ class Answer:
 
     shape: Any
     description: str
+    # Other media types the same status may answer with, and their OpenAPI content.
+    also: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def answer(shape: Any, description: str) -> Answer:
-    return Answer(shape, description)
+def answer(
+    shape: Any, description: str, also: Mapping[str, dict[str, Any]] | None = None
+) -> Answer:
+    return Answer(shape, description, dict(also or {}))
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,8 @@ def _without_control_characters(schema: dict) -> dict:
 
 
 def _struct_extras(shapes: list[Any], components: dict[str, Any]) -> None:
-    """What a Struct adds to its schema beyond its fields (`json_schema_extra`, a ClassVar)."""
+    """What a Struct adds to its schema beyond its fields: `json_schema_extra` and `example`
+    (ClassVars; every request shape has an example, which the tests send)."""
     seen: set[type] = set()
 
     def visit(tp: Any) -> None:
@@ -179,6 +185,9 @@ def _struct_extras(shapes: list[Any], components: dict[str, Any]) -> None:
             extra = getattr(tp, "json_schema_extra", None)
             if extra and tp.__name__ in components:
                 components[tp.__name__].update(extra)
+            example = getattr(tp, "example", None)
+            if example is not None and tp.__name__ in components:
+                components[tp.__name__]["examples"] = [example]
             for f in msgspec.structs.fields(tp):
                 visit(f.type)
         for arg in get_args(tp):
@@ -227,7 +236,10 @@ def build_document(routes: Sequence[Route]) -> dict[str, Any]:
             item["parameters"] = [dict(p) for p in route.params]
         for method, op in route.ops.items():
             responses = {
-                str(status): {"description": ans.description, "content": content(ans.shape)}
+                str(status): {
+                    "description": ans.description,
+                    "content": {**content(ans.shape), **ans.also},
+                }
                 for status, ans in sorted(op.responses.items())
             }
             statuses = [*op.errors] if op.security == [] else [401, *op.errors]

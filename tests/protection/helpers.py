@@ -67,3 +67,15 @@ def entry(api: LiveApi, entry_id: str) -> ProtectionQueue:
 
 def error_code(r: httpx.Response) -> str:
     return r.json()["error"]["code"]
+
+
+def request_shapes() -> dict:
+    """Every request shape a route declares, by name (each carries a valid `example`)."""
+    from codeb.app import wiring
+
+    return {
+        op.body.__name__: op.body
+        for route in wiring().routes
+        for op in route.ops.values()
+        if op.body is not None
+    }

@@ -27,7 +27,7 @@ from codeb.store.models import (
     ProtectionQueue,
     Server,
 )
-from tests.protection.helpers import confirm
+from tests.protection.helpers import confirm, request_shapes
 from tests.support import LiveApi, live_api
 
 GATE_ROUTES = {
@@ -48,6 +48,9 @@ BODIES = {
     "BackupCreateRequest": {"project": "shop", "environment": "staging"},
     "RestoreRequest": {"into": "new"},
 }
+
+
+SHAPES = request_shapes()
 
 
 def mutating_routes() -> list[tuple[str, str, str | None]]:
@@ -164,7 +167,10 @@ def test_every_mutating_route_consults_the_gate(strict):
     before = _effects(api)
     with api.client() as c:
         for method, path, schema in mutating_routes():
-            r = c.request(method.upper(), _url(path, values), json=BODIES.get(schema or ""))
+            body = (
+                BODIES.get(schema) or getattr(SHAPES[schema], "example", None) if schema else None
+            )
+            r = c.request(method.upper(), _url(path, values), json=body)
             assert r.status_code == 202, (method, path, r.text)
             assert r.json()["status"] == "queued", (method, path, r.text)
     assert _effects(api) == before

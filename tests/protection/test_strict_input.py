@@ -16,10 +16,11 @@ import pytest
 
 from codeb.app import wiring
 from codeb.store.models import ApiKey, Operation, OperationLog, Project, ProtectionQueue, Server
-from tests.protection.helpers import make_project
+from tests.protection.helpers import make_project, request_shapes
 
-# A body each request schema accepts; each sweep below changes one field of it.
-VALID_BODIES: dict[str, dict[str, Any]] = {
+# A body each request schema accepts; each sweep below changes one field of it. A shape not
+# listed here is swept from its declared `example`.
+_OVERRIDES: dict[str, dict[str, Any]] = {
     "ProjectCreate": {"name": "fresh", "type": "nextjs", "git_repo": "https://git.example/x"},
     "ProjectUpdate": {"type": "remix", "git_repo": "https://git.example/x"},
     "EnvironmentCreate": {"name": "preview"},
@@ -39,6 +40,11 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "ProtectionApprove": {"id": "pq_0123"},
     "ProtectionCancel": {"id": "pq_0123", "token": "t" * 40},
     "DeployRequest": {"project": "shop", "environment": "staging", "image": "reg.example/a:1"},
+}
+VALID_BODIES: dict[str, dict[str, Any]] = {
+    # (a missing example fails test_every_request_schema_has_a_valid_example, by name)
+    name: _OVERRIDES.get(name, getattr(shape, "example", {}))
+    for name, shape in request_shapes().items()
 }
 BAD_SUFFIXES = ("\n", "\r", "\x00", "\r\n")
 BAD_INSIDE = ("a\nb", "a\rb", "a\x00b", "a\x1bb", "a\x7fb")
@@ -96,16 +102,16 @@ def _url(path: str, values: dict[str, str]) -> str:
 
 
 def test_every_request_schema_has_a_valid_example():
+    """Each request shape declares `example` (published in the document), and it passes."""
+    shapes = request_shapes()
     schemas = {_body_schema(op) for _, _, op in _operations()} - {None}
-    assert schemas == set(VALID_BODIES), "add a valid example for each new request schema"
-    shapes = {
-        op.body.__name__: op.body
-        for route in wiring().routes
-        for op in route.ops.values()
-        if op.body is not None
-    }
-    for name, body in VALID_BODIES.items():
-        msgspec.convert(body, shapes[name])  # raises if the example breaks its shape
+    assert schemas == set(shapes)
+    components = wiring().document["components"]["schemas"]
+    for name, shape in shapes.items():
+        assert isinstance(getattr(shape, "example", None), dict), f"{name} needs an example"
+        msgspec.convert(shape.example, shape)  # raises if the example breaks its shape
+        assert components[name]["examples"] == [shape.example]
+        msgspec.convert(VALID_BODIES[name], shape)
 
 
 @pytest.fixture

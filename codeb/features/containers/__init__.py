@@ -8,11 +8,10 @@ from codeb.api.declare import Op, answer, header, path, query
 from codeb.features.containers import api, schemas
 from codeb.features.protection.schemas import NOT_YET, ProtectionExecuted
 from codeb.services import containers
-from codeb.services.ports import ENVIRONMENTS
 from codeb.wiring import Configurator
 
 CONTAINER = path("container_id")
-FLAG = {"enum": ["true", "false", "1", "0"]}
+FLAG = {"enum": list(schemas.FLAG_VALUES)}
 PREVIEW_PARAMS = (
     query("preview", **FLAG),
     header(
@@ -52,10 +51,7 @@ def includeme(config: Configurator) -> None:
             "Containers, optionally of one project / environment",
             {200: answer(schemas.ContainerList, "containers")},
             (404, 422),
-            params=(
-                query("project", maxLength=100),
-                query("environment", enum=list(ENVIRONMENTS)),
-            ),
+            params=schemas.LIST_QUERY,
         ),
     )
     config.add_route(

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import falcon
 
-from codeb.api.body import query_choice, query_text, read_json
+from codeb.api.body import query_choice, read_json, read_query
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
 from codeb.features.containers import schemas
 from codeb.services import containers, protection
-from codeb.services.ports import ENVIRONMENTS
 
 PLAN_HEADER = "X-Plan-Hash"
 
 
 def _flag(req: falcon.Request, name: str) -> bool:
-    return query_choice(req, name, ("true", "false", "1", "0")) in ("true", "1")
+    return query_choice(req, name, schemas.FLAG_VALUES) in ("true", "1")
 
 
 def _answer(resp: falcon.Response, answer: protection.Answer | dict) -> None:
@@ -44,10 +43,7 @@ class Deploy(Resource):
 
 class Containers(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = containers.list_containers(
-            project=query_text(req, "project", 100),
-            environment=query_choice(req, "environment", ENVIRONMENTS),
-        )
+        resp.media = containers.list_containers(**read_query(req, schemas.LIST_QUERY))
 
 
 class _Acting(Resource):

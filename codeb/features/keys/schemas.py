@@ -40,6 +40,7 @@ class ApiKey(Shape):
 
 
 class ApiKeyCreate(Request):
+    example = {"name": "ci", "role": "readonly"}
     name: Annotated[str, Meta(pattern=KEY_NAME)]
     role: KeyRole
     principal: (

@@ -4,10 +4,9 @@ starts runs."""
 
 from __future__ import annotations
 
-from codeb.api.declare import Op, answer, paging, path, query
+from codeb.api.declare import Op, answer, path
 from codeb.features.operations import api, cancel, schemas
 from codeb.features.protection.schemas import PENDING
-from codeb.services import operations
 from codeb.wiring import Configurator
 
 OPERATION = path("operation_id")
@@ -22,11 +21,7 @@ def includeme(config: Configurator) -> None:
             "Operations, newest first",
             {200: answer(schemas.OperationList, "operations")},
             (422,),
-            params=(
-                *paging(),
-                query("status", enum=list(operations.STATUSES)),
-                query("kind", maxLength=64),
-            ),
+            params=schemas.LIST_QUERY,
         ),
     )
     config.add_route(
@@ -47,11 +42,7 @@ def includeme(config: Configurator) -> None:
             "Runner events after `after`, in order; `wait` long-polls up to 30 s",
             {200: answer(schemas.OperationEvents, "events")},
             (404, 422),
-            params=(
-                query("after", type="integer", minimum=0, maximum=2**31),
-                query("limit", type="integer", minimum=1, maximum=5000),
-                query("wait", type="integer", minimum=0, maximum=operations.MAX_WAIT_S),
-            ),
+            params=schemas.EVENTS_QUERY,
         ),
     )
     config.add_route(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from codeb.api.declare import paging, query
 from codeb.api.shapes import NULLABLE_TIME, STRINGS, TIMESTAMP, UNSET, Shape, UnsetType, described
 from codeb.executor.worker import STATUSES
+from codeb.services.operations import MAX_WAIT_S
 
 OperationStatus = Literal[STATUSES]  # type: ignore[valid-type]
 
@@ -54,3 +56,15 @@ class OperationEvents(Shape):
     finished: bool
     next_after: int
     events: list[Event]
+
+
+LIST_QUERY = (
+    *paging(default=50),
+    query("status", enum=list(STATUSES)),
+    query("kind", maxLength=64),
+)
+EVENTS_QUERY = (
+    query("after", type="integer", minimum=0, maximum=2**31, default=0),
+    query("limit", type="integer", minimum=1, maximum=5000, default=500),
+    query("wait", type="integer", minimum=0, maximum=MAX_WAIT_S, default=0),
+)

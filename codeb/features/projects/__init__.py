@@ -3,7 +3,7 @@ codeb.services.projects until the lead moves it here)."""
 
 from __future__ import annotations
 
-from codeb.api.declare import Op, answer, paging, path, query
+from codeb.api.declare import Op, answer, path
 from codeb.features.projects import api, schemas
 from codeb.features.protection.schemas import EXECUTED, PENDING, STRICTER
 from codeb.services import projects
@@ -22,7 +22,7 @@ def includeme(config: Configurator) -> None:
             "List projects",
             {200: answer(schemas.ProjectList, "projects, oldest first")},
             (422,),
-            params=(*paging(), query("status", enum=["active", "archived"])),
+            params=schemas.LIST_QUERY,
         ),
         post=Op(
             "Create a project: environments, ports and .env files (passwords shown once)",

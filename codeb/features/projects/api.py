@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from codeb.api.body import query_choice, query_int, read_json
+from codeb.api.body import read_json, read_query
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
 from codeb.features.projects import schemas
@@ -14,12 +14,7 @@ from codeb.services import projects
 class Projects(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         # The serialized page, cached per thread until the next commit (see list_projects_json).
-        resp.data = projects.list_projects_json(
-            self.deps,
-            limit=query_int(req, "limit", 100, 1, 500),
-            offset=query_int(req, "offset", 0, 0, 2**31),
-            status=query_choice(req, "status", ("active", "archived")),
-        )
+        resp.data = projects.list_projects_json(self.deps, **read_query(req, schemas.LIST_QUERY))
         resp.content_type = falcon.MEDIA_JSON
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from codeb.api.declare import paging, query
 from codeb.api.shapes import NAME, TIMESTAMP, UNSET, Meta, Request, Shape, UnsetType, described
 from codeb.services.ports import ENVIRONMENTS
 from codeb.services.projects import PROJECT_TYPES
@@ -32,6 +33,7 @@ class Project(Shape):
 
 
 class ProjectCreate(Request):
+    example = {"name": "fresh", "type": "nextjs", "git_repo": "https://git.example/x"}
     name: NAME
     type: ProjectType | UnsetType = UNSET
     git_repo: GIT_REPO | UnsetType = UNSET
@@ -40,6 +42,8 @@ class ProjectCreate(Request):
 
 class ProjectUpdate(Request):
     """Only descriptive fields; name and status cannot be changed."""
+
+    example = {"type": "remix", "git_repo": "https://git.example/x"}
 
     type: ProjectType | UnsetType = UNSET
     git_repo: GIT_REPO | UnsetType = UNSET
@@ -84,6 +88,7 @@ class Environment(Shape):
 
 
 class EnvironmentCreate(Request):
+    example = {"name": "preview"}
     name: EnvironmentName
 
 
@@ -94,3 +99,7 @@ class EnvironmentCreated(Shape):
 
 class EnvironmentList(Shape):
     environments: list[Environment]
+
+
+# GET /api/projects: declared once, read by the resource with read_query.
+LIST_QUERY = (*paging(), query("status", enum=["active", "archived"]))

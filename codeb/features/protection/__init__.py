@@ -5,10 +5,8 @@ decide, tokens, audit log) is codeb.protection."""
 
 from __future__ import annotations
 
-from codeb.api.declare import CONFIRM_CONTRACT, Op, answer, paging, path, query
+from codeb.api.declare import CONFIRM_CONTRACT, Op, answer, path
 from codeb.features.protection import api, schemas
-from codeb.protection.queue import STATUSES
-from codeb.protection.rules import RULES
 from codeb.services import protection
 from codeb.wiring import Configurator
 
@@ -24,11 +22,7 @@ def includeme(config: Configurator) -> None:
             "Queue entries (pending by default) with unmet requirements and cooldown end",
             {200: answer(schemas.QueueList, "entries, oldest first")},
             (422,),
-            params=(
-                *paging(),
-                query("status", enum=[*STATUSES, "all"]),
-                query("operation", enum=list(RULES)),
-            ),
+            params=schemas.QUEUE_QUERY,
         ),
     )
     config.add_route(
@@ -82,15 +76,7 @@ def includeme(config: Configurator) -> None:
             "The operation log, newest first; verify=true adds the chain check",
             {200: answer(schemas.OperationLogList, "log rows")},
             (422,),
-            params=(
-                *paging(),
-                query("operation"),
-                query("status", enum=list(schemas.LOG_STATUSES)),
-                query("project"),
-                query("key_name"),
-                query("target"),
-                query("verify", enum=["true", "false"]),
-            ),
+            params=schemas.LOGS_QUERY,
         ),
     )
     config.add_route(

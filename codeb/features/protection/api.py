@@ -8,25 +8,16 @@ from __future__ import annotations
 import falcon
 
 from codeb.api import resources
-from codeb.api.body import query_choice, query_int, read_json
+from codeb.api.body import read_json, read_query
 from codeb.api.confirm import respond
 from codeb.features.protection import schemas
-from codeb.features.protection.schemas import LOG_STATUSES
 from codeb.protection import audit
-from codeb.protection.queue import STATUSES
-from codeb.protection.rules import RULES
 from codeb.services import protection
 
 
 class Queue(resources.Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = protection.list_queue(
-            self.deps,
-            status=query_choice(req, "status", (*STATUSES, "all")),
-            operation=query_choice(req, "operation", tuple(RULES)),
-            limit=query_int(req, "limit", 100, 1, 500),
-            offset=query_int(req, "offset", 0, 0, 2**31),
-        )
+        resp.media = protection.list_queue(self.deps, **read_query(req, schemas.QUEUE_QUERY))
 
 
 class QueueEntry(resources.Resource):
@@ -62,17 +53,12 @@ class Cancel(resources.Resource):
 
 class Logs(resources.Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        project_ref = req.get_param("project")
+        query = read_query(req, schemas.LOGS_QUERY)
+        project_ref, verify = query.pop("project"), query.pop("verify")
         answer = audit.list_logs(
-            limit=query_int(req, "limit", 100, 1, 500),
-            offset=query_int(req, "offset", 0, 0, 2**31),
-            operation=req.get_param("operation"),
-            status=query_choice(req, "status", LOG_STATUSES),
-            project_id=protection.project_id_for(project_ref) if project_ref else None,
-            key_name=req.get_param("key_name"),
-            target=req.get_param("target"),
+            **query, project_id=protection.project_id_for(project_ref) if project_ref else None
         )
-        if query_choice(req, "verify", ("true", "false")) == "true":
+        if verify == "true":
             answer["chain"] = audit.verify_report(self.deps.db)
         resp.media = answer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from codeb.api.declare import Answer, answer
+from codeb.api.declare import Answer, answer, paging, query
 from codeb.api.shapes import (
     NULLABLE_TIME,
     STRINGS,
@@ -18,6 +18,7 @@ from codeb.api.shapes import (
     described,
 )
 from codeb.protection.queue import STATUSES as QUEUE_STATUSES
+from codeb.protection.rules import RULES
 
 LEVEL = Literal["SAFE", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
 LOG_STATUSES = ("requested", "token_issued", "confirmed", "approved", "rejected", "cancelled",
@@ -103,15 +104,18 @@ class ProtectionEntryAnswer(Shape):
 
 
 class ProtectionConfirm(Request):
+    example = {"token": "t" * 40, "typed_name": "shop"}
     token: TOKEN
     typed_name: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
 
 
 class ProtectionApprove(Request):
+    example = {"id": "pq_0123"}
     id: ENTRY_ID
 
 
 class ProtectionCancel(Request):
+    example = {"id": "pq_0123"}
     id: ENTRY_ID | UnsetType = UNSET
     token: TOKEN | UnsetType = UNSET
     json_schema_extra: ClassVar[dict[str, Any]] = {
@@ -190,3 +194,19 @@ def pending_or(shape: Any, description: str) -> Answer:
     return answer(
         (shape, *NOT_YET), f"{description}, or not executed yet (a token or a queue entry)"
     )
+
+
+QUEUE_QUERY = (
+    *paging(),
+    query("status", enum=[*QUEUE_STATUSES, "all"]),
+    query("operation", enum=list(RULES)),
+)
+LOGS_QUERY = (
+    *paging(),
+    query("operation", maxLength=64),
+    query("status", enum=list(LOG_STATUSES)),
+    query("project", maxLength=100),
+    query("key_name", maxLength=64),
+    query("target", maxLength=200),
+    query("verify", enum=["true", "false"]),
+)

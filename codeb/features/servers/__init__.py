@@ -3,7 +3,7 @@ moves it here)."""
 
 from __future__ import annotations
 
-from codeb.api.declare import Op, answer, path, query
+from codeb.api.declare import Op, answer, path
 from codeb.features.operations.schemas import Operation
 from codeb.features.protection.schemas import EXECUTED, NOT_YET, PENDING, pending_or
 from codeb.features.servers import api, schemas
@@ -23,7 +23,7 @@ def includeme(config: Configurator) -> None:
             "The server registry",
             {200: answer(schemas.ServerList, "servers")},
             (422,),
-            params=(query("role", enum=list(servers.SERVER_ROLES)),),
+            params=schemas.LIST_QUERY,
         ),
         post=Op(
             "Register a server (server_register); unless bootstrap is false, a bootstrap "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from codeb.api.body import query_choice, read_json
+from codeb.api.body import read_json, read_query
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
 from codeb.features.servers import schemas
@@ -13,8 +13,7 @@ from codeb.services import servers
 
 class Servers(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        role = query_choice(req, "role", servers.SERVER_ROLES)
-        resp.media = {"servers": servers.list_servers(role)}
+        resp.media = {"servers": servers.list_servers(**read_query(req, schemas.LIST_QUERY))}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.ServerCreate)

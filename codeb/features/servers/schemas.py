@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from codeb.api.declare import query
 from codeb.api.shapes import (
     NAME_PATTERN,
     TIMESTAMP,
@@ -46,6 +47,7 @@ IP = Annotated[
 
 
 class ServerCreate(Request):
+    example = {"name": "app9", "ip": "127.0.0.9", "role": "app", "bootstrap": False}
     name: Annotated[str, Meta(min_length=1, max_length=63, pattern=NAME_PATTERN)]
     ip: IP
     role: ServerRole
@@ -59,6 +61,7 @@ class ServerCreate(Request):
 
 
 class ServerUpdate(Request):
+    example = {"role": "db", "bootstrap": False}
     role: ServerRole
     bootstrap: (
         described(  # type: ignore[valid-type]
@@ -92,3 +95,6 @@ class ServerStats(Shape):
 
 class SshPublicKey(Shape):
     public_key: str
+
+
+LIST_QUERY = (query("role", enum=list(SERVER_ROLES)),)
