@@ -7,13 +7,11 @@ row and no t2 row. Also: a scheduled backup taken by the storage server's own ti
 not involved) is filed by the catalogue sync; secrets stay out of events and argv; files
 holding them are 0600; a time outside the window is a 422 naming it; delete is HIGH.
 
-The backups feature is not wired into the HTTP app yet (its feature package comes with the
-feature framework): the test calls its services with the app's deps plus its appliers, and
-registers its runner jobs with the running worker."""
+Everything through the HTTP API except the catalogue sync, a scheduled job called directly.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import ipaddress
 import json
@@ -28,11 +26,9 @@ from pathlib import Path
 import pytest
 
 from codeb.clock import SystemClock
-from codeb.errors import ValidationFailed
 from codeb.protection import predicates
 from codeb.protection.tokens import Target
 from codeb.services import backups
-from codeb.services.context import SYSTEM
 from codeb.store.models import Backup, BackupTarget, Environment, Project
 from tests.executor.helpers import wait_operation
 from tests.fleet import fleet as fleetlib
@@ -71,9 +67,7 @@ def stack(fleet, tmp_path_factory):
             ssh_private_key_file=fleet.key_path,
             apt_proxy=proxy,
         ) as api:
-            deps = with_backups(api.deps)
-            for kind, job in backups.JOBS.items():
-                api.deps.worker.register(kind, job)
+            deps = api.deps
             with api.client() as c:
                 hosts = [(h.name, h.ip, h.name) for h in fleet if h.name in ("app", "db", "cache")]
                 t0 = time.monotonic()
@@ -111,18 +105,12 @@ def stack(fleet, tmp_path_factory):
         print("backup figures:", json.dumps(FIGURES, sort_keys=True))
 
 
-def with_backups(deps):
-    """The app's deps with this feature's appliers (until its feature package is wired)."""
-    if "wiring" in {f.name for f in dataclasses.fields(deps)}:
-        w = deps.wiring
-        appliers = {**w.appliers, **backups.APPLIERS}
-        return dataclasses.replace(deps, wiring=dataclasses.replace(w, appliers=appliers))
-    return dataclasses.replace(deps, appliers={**deps.appliers, **backups.APPLIERS})
-
-
-def start(answer) -> str:
-    assert answer.status == 202 and answer.body["status"] == "executed", answer.body
-    return answer.body["result"]["operation"]["id"]
+def start(r) -> str:
+    """The operation an answer of a LOW request started."""
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "executed", body
+    return body["result"]["operation"]["id"]
 
 
 def test_backup_pitr_catalogue_and_secrets(stack, fleet):
@@ -141,8 +129,8 @@ def test_backup_pitr_catalogue_and_secrets(stack, fleet):
         assert first_backup.kind == "first" and first_backup.status == "completed"
         # A backup on request (LOW) once streaming runs.
         t0 = time.monotonic()
-        answer = backups.create_backup(deps, SYSTEM, {"project": "shop", "environment": "staging"})
-        op = wait_operation(c, start(answer), timeout=900)
+        r = c.post("/api/backups", json={"project": "shop", "environment": "staging"})
+        op = wait_operation(c, start(r), timeout=900)
         FIGURES["backup_on_request_s"] = time.monotonic() - t0
         assert op["status"] == "succeeded", op.get("error")
         b = Backup.get_by_id(op["result"]["backup"]["id"])
@@ -180,16 +168,16 @@ def test_backup_pitr_catalogue_and_secrets(stack, fleet):
         psql(url, "INSERT INTO orders SELECT g, 't2' FROM generate_series(501, 800) g")
 
         # Outside the window: a 422 naming it, nothing started.
-        with pytest.raises(ValidationFailed) as bad:
-            backups.restore_backup(deps, SYSTEM, b.id, {"target_time": "2020-01-01T00:00:00Z"})
-        assert "recoverable window" in str(bad.value.message)
-        assert bad.value.details["recoverable_window"]["earliest"]
+        r = c.post(f"/api/backups/{b.id}/restore", json={"target_time": "2020-01-01T00:00:00Z"})
+        assert r.status_code == 422 and "recoverable window" in r.text, r.text
+        assert r.json()["error"]["details"]["recoverable_window"]["earliest"]
 
         t0 = time.monotonic()
-        answer = backups.restore_backup(
-            deps, SYSTEM, b.id, {"target_time": target_time.isoformat() + "Z", "into": "new"}
+        r = c.post(
+            f"/api/backups/{b.id}/restore",
+            json={"target_time": target_time.isoformat() + "Z", "into": "new"},
         )
-        op = wait_operation(c, start(answer), timeout=900)
+        op = wait_operation(c, start(r), timeout=900)
         FIGURES["pitr_restore_api_s"] = time.monotonic() - t0
         assert op["status"] == "succeeded", op.get("error")
         restored = op["result"]["restore"]
@@ -221,14 +209,18 @@ def test_backup_pitr_catalogue_and_secrets(stack, fleet):
         assert predicates.backup_exists(
             Target("environment", env.id, "shop/staging", env.project_id, "staging"), {}
         )
-        listed = backups.list_backups(project="shop", environment="staging")
-        assert {x["id"] for x in listed["backups"]} == {first_backup.id, b.id, scheduled.id}
-        view = backups.get_backup(deps, b.id)
+        listed = c.get("/api/backups", params={"project": "shop", "environment": "staging"})
+        assert {x["id"] for x in listed.json()["backups"]} == {
+            first_backup.id,
+            b.id,
+            scheduled.id,
+        }, listed.text
+        view = c.get(f"/api/backups/{b.id}").json()
         assert view["recoverable_window"]["earliest"] == b.end_time.isoformat() + "Z"
 
         # 4. Deleting a backup is HIGH: queued, not executed.
-        answer = backups.delete_backup(deps, SYSTEM, scheduled.id)
-        assert answer.body["status"] != "executed", answer.body
+        r = c.delete(f"/api/backups/{scheduled.id}")
+        assert r.status_code == 202 and r.json()["status"] == "queued", r.text
         assert Backup.get_by_id(scheduled.id).status == "completed"
 
 
@@ -256,8 +248,7 @@ def test_wal_catches_up_after_a_receiver_outage(stack, fleet):
             assert storage.ssh(f"systemctl is-active {receiver}").stdout.strip() != "active"
         finally:
             storage.ssh(f"systemctl start {receiver}", check=True)
-        answer = backups.restore_backup(deps, SYSTEM, b.id, {})
-        op = wait_operation(c, start(answer), timeout=900)
+        op = wait_operation(c, start(c.post(f"/api/backups/{b.id}/restore", json={})), timeout=900)
         assert op["status"] == "succeeded", op.get("error")
         restored = op["result"]["restore"]
         user, rest = url.split("//", 1)[1].split(":", 1)
@@ -325,10 +316,8 @@ def test_bench_restore_and_wal_cost(stack, fleet):
             time.sleep(1.2)
             when = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
             t0 = time.monotonic()
-            answer = backups.restore_backup(
-                deps, SYSTEM, b.id, {"target_time": when.isoformat() + "Z"}
-            )
-            op = wait_operation(c, start(answer), timeout=900)
+            r = c.post(f"/api/backups/{b.id}/restore", json={"target_time": when.isoformat() + "Z"})
+            op = wait_operation(c, start(r), timeout=900)
             assert op["status"] == "succeeded", op.get("error")
             api_s.append(time.monotonic() - t0)
             script = BY_HAND_RESTORE.format(user=user)
