@@ -16,7 +16,7 @@ real codeb API (waitress, in this process) replicating with a real Litestream ch
     .venv/bin/python bench/recovery.py [--bursts 3] [--burst 100] [--rounds 3] [--json]
 
 Every process it starts is stopped by its PID (weed by its process group, Litestream by the
-replicator); the temporary directory is removed."""
+the replicator codeb itself started); the temporary directory is removed."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from _common import REPO_ROOT, say
 sys.path.insert(0, str(REPO_ROOT))
 
 from codeb.clock import SystemClock
-from codeb.recovery import replica, service
+from codeb.features.recovery import replica, service
 from tests.s3 import seaweedfs
 from tests.support import live_api, make_settings
 
@@ -89,33 +89,29 @@ def main() -> int:
             }
             bundle_file = work / "bench.bundle"
             behind, caught_up, rates = [], [], []
-            with live_api(data, clock=SystemClock(), **overrides) as api:
-                replicator = service.start_replicator(api.deps.settings)
-                try:
-                    catch_up_s(api.deps.settings)
-                    with api.client() as c:
-                        for b in range(args.bursts):
-                            stop, samples = threading.Event(), []
-                            sampler = threading.Thread(
-                                target=sample_lag, args=(api.deps.settings, stop, samples)
-                            )
-                            sampler.start()
-                            started = time.monotonic()
-                            for i in range(args.burst):
-                                r = c.post("/api/projects", json={"name": f"b{b}-p{i}"})
-                                if r.status_code != 201:
-                                    raise RuntimeError(r.text)
-                            rates.append(args.burst / (time.monotonic() - started))
-                            caught_up.append(catch_up_s(api.deps.settings))
-                            stop.set()
-                            sampler.join()
-                            behind.extend(samples)
-                            say(f"burst {b + 1}: caught up {caught_up[-1]:.2f} s after")
-                    with api.deps.db.connection_context():
-                        service.export_bundle(api.deps, bundle_file, PASSPHRASE)
-                    catch_up_s(api.deps.settings)
-                finally:
-                    replicator.shutdown()
+            # The serving process starts the replicator itself.
+            with live_api(data, clock=SystemClock(), **overrides) as api, api.client() as c:
+                catch_up_s(api.deps.settings)
+                for b in range(args.bursts):
+                    stop, samples = threading.Event(), []
+                    sampler = threading.Thread(
+                        target=sample_lag, args=(api.deps.settings, stop, samples)
+                    )
+                    sampler.start()
+                    started = time.monotonic()
+                    for i in range(args.burst):
+                        r = c.post("/api/projects", json={"name": f"b{b}-p{i}"})
+                        if r.status_code != 201:
+                            raise RuntimeError(r.text)
+                    rates.append(args.burst / (time.monotonic() - started))
+                    caught_up.append(catch_up_s(api.deps.settings))
+                    stop.set()
+                    sampler.join()
+                    behind.extend(samples)
+                    say(f"burst {b + 1}: caught up {caught_up[-1]:.2f} s after")
+                with api.deps.db.connection_context():
+                    service.export_bundle(api.deps, bundle_file, PASSPHRASE)
+                catch_up_s(api.deps.settings)
             result["lag"] = {
                 "bursts": args.bursts,
                 "writes_per_burst": args.burst,

@@ -40,6 +40,7 @@ FEATURES: tuple[str, ...] = (
     "codeb.features.keys",
     "codeb.features.protection",
     "codeb.features.schedules",
+    "codeb.features.recovery",
     "codeb.features.backups",
 )
 
@@ -85,7 +86,23 @@ def start_runtime(deps: Deps) -> Deps:
     # Periodic work starts last, once recovery has settled the state its jobs read.
     periodic = scheduler.Scheduler(deps)
     periodic.start(deps.settings.scheduler_tick_s)
-    return dataclasses.replace(deps, scheduler=periodic)
+    deps = dataclasses.replace(deps, scheduler=periodic)
+    # Then the features' background helpers (the replicator of codeb's own database, ...).
+    started = {}
+    for name, start in deps.wiring.background.items():
+        helper = start(deps)
+        if helper is not None:
+            started[name] = helper
+    return dataclasses.replace(deps, background=started)
+
+
+def stop_background(deps: Deps) -> None:
+    """Stop what start_runtime started besides the worker: the scheduler first (a job running
+    now finishes and records its run), then the background helpers."""
+    if deps.scheduler is not None:
+        deps.scheduler.shutdown()
+    for helper in deps.background.values():
+        helper.shutdown()
 
 
 def check_wiring(deps: Deps, wiring: Wiring) -> None:

@@ -7,8 +7,8 @@ built from. Nothing registers by being imported (the model is Warehouse's and Py
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -26,6 +26,9 @@ class Wiring:
     appliers: Mapping[str, Applier]
     runner_jobs: Mapping[str, Any]
     schedules: tuple[Job, ...]
+    # Long-lived helpers of the serving process, by name: start(deps) -> something with a
+    # shutdown() method, or None when the settings leave it off (codeb.app.start_runtime).
+    background: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
 
     @cached_property
     def document(self) -> dict[str, Any]:
@@ -43,6 +46,7 @@ class Configurator:
         self._appliers: dict[str, Applier] = {}
         self._runner_jobs: dict[str, Any] = {}
         self._schedules: dict[str, Job] = {}
+        self._background: dict[str, Callable[[Any], Any]] = {}
 
     def include(self, feature: str) -> None:
         """Import the feature package and call its `includeme(config)`."""
@@ -91,6 +95,15 @@ class Configurator:
         for job in jobs:
             self.add_schedule(job)
 
+    def add_background(self, name: str, start: Callable[[Any], Any]) -> None:
+        """A helper the serving process runs beside the worker and the scheduler (e.g. the
+        replicator of codeb's own database): `start(deps)` returns an object with
+        `shutdown()`, or None when the settings leave it off. Started after the scheduler,
+        stopped before the worker."""
+        if name in self._background:
+            raise ValueError(f"background helper {name!r} is declared twice")
+        self._background[name] = start
+
     def finish(self) -> Wiring:
         return Wiring(
             features=tuple(self._features),
@@ -98,6 +111,7 @@ class Configurator:
             appliers=dict(self._appliers),
             runner_jobs=dict(self._runner_jobs),
             schedules=tuple(self._schedules.values()),
+            background=dict(self._background),
         )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import waitress
 
-from codeb.app import build_deps, create_app, start_runtime
+from codeb.app import build_deps, create_app, start_runtime, stop_background
 from codeb.clock import Clock, FrozenClock
 from codeb.config import Settings
 from codeb.features.keys import service as keys
@@ -96,6 +96,6 @@ def live_api(
         server.task_dispatcher.shutdown(timeout=5)  # type: ignore[union-attr]
         server.close()
         thread.join(timeout=10)
-        deps.scheduler.shutdown()
+        stop_background(deps)
         deps.worker.shutdown()
         deps.db.close()

@@ -41,7 +41,7 @@ def _deps() -> Deps:
 def cmd_serve(args: argparse.Namespace) -> int:
     import waitress
 
-    from codeb.app import create_app, start_runtime
+    from codeb.app import create_app, start_runtime, stop_background
 
     settings = load_settings()
     logging.basicConfig(
@@ -63,8 +63,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             create_app(deps), host=host, port=port, threads=settings.threads, ident="codeb"
         )
     finally:
-        # A scheduled job running now finishes and records its run before the process ends.
-        deps.scheduler.shutdown()
+        # A scheduled job running now finishes and records its run before the process ends;
+        # the replicator ships what it has.
+        stop_background(deps)
     return 0
 
 

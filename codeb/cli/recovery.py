@@ -14,7 +14,7 @@ from pathlib import Path
 from codeb.cli.output import pairs
 from codeb.cli.session import FAILED, OK, USAGE, Parents, Session, UsageError
 from codeb.config import load_settings
-from codeb.recovery import bundle, service
+from codeb.features.recovery import bundle, service
 
 
 def _passphrase(args: argparse.Namespace, confirm: bool) -> str:

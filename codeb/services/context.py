@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from peewee import Database, SqliteDatabase
@@ -34,6 +34,8 @@ class Deps:
     # What the features declared (codeb.wiring.Wiring, built from codeb.app.FEATURES at
     # start-up; nothing registers by being imported).
     wiring: Any = None
+    # The background helpers the serving process started (Wiring.background), by name.
+    background: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def appliers(self) -> Mapping[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from codeb.recovery import bundle, replica, service
+from codeb.features.recovery import bundle, replica, service
 from codeb.store.models import Environment
 from tests.s3 import S3Server, seaweedfs
 from tests.support import live_api, make_settings
@@ -72,24 +72,21 @@ def run_installation(tmp_path: Path, s3: S3Server, name: str, projects: list[str
     data = tmp_path / name
     overrides = replica_settings(s3, data, f"{name}/codeb.db")
     out = tmp_path / f"{name}.bundle"
-    with live_api(data, **overrides) as live:
-        replicator = service.start_replicator(live.deps.settings)
-        try:
-            with live.client() as c:
-                for project in projects[:-1]:
-                    create_project(c, project)
-                exported = service.export_bundle(live.deps, out, PASSPHRASE)
-                assert exported["replica"]["url"] == overrides["replica_url"]
-                # Written after the bundle: the replica, not the bundle, carries it.
-                create_project(c, projects[-1])
-            wait_current(live.deps.settings)
-            with live.deps.db.connection_context():
-                state = service.status(live.deps, replicator)
-            assert state["replica"]["state"] == "ok", state
-            assert state["bundle"]["state"] == "ok", state
-            secrets = passwords(live.deps)
-        finally:
-            replicator.shutdown()
+    # The serving process starts the replicator itself (a background helper of the feature).
+    with live_api(data, **overrides) as live, live.client() as c:
+        assert service.replicator_of(live.deps).running
+        for project in projects[:-1]:
+            create_project(c, project)
+        exported = service.export_bundle(live.deps, out, PASSPHRASE)
+        assert exported["replica"]["url"] == overrides["replica_url"]
+        # Written after the bundle: the replica, not the bundle, carries it.
+        create_project(c, projects[-1])
+        wait_current(live.deps.settings)
+        state = c.get("/api/recovery/status").json()
+        assert state["state"] == "ok", state
+        assert state["replica"]["transactions_behind"] == 0, state
+        assert state["bundle"]["sha256"] == exported["sha256"], state
+        secrets = passwords(live.deps)
     return overrides, out, secrets
 
 
@@ -139,12 +136,8 @@ def test_codeb_is_rebuilt_from_the_replica_and_the_bundle(tmp_path, s3):
         logs = c.get("/api/protection/logs", params={"operation": "recovery_restore"}).json()
         assert logs["logs"], logs
         # The rebuilt codeb replicates again, onto the same replica.
-        replicator = service.start_replicator(live.deps.settings)
-        try:
-            create_project(c, "after")
-            wait_current(live.deps.settings)
-        finally:
-            replicator.shutdown()
+        create_project(c, "after")
+        wait_current(live.deps.settings)
 
 
 def test_a_wrong_passphrase_a_damaged_bundle_or_another_installation_change_nothing(tmp_path, s3):
@@ -182,27 +175,32 @@ def test_restoring_over_existing_state_needs_force_and_keeps_the_old_files(tmp_p
         assert forced["logs"][0]["details"]["forced"] is True
 
 
-def test_status_alarms_when_the_replicator_stops(tmp_path, s3):
+def test_status_alarms_when_the_replicator_stops_and_warns_without_a_replica(tmp_path, s3):
     data = tmp_path / "delta"
     overrides = replica_settings(s3, data, "delta/codeb.db")
-    with live_api(data, **overrides) as live:
-        with live.deps.db.connection_context():
-            never = service.status(live.deps, None)
-        assert never["replica"]["state"] == "alarm"
-        assert never["bundle"]["state"] == "warning"
-        assert "ever exported" in never["bundle"]["reason"]
-        replicator = service.start_replicator(live.deps.settings)
-        try:
-            wait_current(live.deps.settings)
-        finally:
-            replicator.shutdown()
-        with live.deps.db.connection_context():
-            stopped = service.status(live.deps, replicator)
-        assert stopped["state"] == "alarm"
-        assert stopped["replica"]["state"] == "alarm"
+    with live_api(data, **overrides) as live, live.client() as c:
+        wait_current(live.deps.settings)
+        fine = c.get("/api/recovery/status").json()
+        assert fine["replica"]["state"] == "ok", fine
+        assert fine["bundle"]["state"] == "warning" and "ever exported" in fine["bundle"]["reason"]
+        assert fine["state"] == "warning"
+        service.replicator_of(live.deps).shutdown()
+        stopped = c.get("/api/recovery/status").json()
+        assert stopped["state"] == "alarm" and stopped["replica"]["state"] == "alarm", stopped
+        readonly = live.new_key("watcher", "readonly")
+        with live.client(readonly) as ro:
+            assert ro.get("/api/recovery/status").status_code == 200
     config = service.litestream_config(make_settings(data))
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert s3.secret_access_key not in (data / "litestream" / "litestream.log").read_text()
+    with live_api(tmp_path / "plain") as live, live.client() as c:
+        plain = c.get("/api/recovery/status").json()
+        assert plain["replica"] == {
+            "configured": False,
+            "state": "warning",
+            "reason": plain["replica"]["reason"],
+        }
+        assert "not replicated" in plain["replica"]["reason"]
 
 
 def codeb_cli(data: Path, overrides: dict[str, object], *args: str) -> subprocess.CompletedProcess:
@@ -226,20 +224,16 @@ def test_the_cli_exports_and_restores_without_the_passphrase_on_its_command_line
     secret.write_text(PASSPHRASE + "\n")
     out = tmp_path / "cli.bundle"
     with live_api(data, **overrides) as live:
-        replicator = service.start_replicator(live.deps.settings)
-        try:
-            with live.client() as c:
-                create_project(c, "cli-shop")
-            exported = codeb_cli(data, overrides, "export", "--out", str(out),
-                                 "--passphrase-file", str(secret), "--json")  # fmt: skip
-            assert exported.returncode == 0, exported.stderr
-            assert PASSPHRASE not in exported.stdout + exported.stderr
-            again = codeb_cli(data, overrides, "export", "--out", str(out),
-                              "--passphrase-file", str(secret))  # fmt: skip
-            assert again.returncode == 2 and "exists" in again.stderr
-            wait_current(live.deps.settings)
-        finally:
-            replicator.shutdown()
+        with live.client() as c:
+            create_project(c, "cli-shop")
+        exported = codeb_cli(data, overrides, "export", "--out", str(out),
+                             "--passphrase-file", str(secret), "--json")  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
+        assert PASSPHRASE not in exported.stdout + exported.stderr
+        again = codeb_cli(data, overrides, "export", "--out", str(out),
+                          "--passphrase-file", str(secret))  # fmt: skip
+        assert again.returncode == 2 and "exists" in again.stderr
+        wait_current(live.deps.settings)
     fresh = tmp_path / "cli-new"
     restored = codeb_cli(fresh, {}, "restore", "--bundle", str(out),
                          "--passphrase-file", str(secret))  # fmt: skip

@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from codeb.clock import SystemClock
-from codeb.recovery import service
+from codeb.features.recovery import service
 from tests.executor.helpers import wait_operation
 from tests.recovery.test_recovery import PASSPHRASE, passwords, replica_settings, wait_current
 from tests.s3 import seaweedfs
@@ -46,27 +46,22 @@ def test_a_rebuilt_codeb_takes_the_fleet_back(fleet, tmp_path):
                 **replica_settings(s3, data, "control/codeb.db"),
                 "allowed_networks": net,
             }
-            with live_api(data, clock=SystemClock(), **overrides) as api:
-                replicator = service.start_replicator(api.deps.settings)
-                try:
-                    with api.client() as c:
-                        ops = [
-                            c.post(
-                                "/api/servers", json={"name": h.name, "ip": h.ip, "role": h.name}
-                            ).json()["operation"]["id"]
-                            for h in fleet
-                        ]
-                        assert all(wait_operation(c, o)["status"] == "succeeded" for o in ops)
-                        created = c.post("/api/projects", json={"name": PROJECT})
-                        assert created.status_code == 201, created.text
-                        first = deploy(c)
-                        assert first["status"] == "succeeded", first
-                    with api.deps.db.connection_context():
-                        service.export_bundle(api.deps, out, PASSPHRASE)
-                    wait_current(api.deps.settings)
-                    secrets = passwords(api.deps)
-                finally:
-                    replicator.shutdown()
+            with live_api(data, clock=SystemClock(), **overrides) as api, api.client() as c:
+                ops = [
+                    c.post(
+                        "/api/servers", json={"name": h.name, "ip": h.ip, "role": h.name}
+                    ).json()["operation"]["id"]
+                    for h in fleet
+                ]
+                assert all(wait_operation(c, o)["status"] == "succeeded" for o in ops)
+                created = c.post("/api/projects", json={"name": PROJECT})
+                assert created.status_code == 201, created.text
+                first = deploy(c)
+                assert first["status"] == "succeeded", first
+                with api.deps.db.connection_context():
+                    service.export_bundle(api.deps, out, PASSPHRASE)
+                wait_current(api.deps.settings)
+                secrets = passwords(api.deps)
 
             shutil.rmtree(data)  # the control server is gone
             summary = service.restore_bundle(make_settings(data), out, PASSPHRASE)

@@ -21,8 +21,8 @@ from typing import Any
 from codeb import __version__
 from codeb.config import Settings
 from codeb.errors import CodebError
+from codeb.features.recovery import bundle, replica
 from codeb.protection import audit
-from codeb.recovery import bundle, replica
 from codeb.secretbox import SecretBox
 from codeb.store.db import is_sqlite, open_database
 from codeb.store.models import Environment, OperationLog, Project
@@ -83,6 +83,15 @@ def start_replicator(settings: Settings) -> replica.Replicator | None:
     replicator = replica.Replicator(config)
     replicator.start()
     return replicator
+
+
+def start_replicator_for(deps: Any) -> replica.Replicator | None:
+    """The serving process's replicator (Wiring.background): None without a replica."""
+    return start_replicator(deps.settings)
+
+
+def replicator_of(deps: Any) -> replica.Replicator | None:
+    return deps.background.get("replicator")
 
 
 def _head(db: Any) -> tuple[int, str] | None:
