@@ -20,6 +20,7 @@ from codeb.api.middleware import (
     RequestId,
     StrictParameters,
 )
+from codeb.api.request_metrics import RequestMetrics
 from codeb.clock import Clock, SystemClock
 from codeb.config import SettingError, Settings, load_settings
 from codeb.executor.worker import Worker
@@ -42,6 +43,7 @@ FEATURES: tuple[str, ...] = (
     "codeb.features.schedules",
     "codeb.features.recovery",
     "codeb.features.backups",
+    "codeb.features.metrics",
 )
 
 
@@ -132,6 +134,7 @@ def create_app(deps: Deps) -> falcon.App:
     check_wiring(deps, wiring)
     app = falcon.App(
         middleware=[
+            RequestMetrics(deps),  # first: its time covers the other middleware too
             RequestId(),
             DatabaseSession(deps),
             Authentication(deps),

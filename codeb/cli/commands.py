@@ -18,6 +18,7 @@ from codeb.cli import backups as cli_backups
 from codeb.cli import containers as cli_containers
 from codeb.cli import domains as cli_domains
 from codeb.cli import mcp as cli_mcp
+from codeb.cli import metrics as cli_metrics
 from codeb.cli import projects as cli_projects
 from codeb.cli import protection as cli_protection
 from codeb.cli import recovery as cli_recovery
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_protection.register(sub, shared)
     cli_recovery.register(sub, shared)
     cli_mcp.register(sub)
+    cli_metrics.register(sub, shared)
 
     serve = sub.add_parser("serve", help="serve the API with waitress")
     serve.add_argument("--host")

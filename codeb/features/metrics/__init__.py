@@ -1,0 +1,30 @@
+"""Metrics over HTTP (issue 13): GET /api/metrics, Prometheus' exposition or a JSON summary.
+The figures themselves are codeb.metrics (no HTTP); a feature adds its own with
+`codeb.metrics.declare(FeatureCollector(...))` from its includeme."""
+
+from __future__ import annotations
+
+from codeb.api.declare import Op, answer
+from codeb.features.metrics import api, schemas
+from codeb.wiring import Configurator
+
+
+def includeme(config: Configurator) -> None:
+    config.add_route(
+        "/api/metrics",
+        api.MetricsResource,
+        get=Op(
+            "codeb's metrics: Prometheus' text exposition, or with format=json the same as "
+            "a summary (any valid key; Authorization: Bearer <key> works too)",
+            {
+                200: answer(
+                    schemas.MetricsSummary,
+                    "format=json: the summary (application/json); otherwise the Prometheus "
+                    "text exposition (text/plain; version=0.0.4)",
+                    also={"text/plain": {"schema": {"type": "string"}}},
+                )
+            },
+            (422,),
+            params=schemas.METRICS_QUERY,
+        ),
+    )
