@@ -85,6 +85,17 @@ class Environment(Shape):
     db_name: str | UnsetType = UNSET
     db_user: str | UnsetType = UNSET
     created_at: TIMESTAMP | UnsetType = UNSET
+    placement: (
+        Annotated[
+            dict[str, list[str]],
+            Meta(
+                description="where its components run: app, db and redis, each a list of "
+                "server names (the app may run on several; a component not placed yet is "
+                "absent)"
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class EnvironmentCreate(Request):
