@@ -276,6 +276,7 @@ def create_backup(
     actor: Actor,
     body: dict[str, Any],
     confirmation: protection.Confirmation | None = None,
+    kind: str = "manual",
 ) -> protection.Answer:
     """`POST /api/backups {project, environment, component?: db}` (backup_create, LOW): a
     base backup now; the first one of a component also sets up its WAL streaming."""
@@ -296,7 +297,7 @@ def create_backup(
         actor,
         "backup_create",
         Target("environment", env.id, f"{project.name}/{env.name}", project.id, env.name),
-        {"project_id": project.id, "environment": env.name, "kind": "manual"},
+        {"project_id": project.id, "environment": env.name, "kind": kind},
         effect=f"Takes a base backup of the db of {project.name}/{env.name} on the storage "
         "server (and sets up its WAL streaming the first time).",
         confirmation=confirmation,
@@ -742,6 +743,71 @@ def _required_str(body: dict[str, Any], field: str) -> str:
     return value
 
 
+RETRY_AFTER_FAILURE = dt.timedelta(minutes=10)
+
+
+def ensure_streaming(deps: Deps) -> dict[str, Any]:
+    """The periodic `backup_streaming` job: every running db whose WAL does not stream to a
+    storage server yet (its first deploy, a storage server registered since, a db moved to
+    another server, a set-up that failed more than 10 minutes ago) gets its first backup,
+    which sets the streaming up; through the Protection Layer as codeb itself
+    (backup_create, LOW)."""
+    storage_ready = (Server.role == "storage") & (Server.status == "ready")
+    if not Server.select().where(storage_ready).exists():
+        return {"started": [], "note": "no ready storage server"}
+    now = deps.clock.now()
+    started: list[str] = []
+    skipped: list[dict[str, str]] = []
+    dbs = Container.select().where(
+        (Container.server_type == "db") & (Container.status == "running")
+    )
+    for c in dbs.order_by(Container.project, Container.environment):
+        t = BackupTarget.get_or_none(BackupTarget.name == c.container_name)
+        db_server = Server.get_or_none(Server.ip == c.server_ip)
+        if t is not None:
+            moved = (
+                db_server is not None
+                and c.port_external is not None
+                and (t.db_server, t.db_port) != (db_server.name, c.port_external)
+            )
+            if t.status == "enabled" and not moved:
+                continue
+            running = Backup.select().where(
+                (Backup.target_id == t.id) & (Backup.status == "running")
+            )
+            if running.exists():
+                continue
+            last_failed = (
+                Backup.select()
+                .where((Backup.target_id == t.id) & (Backup.status == "failed"))
+                .order_by(Backup.finished_at.desc())
+                .first()
+            )
+            if (
+                t.status == "failed"
+                and last_failed is not None
+                and last_failed.finished_at is not None
+                and now - last_failed.finished_at < RETRY_AFTER_FAILURE
+            ):
+                continue
+        project = Project.get_by_id(c.project_id)
+        try:
+            answer = create_backup(
+                deps, SYSTEM, {"project": project.name, "environment": c.environment}, None,
+                kind="first",
+            )  # fmt: skip
+        except (Conflict, NotFound, ValidationFailed) as exc:
+            skipped.append({"db": c.container_name, "reason": exc.message})
+            continue
+        operation = answer.body.get("result", {}).get("operation") if answer.executed else None
+        if isinstance(operation, dict):
+            started.append(operation["id"])
+        else:
+            # A stricter configured rule (a token, a queue entry) is not codeb's to confirm.
+            skipped.append({"db": c.container_name, "reason": str(answer.body.get("status"))})
+    return {"started": started, "skipped": skipped}
+
+
 APPLIERS: dict[str, protection.Applier] = {
     "backup_create": _execute_create,
     "backup_restore_new": _execute_restore_new,
@@ -756,6 +822,14 @@ JOBS = {
 
 SCHEDULES: tuple[scheduler.Job, ...] = (
     scheduler.Job(
+        name="backup_streaming",
+        description="Sets up WAL streaming (and a first backup) for every running db that "
+        "does not stream to a storage server yet: a first deploy, a new storage server, a "
+        "moved db, a failed set-up (retried after 10 minutes).",
+        interval=dt.timedelta(minutes=1),
+        run=ensure_streaming,
+    ),
+    scheduler.Job(
         name="backup_catalogue_sync",
         description="Reads Barman's catalogue on each storage server into the backups table "
         "(backups the storage server's own timers took, statuses, WAL received).",
@@ -763,32 +837,3 @@ SCHEDULES: tuple[scheduler.Job, ...] = (
         run=_scheduled_sync,
     ),
 )
-
-
-def after_db_deploy(deps: Deps, project_id: str, environment: str) -> str | None:
-    """Called after a deploy that brought up an environment's db: the first backup (which
-    sets up WAL streaming) starts at once when a storage server is ready and the db has none
-    yet. Returns the operation id, or None when there is nothing to do. Never raises: a
-    deploy does not fail for its backups (their state is in the target's row)."""
-    try:
-        storage_ready = (Server.role == "storage") & (Server.status == "ready")
-        if not Server.select().where(storage_ready).exists():
-            return None  # no storage server: nothing to stream to (and no write lock taken)
-        project = Project.get_by_id(project_id)
-        env = _environment(project, environment)
-        with deps.write():
-            c = _db_container(project, env.name)
-            t = BackupTarget.get_or_none(BackupTarget.name == c.container_name)
-            if t is not None and (
-                t.status == "enabled"
-                or Backup.select()
-                .where((Backup.target_id == t.id) & (Backup.status == "running"))
-                .exists()
-            ):
-                return None
-            started = start_backup(deps, SYSTEM, project, env, "first")
-        operations.dispatch(deps, started["operation"]["id"])
-        return started["operation"]["id"]
-    except Exception as exc:  # a deploy never fails for its backups
-        log.warning("backups of %s/%s not started: %s", project_id, environment, exc)
-        return None

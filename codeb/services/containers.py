@@ -32,15 +32,7 @@ from codeb.executor.worker import (
 )
 from codeb.protection.tokens import Target
 from codeb.render.units import COMPONENTS, EnvironmentUnits, HostPlan, plan_environment
-from codeb.services import (
-    backups,
-    fleet,
-    operations,
-    projects,
-    protection,
-    scheduler,
-    servers,
-)
+from codeb.services import fleet, operations, projects, protection, scheduler, servers
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import Container, Environment, Operation, Project, Server
 
@@ -437,8 +429,6 @@ class DeployJob:
                 for name in units.app_servers
             }
             _record(deps, ctx.operation.id, units, health, previous, image_ids)
-            # Backups (issue 10): a db without WAL streaming gets it, and a first backup.
-            result["backup_operation"] = backups.after_db_deploy(deps, project.id, env.name)
             ids = sorted({i for i in image_ids.values() if i})
             return JobResult(
                 "succeeded", None, {**result, "image_id": ids[0] if len(ids) == 1 else ids}

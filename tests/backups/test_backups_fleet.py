@@ -114,19 +114,22 @@ def start(r) -> str:
 
 
 def test_backup_pitr_catalogue_and_secrets(stack, fleet):
-    api, deps, created, storage, deployed = stack
+    api, deps, created, storage, _deployed = stack
     url = env_var(created["env_files"]["staging"], "DATABASE_URL")
     with api.client() as c, deps.db.connection_context():
-        # 1. The db's first deploy started its first backup, which set up WAL streaming
-        # (role, pg_hba, Barman, slot, receiver, timers).
-        first_id = deployed["result"]["backup_operation"]
-        assert first_id, deployed["result"]
+        # 1. The scheduler's backup_streaming job (every minute; called here as its tick
+        # would) finds the newly deployed db without streaming and starts its first backup,
+        # which sets it up (role, pg_hba, Barman, slot, receiver, timers).
+        job = backups.ensure_streaming(api.deps)
+        assert len(job["started"]) == 1 and not job["skipped"], job
+        first_id = job["started"][0]
         t0 = time.monotonic()
         first = wait_operation(c, first_id, timeout=900)
         FIGURES["first_backup_with_setup_wait_s"] = time.monotonic() - t0
         assert first["status"] == "succeeded", first.get("error")
         first_backup = Backup.get_by_id(first["result"]["backup"]["id"])
         assert first_backup.kind == "first" and first_backup.status == "completed"
+        assert backups.ensure_streaming(api.deps)["started"] == []  # streaming: nothing to do
         # A backup on request (LOW) once streaming runs.
         t0 = time.monotonic()
         r = c.post("/api/backups", json={"project": "shop", "environment": "staging"})
