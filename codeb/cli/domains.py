@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from urllib.parse import quote
 
+import idna
+
 from codeb.cli.output import diff_lines, table
 from codeb.cli.session import OK, Parents, Session
 from codeb.client.http import Json
@@ -51,10 +53,23 @@ def show_preview(sess: Session, plan: Json) -> None:
                     f"{change.get('type', '')} {records}".rstrip())  # fmt: skip
 
 
+def ascii_name(name: str) -> str:
+    """A Unicode name as the API takes it (punycode, UTS #46); anything that does not
+    convert is sent as typed, for the API to refuse with its reason."""
+    if name.isascii():
+        return name
+    try:
+        return idna.encode(name, uts46=True, transitional=False).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return name
+
+
 def domains_add(args: argparse.Namespace, sess: Session) -> int:
-    body = {"domain": args.domain, "project": args.project, "environment": args.environment}
-    if args.zone:
-        body["zone"] = args.zone
+    body = {
+        "domain": ascii_name(args.domain),
+        "project": args.project,
+        "environment": args.environment,
+    }
     params = {"preview": "true"} if args.preview else None
     answer = sess.client.request("POST", "/api/domains", json=body, params=params)
     if args.preview:
@@ -68,7 +83,7 @@ def domains_add(args: argparse.Namespace, sess: Session) -> int:
 
 def domains_remove(args: argparse.Namespace, sess: Session) -> int:
     params = {"preview": "true"} if args.preview else None
-    answer = sess.client.request("DELETE", _path(args.domain), params=params)
+    answer = sess.client.request("DELETE", _path(ascii_name(args.domain)), params=params)
     if args.preview:
         if sess.out.json_mode:
             sess.out.data(answer)
@@ -100,7 +115,7 @@ def domains_zones(args: argparse.Namespace, sess: Session) -> int:
 
 
 def domains_status(args: argparse.Namespace, sess: Session) -> int:
-    body = sess.client.request("GET", _path(args.domain) + "/status", timeout=120)
+    body = sess.client.request("GET", _path(ascii_name(args.domain)) + "/status", timeout=120)
     out = sess.out
     if out.json_mode:
         out.data(body)
@@ -136,7 +151,6 @@ def register(sub: argparse._SubParsersAction, p: Parents) -> None:
     c.add_argument("domain", help="e.g. shop.example.com (Unicode names are stored as punycode)")
     c.add_argument("project", help="the project's id or name")
     c.add_argument("environment", help="staging, production, ...")
-    c.add_argument("--zone", help="the DNS zone to put it in (default: found from the name)")
     c.add_argument("--preview", action="store_true", help="show what would change; change nothing")
     c.set_defaults(remote=domains_add)
     c = cmds.add_parser("list", parents=[p.json], help="list domains")

@@ -122,13 +122,17 @@ def validate_domain(value: object, *, wildcard_allowed: bool = False) -> str:
     labels = name.split(".")
     if any(not label for label in labels):
         raise ValidationFailed("domain has an empty label ('..')", {"field": "domain"})
-    try:
-        ascii_name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
-    except (idna.IDNAError, UnicodeError) as exc:
-        raise ValidationFailed(
-            f"domain is not a valid internationalised name: {exc}", {"field": "domain"}
-        ) from None
-    ascii_name = ascii_name.lower()
+    if name.isascii():
+        # A host name already (RFC 1123 labels; punycode labels pass as they are).
+        ascii_name = name.lower()
+    else:
+        try:
+            ascii_name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise ValidationFailed(
+                f"domain is not a valid internationalised name: {exc}", {"field": "domain"}
+            ) from None
+        ascii_name = ascii_name.lower()
     labels = ascii_name.split(".")
     if len(labels) < 2:
         raise ValidationFailed("domain needs at least two labels", {"field": "domain"})
@@ -635,7 +639,7 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() + "Z" if value else None
 
 
-def domain_view(domain: Domain) -> dict[str, Any]:
+def domain_view(domain: Domain, now: dt.datetime | None = None) -> dict[str, Any]:
     return {
         "id": domain.id,
         "domain": domain.name,
@@ -649,14 +653,13 @@ def domain_view(domain: Domain) -> dict[str, Any]:
         "created_at": _iso(domain.created_at),
         "updated_at": _iso(domain.updated_at),
         "applied_at": _iso(domain.applied_at),
-        "certificate": _certificate_view(domain),
+        "certificate": _certificate_view(domain, now or utcnow()),
     }
 
 
-def _certificate_view(domain: Domain) -> dict[str, Any] | None:
+def _certificate_view(domain: Domain, now: dt.datetime) -> dict[str, Any] | None:
     if domain.cert_checked_at is None:
         return None
-    now = utcnow()
     left = None
     if domain.cert_not_after is not None:
         left = round((domain.cert_not_after - now).total_seconds() / 86400, 2)
@@ -683,7 +686,8 @@ def list_domains(deps: Deps, project: str | None = None) -> dict[str, Any]:
     query = Domain.select().join(Project).order_by(Domain.name)
     if project:
         query = query.where(Domain.project == find_project(project).id)
-    return {"domains": [domain_view(d) for d in query]}
+    now = deps.clock.now()
+    return {"domains": [domain_view(d, now) for d in query]}
 
 
 def get_domain(name: str) -> dict[str, Any]:
