@@ -5,7 +5,6 @@ and removing a replica takes that server out of the environment."""
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 import subprocess
@@ -14,9 +13,6 @@ import httpx
 import pytest
 
 from codeb.clock import SystemClock
-from codeb.services import containers, fleet
-from codeb.services.context import Actor
-from codeb.store.models import ApiKey
 from tests.executor.helpers import wait_operation
 from tests.fleet import fleet as fleetlib
 from tests.support import live_api
@@ -66,19 +62,18 @@ def env_var(env_file: str, name: str) -> str:
     return re.search(rf"^{name}=(.*)$", env_file, re.M).group(1)
 
 
-def started(answer) -> str:
-    body = answer.body if hasattr(answer, "body") else answer.json()
+def started(r: httpx.Response) -> str:
+    assert r.status_code == 202, r.text
+    body = r.json()
     assert body["status"] == "executed", body
     return body["result"]["operation"]["id"]
 
 
-def deploy_via_service(api, **body):
-    """A deploy with the request fields the HTTP shape does not carry yet (servers,
-    replicas), made as the admin key would make it."""
-    with api.deps.db.connection_context():
-        key = ApiKey.get(ApiKey.key_hash == hashlib.sha256(api.admin_key.encode()).hexdigest())
-        actor = Actor(key.id, key.name, key.role, "api", key.principal or key.name, key.created_at)
-        return containers.deploy(api.deps, actor, {"project": "pl", **body})
+def deploy(c, env: str, image: str, **fields) -> httpx.Response:
+    return c.post(
+        "/api/containers/deploy",
+        json={"project": "pl", "environment": env, "image": image, **fields},
+    )
 
 
 def rows(c, env: str) -> list[dict]:
@@ -128,11 +123,7 @@ def test_replicas_env_files_least_loaded_explicit_and_removal(stack):
 
         # 2. A first deploy places the app on the least loaded app server (a tie: the first
         #    registered), the db and Redis where they were placed.
-        r = c.post(
-            "/api/containers/deploy",
-            json={"project": "pl", "environment": "staging", "image": f"{APP}:v1"},
-        )
-        op = wait_operation(c, started(r))
+        op = wait_operation(c, started(deploy(c, "staging", f"{APP}:v1")))
         assert op["status"] == "succeeded", op
         assert sorted(op["targets"]) == ["app", "cache", "db"]
         assert serves(app.ip, 3001, "v1") and not serves(app2.ip, 3001, "v1")
@@ -143,10 +134,7 @@ def test_replicas_env_files_least_loaded_explicit_and_removal(stack):
 
         # 3. Two replicas: the second goes to the least loaded other app server; one run
         #    places both; the replica that already ran is not restarted.
-        op = wait_operation(
-            c,
-            started(deploy_via_service(api, environment="staging", image=f"{APP}:v1", replicas=2)),
-        )
+        op = wait_operation(c, started(deploy(c, "staging", f"{APP}:v1", replicas=2)))
         assert op["status"] == "succeeded", op
         assert op["result"]["servers"] == ["app", "app2"] and op["result"]["healthy"], op
         assert serves(app.ip, 3001, "v1") and serves(app2.ip, 3001, "v1")
@@ -168,11 +156,10 @@ def test_replicas_env_files_least_loaded_explicit_and_removal(stack):
 
         # 4. Production on an explicitly chosen server (MEDIUM: confirmed by the person whose
         #    key asked); its db on db2, as placed at creation.
-        answer = deploy_via_service(
-            api, environment="production", image=f"{APP}:v1", servers={"app": ["app2"]}
-        )
-        assert answer.status == 202 and answer.body["status"] == "confirmation_required"
-        r = c.post("/api/protection/confirm", json={"token": answer.body["confirm_token"]})
+        r = deploy(c, "production", f"{APP}:v1", servers={"app": ["app2"]})
+        assert r.status_code == 202 and r.json()["status"] == "confirmation_required", r.text
+        assert "on app2" in r.text, r.text  # the warning names where it will run
+        r = c.post("/api/protection/confirm", json={"token": r.json()["confirm_token"]})
         op = wait_operation(c, started(r))
         assert op["status"] == "succeeded", op
         assert sorted(op["targets"]) == ["app2", "cache", "db2"]
@@ -185,12 +172,17 @@ def test_replicas_env_files_least_loaded_explicit_and_removal(stack):
         # 5. What placement refuses, before any host is read: moving a database that has
         #    data, dropping a replica that still has a container, a server that holds
         #    placed components changing its role.
-        with pytest.raises(fleet.PlacementRefused, match="data lives there"):
-            deploy_via_service(api, environment="staging", image=f"{APP}:v1", servers={"db": "db2"})
-        with pytest.raises(fleet.PlacementRefused, match="still has a container"):
-            deploy_via_service(
-                api, environment="staging", image=f"{APP}:v1", servers={"app": ["app"]}
-            )
+        for fields, reason in (
+            ({"servers": {"db": "db2"}}, "data lives there"),
+            ({"servers": {"app": "app"}}, "still has a container"),
+            ({"replicas": 1}, "replicas only adds"),
+        ):
+            r = deploy(c, "staging", f"{APP}:v1", **fields)
+            assert r.status_code == 409, r.text
+            assert r.json()["error"]["code"] == "placement_refused"
+            assert reason in r.json()["error"]["message"], r.text
+        r = deploy(c, "staging", f"{APP}:v1", servers={"app": "db2"})
+        assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "servers.app"
         r = c.put(f"/api/servers/{app2.ip}", json={"role": "cache", "bootstrap": False})
         assert r.status_code == 409, r.text
 
@@ -211,11 +203,7 @@ def test_replicas_env_files_least_loaded_explicit_and_removal(stack):
         placed = c.get("/api/projects/pl/environments/staging").json()["placement"]
         assert placed["app"] == ["app"], placed
         assert serves(app.ip, 3001, "v1") and not serves(app2.ip, 3001, "v1")
-        r = c.post(
-            "/api/containers/deploy",
-            json={"project": "pl", "environment": "staging", "image": f"{APP}:v2"},
-        )
-        op = wait_operation(c, started(r))
+        op = wait_operation(c, started(deploy(c, "staging", f"{APP}:v2")))
         assert op["status"] == "succeeded", op
         assert "app2" not in op["targets"] and "app2" not in op["recap"], op
         assert serves(app.ip, 3001, "v2") and serves(app2.ip, 4001, "v1")
