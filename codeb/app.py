@@ -41,6 +41,7 @@ FEATURES: tuple[str, ...] = (
     "codeb.features.keys",
     "codeb.features.protection",
     "codeb.features.schedules",
+    "codeb.features.domains",
     "codeb.features.recovery",
     "codeb.features.backups",
     "codeb.features.metrics",

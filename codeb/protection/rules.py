@@ -180,7 +180,7 @@ RULES: dict[str, Rule] = {rule.operation: rule for rule in _TABLE}
 # Rules of the design whose features are not built yet: no route reaches them. Every other
 # rule must have an applier (checked at start-up); a feature that lands removes its names.
 NOT_BUILT = frozenset(
-    {"domain_set", "domain_delete", "backup_restore",
+    {"backup_restore",
      "scale_up", "scale_down"}
 )  # fmt: skip
 # No sequence of cheaper operations may reach the effect of a dearer one: each operation here
