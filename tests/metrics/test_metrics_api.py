@@ -64,9 +64,7 @@ def test_prometheus_scrape_with_a_readonly_bearer_key(api):
         assert any(name == family for (name, _) in got), family
     # The second scrape sees the first one.
     again = parse(
-        httpx.get(
-            f"{api.base_url}/api/metrics", headers={"X-API-Key": reader}, timeout=30
-        ).text
+        httpx.get(f"{api.base_url}/api/metrics", headers={"X-API-Key": reader}, timeout=30).text
     )
     assert requests_of(again, "GET", "/api/metrics", 200) >= 1
 
