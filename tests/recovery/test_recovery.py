@@ -184,7 +184,12 @@ def test_status_alarms_when_the_replicator_stops_and_warns_without_a_replica(tmp
         assert fine["replica"]["state"] == "ok", fine
         assert fine["bundle"]["state"] == "warning" and "ever exported" in fine["bundle"]["reason"]
         assert fine["state"] == "warning"
+        scraped = c.get("/api/metrics").text
+        assert 'codeb_recovery_state{part="replica"} 0.0' in scraped, scraped[-2000:]
+        assert 'codeb_recovery_state{part="bundle"} 1.0' in scraped
+        assert "codeb_recovery_replica_transactions_behind 0.0" in scraped
         service.replicator_of(live.deps).shutdown()
+        assert 'codeb_recovery_state{part="replica"} 2.0' in c.get("/api/metrics").text
         stopped = c.get("/api/recovery/status").json()
         assert stopped["state"] == "alarm" and stopped["replica"]["state"] == "alarm", stopped
         readonly = live.new_key("watcher", "readonly")

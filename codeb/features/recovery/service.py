@@ -18,10 +18,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.core import GaugeMetricFamily
+
 from codeb import __version__
 from codeb.config import Settings
 from codeb.errors import CodebError
 from codeb.features.recovery import bundle, replica
+from codeb.metrics import FeatureCollector
 from codeb.protection import audit
 from codeb.secretbox import SecretBox
 from codeb.store.db import is_sqlite, open_database
@@ -473,3 +476,49 @@ def _bundle_status(settings: Settings, now: dt.datetime) -> dict[str, Any]:
             "may have changed since): export a new one",
         }
     return {**answer, "state": "ok", "reason": "a recovery bundle was exported"}
+
+
+_STATE_VALUE = {"ok": 0, "warning": 1, "alarm": 2}
+
+
+def _collect_metrics(deps: Any) -> list[Any]:
+    """codeb's own recoverability at scrape time (two short Litestream reads when a replica
+    is configured)."""
+    report = status(deps, replicator_of(deps))
+    state = GaugeMetricFamily(
+        "codeb_recovery_state",
+        "0 ok, 1 warning, 2 alarm: the replica of codeb's database and the recovery bundle",
+        labels=["part"],
+    )
+    for part in ("replica", "bundle"):
+        state.add_metric([part], _STATE_VALUE[report[part]["state"]])
+    families = [state]
+    replica_part = report["replica"]
+    if replica_part.get("transactions_behind") is not None:
+        behind = GaugeMetricFamily(
+            "codeb_recovery_replica_transactions_behind",
+            "transactions of codeb's database not yet in the replica",
+        )
+        behind.add_metric([], replica_part["transactions_behind"])
+        families.append(behind)
+    if replica_part.get("lag_s") is not None:
+        lag = GaugeMetricFamily(
+            "codeb_recovery_replica_lag_seconds",
+            "how long the replica has been behind (0 when current)",
+        )
+        lag.add_metric([], replica_part["lag_s"])
+        families.append(lag)
+    if report["bundle"].get("age_days") is not None:
+        age = GaugeMetricFamily(
+            "codeb_recovery_bundle_age_seconds", "age of the last exported recovery bundle"
+        )
+        age.add_metric([], report["bundle"]["age_days"] * 86400)
+        families.append(age)
+    return families
+
+
+METRICS = FeatureCollector(
+    name="recovery",
+    collect=_collect_metrics,
+    description="the replica of codeb's database and the recovery bundle",
+)
