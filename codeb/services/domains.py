@@ -487,11 +487,6 @@ def create_domain(
     _environment(project, env_name)
     _refuse_taken(name, project)
     zone = zone_for(name, [z.name for z in DnsZone.select()], explicit_zone)
-    if deps.settings.tls == "acme" and not deps.settings.acme_email:
-        raise Conflict(
-            "ACME certificates need CODEB_ACME_EMAIL (or CODEB_TLS=internal)",
-            {"setting": "CODEB_ACME_EMAIL"},
-        )
     proxies, dns = _require_servers()
     params = {"domain": name, "zone": zone, "project_id": project.id, "environment": env_name}
     if preview:
@@ -553,6 +548,11 @@ def _execute_create(deps: Deps, actor: Actor, target: Target, params: dict[str, 
     _environment(project, params["environment"])
     _refuse_taken(params["domain"], project)
     _require_servers()
+    if deps.settings.tls == "acme" and not deps.settings.acme_email:
+        raise Conflict(
+            "ACME certificates need CODEB_ACME_EMAIL (or CODEB_TLS=internal)",
+            {"setting": "CODEB_ACME_EMAIL"},
+        )
     now = deps.clock.now()
     zone = DnsZone.get_or_none(DnsZone.name == params["zone"])
     if zone is None:

@@ -21,6 +21,8 @@ from codeb.store.models import (
     Backup,
     BackupTarget,
     Container,
+    DnsZone,
+    Domain,
     Operation,
     OperationLog,
     Project,
@@ -47,6 +49,7 @@ BODIES = {
     "DeployRequest": {"project": "shop", "environment": "staging", "image": "reg.example/a:1"},
     "BackupCreateRequest": {"project": "shop", "environment": "staging"},
     "RestoreRequest": {"into": "new"},
+    "DomainRequest": {"domain": "new.example.test", "project": "shop", "environment": "staging"},
 }
 
 
@@ -71,7 +74,9 @@ def _seed(api: LiveApi) -> dict[str, str]:
         assert r.status_code == 201, r.text
         for name, ip, role in (("app7", "127.0.0.7", "app"), ("db7", "127.0.0.8", "db"),
                                ("cache7", "127.0.0.10", "cache"),
-                               ("storage7", "127.0.0.11", "storage")):  # fmt: skip
+                               ("storage7", "127.0.0.11", "storage"),
+                               ("edge7", "127.0.0.12", "proxy"),
+                               ("ns7", "127.0.0.13", "dns")):  # fmt: skip
             body = {"name": name, "ip": ip, "role": role, "bootstrap": False}
             r = c.post("/api/servers", json=body)
             assert r.status_code == 201, r.text
@@ -102,7 +107,14 @@ def _seed(api: LiveApi) -> dict[str, str]:
             barman_id="20261130T150000", end_time=api.deps.clock.now(),
             created_at=api.deps.clock.now(),
         )  # fmt: skip
+        # A domain the proxy serves (domains: delete).
+        zone = DnsZone.create(name="example.test")
+        Domain.create(
+            id="dom_gate", name="shop.example.test", zone=zone.id, project=project.id,
+            environment="staging", status="active",
+        )  # fmt: skip
     return {
+        "domain": "shop.example.test",
         "backup_id": backup.id,
         "project": "shop",
         "env": "staging",
