@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from codeb.features.recovery import bundle, replica, service
-from codeb.store.models import Environment
+from codeb.store.models import Environment, Operation
 from tests.s3 import S3Server, seaweedfs
 from tests.support import live_api, make_settings
 
@@ -79,6 +79,10 @@ def run_installation(tmp_path: Path, s3: S3Server, name: str, projects: list[str
             create_project(c, project)
         exported = service.export_bundle(live.deps, out, PASSPHRASE)
         assert exported["replica"]["url"] == overrides["replica_url"]
+        # An operation in flight when the server dies (the replica carries it).
+        with live.deps.db.connection_context(), live.deps.write():
+            Operation.create(id=f"op_inflight_{name}", kind="server_stats", status="running",
+                             requested_by="api", started_at=live.deps.clock.now())  # fmt: skip
         # Written after the bundle: the replica, not the bundle, carries it.
         create_project(c, projects[-1])
         wait_current(live.deps.settings)
@@ -131,6 +135,8 @@ def test_codeb_is_rebuilt_from_the_replica_and_the_bundle(tmp_path, s3):
         names = {p["name"] for p in c.get("/api/projects").json()["projects"]}
         assert names == {"shop", "blog", "late"}
         assert passwords(live.deps) == secrets
+        inflight = c.get("/api/operations/op_inflight_first").json()
+        assert inflight["status"] == "interrupted", inflight
         verified = c.get("/api/protection/logs/verify").json()
         assert verified["valid"], verified
         logs = c.get("/api/protection/logs", params={"operation": "recovery_restore"}).json()
