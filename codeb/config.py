@@ -4,6 +4,7 @@ over the defaults. Every setting is listed in SETTINGS so the README can be chec
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import json
 import os
@@ -14,6 +15,24 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# What codeb reads at run time besides its package: the Ansible content and the templates.
+CONTENT = ("ansible.cfg", "playbooks", "roles", "plugins", "templates", "inventory")
+# Where a built wheel carries them (setup.py copies them there at build time).
+PACKAGED_CONTENT = Path(__file__).resolve().parent / "_content"
+
+
+@functools.cache
+def content_root() -> Path:
+    """The directory holding playbooks/, roles/, plugins/, templates/ and ansible.cfg: inside
+    the installed distribution (codeb/_content/, from a wheel), else the checkout codeb runs
+    from (development, tests, `make run`, an editable install)."""
+    for root in (PACKAGED_CONTENT, REPO_ROOT):
+        if (root / "playbooks").is_dir() and (root / "ansible.cfg").is_file():
+            return root
+    raise RuntimeError(
+        f"codeb's playbooks are neither in {PACKAGED_CONTENT} nor in {REPO_ROOT}: "
+        "install codeb from a wheel built with `pip wheel .`, or run it from its checkout"
+    )
 
 
 class SettingError(ValueError):
@@ -84,7 +103,7 @@ class Settings:
     # where each new head of the chain is anchored.
     log_key_file: Path | None = None
     log_anchor_file: Path | None = None
-    templates_dir: Path = REPO_ROOT / "templates"
+    templates_dir: Path = field(default_factory=lambda: content_root() / "templates")
     host: str = "127.0.0.1"
     port: int = 8080
     threads: int = 8

@@ -27,7 +27,7 @@ from codeb.cli.session import AUTH, EXIT_CODES, INTERRUPTED, USAGE, Session, Usa
 from codeb.cli.session import report_error as report_api_error
 from codeb.client.http import ApiError, CodebClient, ConfigError, config_path
 from codeb.client.http import load_settings as load_client_settings
-from codeb.config import REPO_ROOT, SettingError, load_settings
+from codeb.config import SettingError, content_root, load_settings
 from codeb.errors import CodebError
 from codeb.features.keys import service as keys
 from codeb.services.context import ROLES, SYSTEM, Deps
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="inventory_command", required=True
     )
     export = inventory.add_parser("export", help="write the inventory for runs made by hand")
-    export.add_argument("--output", default=str(REPO_ROOT / "inventory" / "hosts.yml"))
+    export.add_argument("--output", default=str(content_root() / "inventory" / "hosts.yml"))
     export.set_defaults(func=cmd_inventory_export)
     return parser
 

@@ -18,13 +18,14 @@ from typing import Any
 
 import ansible_runner
 
-from codeb.config import REPO_ROOT
+from codeb.config import content_root
 from codeb.executor.events import EventRecord, to_record
 from codeb.executor.inventory import Host, SshSettings, build_inventory
 
-PLAYBOOKS_DIR = REPO_ROOT / "playbooks"
-ROLES_DIR = REPO_ROOT / "roles"
-ANSIBLE_CFG = REPO_ROOT / "ansible.cfg"
+# From the checkout, or from the installed distribution (codeb.config.content_root).
+PLAYBOOKS_DIR = content_root() / "playbooks"
+ROLES_DIR = content_root() / "roles"
+ANSIBLE_CFG = content_root() / "ansible.cfg"
 # ansible-runner checks the cancel callback (and the job timeout) each time its pexpect loop
 # wakes up: on output, or after `pexpect_timeout` seconds without any (5 s by default, during
 # which a canceled run went on restarting units). A tenth of a second makes a cancel take
@@ -68,7 +69,7 @@ def _envvars(control_dir: Path) -> dict[str, str]:
         "ANSIBLE_NOCOLOR": "1",
         # codeb records its own runs; the journal callback (named in ansible.cfg, found here)
         # is for runs made by hand and stays silent in codeb's.
-        "ANSIBLE_CALLBACK_PLUGINS": str(REPO_ROOT / "plugins" / "callback"),
+        "ANSIBLE_CALLBACK_PLUGINS": str(content_root() / "plugins" / "callback"),
         "CODEB_JOURNAL": "off",
     }
 
