@@ -204,6 +204,12 @@ def test_backup_pitr_catalogue_and_secrets(stack, fleet):
         summary = backups.sync_catalogue(deps)
         assert summary["found"] == 1 and not summary["errors"], summary
         scheduled = Backup.get((Backup.target_id == target.id) & (Backup.kind == "scheduled"))
+        # Barman marks it DONE once its last WAL is filed (at the latest by the minute timer).
+        deadline = time.monotonic() + 150
+        while scheduled.status == "running" and time.monotonic() < deadline:
+            time.sleep(10)
+            backups.sync_catalogue(deps)
+            scheduled = Backup.get_by_id(scheduled.id)
         assert scheduled.status == "completed" and scheduled.end_time >= b.end_time
         env = Environment.get(
             (Environment.project == Project.get(Project.name == "shop").id)
