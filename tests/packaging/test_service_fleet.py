@@ -1,20 +1,17 @@
 """codeb installed as the systemd service on a fleet host, for real: a fresh Debian 13 host
-gets the release tree, a virtualenv filled from a wheelhouse built here (no index at install),
-the static user from the sysusers file and packaging/systemd/codeb.service, hardening and all.
-Then, through that service's API only, codeb registers the three shared fleet hosts (with its
-own SSH key, authorised as an operator would) and deploys an app to staging on them."""
+gets a virtualenv filled from codeb's wheel, built here by `pip wheel`, and a wheelhouse of its
+dependencies (no index at install, no checkout on the host), the static user from the sysusers
+file and packaging/systemd/codeb.service, hardening and all. Then, through that service's API
+only, codeb registers the three shared fleet hosts (with its own SSH key, authorised as an
+operator would) and deploys an app to staging on them."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import ipaddress
 import re
-import subprocess
-import sys
 import tarfile
 import time
-import tomllib
 from pathlib import Path
 
 import httpx
@@ -22,58 +19,13 @@ import pytest
 
 from tests.executor.helpers import wait_operation
 from tests.fleet import fleet as fleetlib
+from tests.packaging.wheels import REPO, build_wheel, wheelhouse
 
 pytestmark = pytest.mark.fleet
 
-REPO = Path(__file__).resolve().parents[2]
 GUEST_PYTHON = "3.13"  # Debian 13's
-PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_28_x86_64",
-             "manylinux_2_34_x86_64", "any")  # fmt: skip
 APP = "localhost/codeb-test-app"
 PROJECT = "svcshop"
-LEAVE_OUT = ("tests/", "bench/", ".git", "var/", "inventory/hosts.yml")
-
-
-def _requirements() -> list[str]:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], "pip", "setuptools>=68", "wheel"]
-
-
-def wheelhouse() -> Path:
-    """Every dependency as a wheel for the guest's Python, downloaded once per requirement
-    set (pip's ordinary client) and kept with the fleet's caches."""
-    reqs = _requirements()
-    key = hashlib.sha256("\n".join([GUEST_PYTHON, *reqs]).encode()).hexdigest()[:16]
-    target = Path("/var/cache/codeb-fleet") / f"wheelhouse-{key}"
-    if target.is_dir():
-        return target
-    tmp = target.with_name(target.name + ".tmp")
-    subprocess.run(["rm", "-rf", str(tmp)], check=True)
-    abi = "cp" + GUEST_PYTHON.replace(".", "")
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "-d", str(tmp), "--only-binary=:all:",
-           "--python-version", GUEST_PYTHON, "--implementation", "cp",
-           "--abi", abi, "--abi", "abi3", "--abi", "none"]  # fmt: skip
-    for platform in PLATFORMS:
-        cmd += ["--platform", platform]
-    subprocess.run([*cmd, *reqs], check=True, timeout=900)
-    tmp.rename(target)
-    return target
-
-
-def release_tree() -> bytes:
-    """The release tree (what git tracks, plus new files not ignored), as a tar.gz."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name in sorted(set(filter(None, listed))):
-            path = REPO / name
-            if name.startswith(LEAVE_OUT) or not path.is_file():
-                continue
-            tar.add(path, arcname=name, recursive=False)
-    return buf.getvalue()
 
 
 def _tar_dir(path: Path) -> bytes:
@@ -94,35 +46,51 @@ def ctl(fleet):
         fleetlib.remove_hosts(["ctl"], fleet.config)
 
 
-def test_codeb_as_a_systemd_service_deploys_to_the_fleet(fleet, ctl):
+def test_codeb_as_a_systemd_service_deploys_to_the_fleet(fleet, ctl, tmp_path):
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    wheels = wheelhouse()
+    wheels = wheelhouse(GUEST_PYTHON)
     timings["wheelhouse"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    wheel = build_wheel(tmp_path, wheels)  # pure Python: one wheel for any Python 3.11+
+    timings["build_wheel"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    ctl.ssh("mkdir -p /opt/codeb /opt/wheelhouse", check=True)
-    ctl.ssh("tar -C /opt/codeb -xzf -", input=release_tree(), check=True, timeout=300)
+    ctl.ssh("mkdir -p /opt/codeb /opt/wheelhouse /opt/dist", check=True)
     ctl.ssh("tar -C /opt/wheelhouse -xf -", input=_tar_dir(wheels), check=True, timeout=300)
+    ctl.ssh(f"cat > /opt/dist/{wheel.name}", input=wheel.read_bytes(), check=True, timeout=120)
+    for name in ("codeb.sysusers", "codeb.service"):
+        unit = (REPO / "packaging" / "systemd" / name).read_bytes()
+        ctl.ssh(f"cat > /opt/dist/{name}", input=unit, check=True)
     pip_wheel = next(p.name for p in wheels.glob("pip-*.whl"))
     install = (
         "set -e; python3 -m venv --without-pip /opt/codeb/venv; "
         f"/opt/codeb/venv/bin/python /opt/wheelhouse/{pip_wheel}/pip install -q --no-index "
-        "--find-links /opt/wheelhouse pip setuptools wheel; "
+        "--find-links /opt/wheelhouse pip; "
         "/opt/codeb/venv/bin/pip install -q --no-index --find-links /opt/wheelhouse "
-        "--no-build-isolation -e /opt/codeb"
+        f"/opt/dist/{wheel.name}"
     )
     r = ctl.ssh(install, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     timings["install"] = time.monotonic() - t0
+    # Its playbooks, roles and templates are the installed ones; there is no checkout.
+    probe = ctl.ssh(
+        "/opt/codeb/venv/bin/python -c 'from codeb.config import content_root as c; print(c())'",
+        check=True,
+    ).stdout.strip()
+    assert probe.startswith("/opt/codeb/venv/lib/") and probe.endswith("/codeb/_content"), probe
+    assert ctl.ssh("test -e /opt/codeb/playbooks").returncode != 0
 
     subnet = str(ipaddress.ip_network(f"{ctl.ip}/24", strict=False))
     setup = (
-        "set -e; install -D -m 0644 /opt/codeb/packaging/systemd/codeb.sysusers "
+        "set -e; install -D -m 0644 /opt/dist/codeb.sysusers "
         "/usr/lib/sysusers.d/codeb.conf; systemd-sysusers; "
-        "install -m 0644 /opt/codeb/packaging/systemd/codeb.service /etc/systemd/system/; "
+        "install -m 0644 /opt/dist/codeb.service /etc/systemd/system/; "
         "mkdir -p /etc/codeb; "
-        f"printf 'CODEB_HOST=0.0.0.0\\nCODEB_ALLOWED_NETWORKS={subnet}\\n' > /etc/codeb/codeb.env; "
+        # An empty CODEB_TEMPLATES_DIR (the env file wins over the unit's Environment=) means
+        # the default: the templates inside the installed wheel, not the release tree's.
+        f"printf 'CODEB_HOST=0.0.0.0\\nCODEB_ALLOWED_NETWORKS={subnet}\\n"
+        "CODEB_TEMPLATES_DIR=\\n' > /etc/codeb/codeb.env; "
         "systemctl daemon-reload; systemctl start codeb"
     )  # fmt: skip
     t0 = time.monotonic()
