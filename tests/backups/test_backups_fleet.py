@@ -225,7 +225,8 @@ def test_backup_pitr_catalogue_and_secrets(stack, fleet):
             scheduled.id,
         }, listed.text
         view = c.get(f"/api/backups/{b.id}").json()
-        assert view["recoverable_window"]["earliest"] == b.end_time.isoformat() + "Z"
+        # The window opens at the end of the oldest backup still held.
+        assert view["recoverable_window"]["earliest"] == first_backup.end_time.isoformat() + "Z"
 
         # 4. Deleting a backup is HIGH: queued, not executed.
         r = c.delete(f"/api/backups/{scheduled.id}")
