@@ -214,6 +214,13 @@ def test_domain_served_end_to_end(edge, tmp_path):
     TIMINGS["first_domain_add_s"] = time.monotonic() - t0
     assert op["status"] == "succeeded", op
 
+    # dig, as the issue says: the proxy's address, with the AA flag.
+    dug = subprocess.run(
+        ["dig", f"@{dns_host.ip}", "shop.example.test", "A", "+norecurse", "+time=3"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert " aa" in dug.stdout.split("flags:", 1)[1].split(";", 1)[0], dug.stdout
+    assert f"shop.example.test.\t60\tIN\tA\t{proxy.ip}" in dug.stdout, dug.stdout
     answer = ask(dns_host.ip, "shop.example.test.")
     assert answer.flags & dns.flags.AA
     assert addresses(answer) == [proxy.ip]
