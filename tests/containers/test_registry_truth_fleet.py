@@ -64,6 +64,9 @@ def stack(fleet, tmp_path_factory):
 
 def deploy(c: httpx.Client, image: str, **kw) -> httpx.Response:
     body = {"project": PROJECT, "environment": "staging", "image": image}
+    # A preview, and a deploy sent with X-Plan-Hash, read the hosts before answering (a
+    # check-mode run, a probe): on a loaded 2-core machine that took over the client's 30 s.
+    kw.setdefault("timeout", 300)
     return c.post("/api/containers/deploy", json=body, **kw)
 
 
