@@ -87,7 +87,16 @@ def env_name(setting: str) -> str:
 
 
 def _default_data_dir() -> Path:
-    return REPO_ROOT / "var"
+    """./var beside the checkout (development, `make run`); installed from a wheel, the state
+    directory systemd gives the service (StateDirectory=), else the user's state directory,
+    never a directory inside site-packages."""
+    if content_root() == REPO_ROOT:
+        return REPO_ROOT / "var"
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "codeb"
 
 
 @dataclass(frozen=True)

@@ -87,10 +87,8 @@ def test_codeb_as_a_systemd_service_deploys_to_the_fleet(fleet, ctl, tmp_path):
         "/usr/lib/sysusers.d/codeb.conf; systemd-sysusers; "
         "install -m 0644 /opt/dist/codeb.service /etc/systemd/system/; "
         "mkdir -p /etc/codeb; "
-        # An empty CODEB_TEMPLATES_DIR (the env file wins over the unit's Environment=) means
-        # the default: the templates inside the installed wheel, not the release tree's.
-        f"printf 'CODEB_HOST=0.0.0.0\\nCODEB_ALLOWED_NETWORKS={subnet}\\n"
-        "CODEB_TEMPLATES_DIR=\\n' > /etc/codeb/codeb.env; "
+        f"printf 'CODEB_HOST=0.0.0.0\\nCODEB_ALLOWED_NETWORKS={subnet}\\n' "
+        "> /etc/codeb/codeb.env; "
         "systemctl daemon-reload; systemctl start codeb"
     )  # fmt: skip
     t0 = time.monotonic()
