@@ -88,11 +88,13 @@ def staging_tested(target: Target, params: dict[str, Any]) -> bool:
 
 
 def health_check_passed(target: Target, params: dict[str, Any]) -> bool:
+    """The image runs in staging and every staging replica running it is healthy (one sick
+    replica of several is not a tested image)."""
     where = _staging_with_image(target, params)
-    return (
-        where is not None
-        and Container.select().where(where & (Container.health_status == "healthy")).exists()
-    )
+    if where is None:
+        return False
+    states = [row.health_status for row in Container.select(Container.health_status).where(where)]
+    return bool(states) and all(state == "healthy" for state in states)
 
 
 PREDICATES: dict[str, Callable[[Target, dict[str, Any]], bool]] = {
