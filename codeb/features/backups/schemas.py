@@ -14,6 +14,8 @@ class BackupCreateRequest(Request):
     component: Literal["db"] | UnsetType = UNSET
     type: Literal["full"] | UnsetType = UNSET
 
+    example = {"project": "shop", "environment": "production", "component": "db"}
+
 
 class RestoreRequest(Request):
     target_time: (
@@ -28,6 +30,8 @@ class RestoreRequest(Request):
         | UnsetType
     ) = UNSET
     into: Literal["new", "in_place"] | UnsetType = UNSET
+
+    example = {"target_time": "2026-11-30T12:00:00Z", "into": "new"}
 
 
 class Window(Shape):

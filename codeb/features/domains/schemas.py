@@ -34,6 +34,8 @@ class DomainRequest(Request):
     project: Annotated[str, Meta(min_length=1, max_length=100, description="id or name")]
     environment: Annotated[str, Meta(pattern="^[a-z][a-z0-9_-]{0,19}$")]
 
+    example = {"domain": "shop.example.com", "project": "shop", "environment": "production"}
+
 
 class Certificate(Shape):
     issuer: str | None
