@@ -70,9 +70,7 @@ def main() -> None:
     try:
         for name in module.params["names"]:
             listed = barman("list-backups", name).get(name, [])
-            backups = [
-                barman("show-backup", name, b["backup_id"]).get(name, {}) for b in listed
-            ]
+            backups = [barman("show-backup", name, b["backup_id"]).get(name, {}) for b in listed]
             catalogue[name] = {"backups": backups, "wal": wal_state(module.params["home"], name)}
     except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired) as exc:
         module.fail_json(msg=str(exc))
