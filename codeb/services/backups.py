@@ -207,20 +207,6 @@ def _storage_server() -> Server:
     return server
 
 
-def _environment(project: Project, name: str) -> Environment:
-    env = Environment.get_or_none(
-        (Environment.project == project.id)
-        & (Environment.name == name)
-        & (Environment.status == "active")
-    )
-    if env is None:
-        raise NotFound(
-            f"environment {name!r} of {project.name!r} not found",
-            {"project": project.name, "environment": name},
-        )
-    return env
-
-
 def _db_container(project: Project, environment: str) -> Container:
     c = (
         Container.select()
@@ -281,7 +267,7 @@ def create_backup(
     """`POST /api/backups {project, environment, component?: db}` (backup_create, LOW): a
     base backup now; the first one of a component also sets up its WAL streaming."""
     project = projects.find_project(_required_str(body, "project"))
-    env = _environment(project, _required_str(body, "environment"))
+    env = projects.find_environment(project, _required_str(body, "environment"))
     component = body.get("component", "db")
     if component != "db":
         raise ValidationFailed("component must be 'db' (Redis copies are another issue)", {})
@@ -307,7 +293,7 @@ def create_backup(
 
 def _execute_create(deps: Deps, actor: Actor, target: Target, params: dict) -> dict:
     project = Project.get_by_id(params["project_id"])
-    env = _environment(project, params["environment"])
+    env = projects.find_environment(project, params["environment"])
     return start_backup(deps, actor, project, env, params.get("kind", "manual"))
 
 

@@ -156,7 +156,7 @@ def _registry_units(deps: Deps, c: Container) -> EnvironmentUnits:
     """The units of a container's environment as the registry describes them: placed where
     the placement says, the app also on every server holding one of its containers."""
     project = Project.get_by_id(c.project_id)
-    env = _environment(project, c.environment)
+    env = projects.find_environment(project, c.environment)
     apps = _rows(project.id, env.name, "app")
     image = c.image if c.server_type == "app" else (apps[0].image if apps else c.image)
     placement = fleet.placed(env)
@@ -182,20 +182,6 @@ def _probe_plan(plan: dict[str, HostPlan]) -> dict:
 
 
 # -- deploy ----------------------------------------------------------------------------
-
-
-def _environment(project: Project, name: str) -> Environment:
-    env = Environment.get_or_none(
-        (Environment.project == project.id)
-        & (Environment.name == name)
-        & (Environment.status == "active")
-    )
-    if env is None:
-        raise NotFound(
-            f"project {project.name!r} has no {name} environment",
-            {"project": project.name, "environment": name},
-        )
-    return env
 
 
 def environment_units(
@@ -273,7 +259,7 @@ def deploy(
     expected_plan: str | None = None,
 ) -> protection.Answer | dict:
     project = projects.find_project(str(body.get("project", "")))
-    env = _environment(project, str(body.get("environment", "")))
+    env = projects.find_environment(project, str(body.get("environment", "")))
     image = body.get("image")
     if not isinstance(image, str) or not IMAGE.fullmatch(image):
         raise ValidationFailed("image is not a valid image reference", {"field": "image"})
@@ -344,7 +330,7 @@ class PlanChanged(Conflict):
 
 def _execute_deploy(deps: Deps, actor: Actor, target: Target, params: dict[str, Any]) -> dict:
     project = Project.get_by_id(target.project_id)
-    env = _environment(project, target.environment)
+    env = projects.find_environment(project, target.environment)
     # The placement the request decided (and a confirmation bound), checked again against
     # what is recorded now, then recorded: the run and its rows follow it.
     placement = fleet.resolve(project, env, params.get("servers") or {})
@@ -382,7 +368,7 @@ class DeployJob:
     def run(self, ctx: RunContext) -> JobResult:
         deps, params = ctx.deps, ctx.operation.params
         project = Project.get_by_id(params["project_id"])
-        env = _environment(project, params["environment"])
+        env = projects.find_environment(project, params["environment"])
         previous = _running_image(project.id, env.name)
         units = environment_units(deps, project, env, params["image"])
         plan = plan_environment(deps.settings.templates_dir, units)
@@ -614,7 +600,7 @@ def _reconcile(
 
 def environment_units_for_image(deps: Deps, params: dict, image: str) -> EnvironmentUnits:
     project = Project.get_by_id(params["project_id"])
-    env = _environment(project, params["environment"])
+    env = projects.find_environment(project, params["environment"])
     return environment_units(deps, project, env, image)
 
 
@@ -1214,7 +1200,7 @@ class ReconcileJob:
             registry = _settle_container(ctx, c, fleet.container_server(c), params["action"])
         else:
             project = Project.get_by_id(params["project_id"])
-            env = _environment(project, params["environment"])
+            env = projects.find_environment(project, params["environment"])
             apps = _rows(project.id, env.name, "app")
             # The rows' own image: the environment as registered, compared with the hosts.
             units = environment_units(

@@ -55,7 +55,7 @@ from codeb.providers.proxy.caddy import upstream
 from codeb.providers.proxy.probe import http_get, tls_certificate
 from codeb.services import operations, protection, scheduler
 from codeb.services.context import SYSTEM, Actor, Deps
-from codeb.services.projects import find_project, new_id
+from codeb.services.projects import find_environment, find_project, new_id
 from codeb.services.servers import run_now
 from codeb.services.validation import CONTROL_CHARACTERS
 from codeb.store.models import (
@@ -63,7 +63,6 @@ from codeb.store.models import (
     DnsZone,
     Domain,
     DomainServer,
-    Environment,
     Operation,
     Project,
     Server,
@@ -208,7 +207,7 @@ def app_upstreams(project: Project, environment: str) -> list[str]:
         )
         .order_by(Container.server_ip)
     )
-    env = _environment(project, environment)
+    env = find_environment(project, environment)
     ups = {
         upstream(row.server_ip, row.port_external or env.app_port)
         for row in rows
@@ -223,20 +222,6 @@ def _is_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _environment(project: Project, name: str) -> Environment:
-    env = Environment.get_or_none(
-        (Environment.project == project.id)
-        & (Environment.name == name)
-        & (Environment.status == "active")
-    )
-    if env is None:
-        raise NotFound(
-            f"project {project.name!r} has no {name} environment",
-            {"project": project.name, "environment": name},
-        )
-    return env
 
 
 def _sites(extra: Domain | None = None, without: str | None = None) -> list[Site]:
@@ -484,7 +469,7 @@ def create_domain(
     if not isinstance(env_name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]{0,19}", env_name):
         raise ValidationFailed("environment is required", {"field": "environment"})
     project = find_project(project_ref)
-    _environment(project, env_name)
+    find_environment(project, env_name)
     _refuse_taken(name, project)
     zone = zone_for(name, [z.name for z in DnsZone.select()], explicit_zone)
     proxies, dns = _require_servers()
@@ -545,7 +530,7 @@ def _execute_create(deps: Deps, actor: Actor, target: Target, params: dict[str, 
     )
     if project is None:
         raise NotFound("the project no longer exists", {"project_id": params["project_id"]})
-    _environment(project, params["environment"])
+    find_environment(project, params["environment"])
     _refuse_taken(params["domain"], project)
     _require_servers()
     if deps.settings.tls == "acme" and not deps.settings.acme_email:

@@ -104,6 +104,21 @@ def find_project(ref: str) -> Project:
     return project
 
 
+def find_environment(project: Project, name: str) -> Environment:
+    """An active environment of a project by name (404 naming both otherwise)."""
+    env = Environment.get_or_none(
+        (Environment.project == project.id)
+        & (Environment.name == name)
+        & (Environment.status == "active")
+    )
+    if env is None:
+        raise NotFound(
+            f"project {project.name!r} has no {name} environment",
+            {"project": project.name, "environment": name},
+        )
+    return env
+
+
 def _env_file(
     deps: Deps, project: Project, env: Environment, hosts: dict[str, str | None] | None = None
 ) -> str:
