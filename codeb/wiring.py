@@ -29,6 +29,8 @@ class Wiring:
     # Long-lived helpers of the serving process, by name: start(deps) -> something with a
     # shutdown() method, or None when the settings leave it off (codeb.app.start_runtime).
     background: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    # The features' metrics collectors (codeb.metrics.FeatureCollector), read at each scrape.
+    metrics: tuple[Any, ...] = ()
 
     @cached_property
     def document(self) -> dict[str, Any]:
@@ -47,6 +49,7 @@ class Configurator:
         self._runner_jobs: dict[str, Any] = {}
         self._schedules: dict[str, Job] = {}
         self._background: dict[str, Callable[[Any], Any]] = {}
+        self._metrics: dict[str, Any] = {}
 
     def include(self, feature: str) -> None:
         """Import the feature package and call its `includeme(config)`."""
@@ -104,6 +107,13 @@ class Configurator:
             raise ValueError(f"background helper {name!r} is declared twice")
         self._background[name] = start
 
+    def add_metrics(self, collector: Any) -> None:
+        """A feature's metrics (a codeb.metrics.FeatureCollector), read at each scrape of
+        GET /api/metrics; its name is unique."""
+        if collector.name in self._metrics:
+            raise ValueError(f"metrics collector {collector.name!r} is declared twice")
+        self._metrics[collector.name] = collector
+
     def finish(self) -> Wiring:
         return Wiring(
             features=tuple(self._features),
@@ -112,6 +122,7 @@ class Configurator:
             runner_jobs=dict(self._runner_jobs),
             schedules=tuple(self._schedules.values()),
             background=dict(self._background),
+            metrics=tuple(self._metrics.values()),
         )
 
 

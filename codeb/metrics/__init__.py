@@ -7,8 +7,9 @@ prometheus_client registry with
   outcome with a histogram of their durations, operations waiting for or holding a runner,
   protection queue entries pending and the age of the oldest, per server its registry status
   and the last statistics read from it, per scheduled job its last success;
-- every collector a feature declared (`declare`): backups and certificates add theirs that
-  way, in the feature's own package, without touching this one;
+- every collector a feature declared in its includeme (`config.add_metrics(...)`, carried
+  by the wiring): backups and certificates add theirs that way, in the feature's own
+  package, without touching this one;
 - this process's own figures (memory, CPU, open files).
 
 `exposition()` is the Prometheus text format; `summary()` the same figures as JSON (the
@@ -55,26 +56,6 @@ class FeatureCollector:
     name: str
     collect: CollectFn
     description: str = ""
-
-
-_DECLARED: dict[str, FeatureCollector] = {}
-_DECLARED_LOCK = threading.Lock()
-
-
-def declare(collector: FeatureCollector) -> FeatureCollector:
-    """Declare a feature's collector (once per name; declaring the same one again is a no-op,
-    another one under a taken name is an error). Every `Metrics` made afterwards uses it."""
-    with _DECLARED_LOCK:
-        existing = _DECLARED.get(collector.name)
-        if existing is not None and existing != collector:
-            raise ValueError(f"a metrics collector named {collector.name!r} is already declared")
-        _DECLARED[collector.name] = collector
-    return collector
-
-
-def declared() -> list[FeatureCollector]:
-    with _DECLARED_LOCK:
-        return list(_DECLARED.values())
 
 
 class _Features:
@@ -131,7 +112,7 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         if collectors is None:
             wired = getattr(getattr(deps, "wiring", None), "metrics", ())
-            collectors = list({c.name: c for c in (STATE, *wired, *declared())}.values())
+            collectors = [STATE, *wired]
         chosen = collectors
         self.collectors = chosen
         self.registry.register(_Features(deps, chosen))
@@ -175,7 +156,5 @@ __all__ = [
     "UNMATCHED_ROUTE",
     "FeatureCollector",
     "Metrics",
-    "declare",
-    "declared",
     "metrics_for",
 ]

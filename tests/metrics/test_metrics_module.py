@@ -3,6 +3,7 @@ and PostgreSQL; a feature's collector; a failing one costs only its own figures.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 
@@ -10,9 +11,10 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from codeb.metrics import FeatureCollector, Metrics, declare, declared
+from codeb.metrics import FeatureCollector, Metrics
 from codeb.metrics.state import STATE
 from codeb.store.models import Operation, ProtectionQueue, Schedule, Server
+from codeb.wiring import Configurator
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple], float]:
@@ -126,22 +128,25 @@ def test_a_feature_contributes_its_collector_and_a_broken_one_costs_only_itself(
         raise RuntimeError("no storage")
 
     good = FeatureCollector("test_backups", backups)
-    assert declare(good) is good and declare(good) is good  # declaring twice: same one
+    # Declared in a feature's includeme, on the Configurator; a name is taken once.
+    config = Configurator()
+    config.add_metrics(good)
     with pytest.raises(ValueError):
-        declare(FeatureCollector("test_backups", broken))
-    try:
-        assert good in declared()
-        deps = sqlite_api.deps
-        with deps.db.connection_context():
-            metrics = Metrics(deps, collectors=[STATE, good, FeatureCollector("bad", broken)])
-            got = samples(metrics)
-            default = Metrics(deps)
-            assert good in default.collectors and STATE in default.collectors
-        assert got[("codeb_backup_age_seconds", (("database", "shop-staging"),))] == 3600
-        assert got[("codeb_metrics_collector_up", (("collector", "bad"),))] == 0
-        assert got[("codeb_metrics_collector_up", (("collector", "test_backups"),))] == 1
-        assert ("codeb_runner_operations", (("state", "queued"),)) in got
-    finally:
-        from codeb import metrics as metrics_module
-
-        metrics_module._DECLARED.pop("test_backups", None)
+        config.add_metrics(FeatureCollector("test_backups", broken))
+    wired = config.finish().metrics
+    assert wired == (good,)
+    base = sqlite_api.deps
+    deps = dataclasses.replace(
+        base, wiring=dataclasses.replace(base.wiring, metrics=(*base.wiring.metrics, *wired))
+    )
+    with deps.db.connection_context():
+        metrics = Metrics(deps, collectors=[STATE, good, FeatureCollector("bad", broken)])
+        got = samples(metrics)
+        default = Metrics(deps)
+        assert good in default.collectors and STATE in default.collectors
+        # The wired features' own collectors are there too (domains, recovery).
+        assert {"domains", "recovery"} <= {c.name for c in default.collectors}
+    assert got[("codeb_backup_age_seconds", (("database", "shop-staging"),))] == 3600
+    assert got[("codeb_metrics_collector_up", (("collector", "bad"),))] == 0
+    assert got[("codeb_metrics_collector_up", (("collector", "test_backups"),))] == 1
+    assert ("codeb_runner_operations", (("state", "queued"),)) in got

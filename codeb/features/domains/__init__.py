@@ -4,7 +4,6 @@ world in codeb.providers.dns and codeb.providers.proxy."""
 
 from __future__ import annotations
 
-from codeb import metrics
 from codeb.api.declare import Op, answer, path, query
 from codeb.features.domains import api, schemas
 from codeb.features.protection.schemas import NOT_YET, ProtectionExecuted
@@ -25,7 +24,7 @@ def includeme(config: Configurator) -> None:
     config.add_appliers(domains.APPLIERS)
     config.add_runner_jobs(domains.JOBS)
     config.add_schedules(domains.SCHEDULES)
-    metrics.declare(domains.METRICS)
+    config.add_metrics(domains.METRICS)
     config.add_route(
         "/api/domains",
         api.Domains,

@@ -1,6 +1,6 @@
 """Metrics over HTTP (issue 13): GET /api/metrics, Prometheus' exposition or a JSON summary.
 The figures themselves are codeb.metrics (no HTTP); a feature adds its own with
-`codeb.metrics.declare(FeatureCollector(...))` from its includeme."""
+`config.add_metrics(FeatureCollector(...))` in its includeme."""
 
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ codeb from both (`service.py`; `codeb recovery export|restore|status`)."""
 
 from __future__ import annotations
 
-from codeb import metrics
 from codeb.api.declare import Op, answer
 from codeb.features.recovery import api, schemas, service
 from codeb.wiring import Configurator
@@ -13,7 +12,7 @@ from codeb.wiring import Configurator
 
 def includeme(config: Configurator) -> None:
     config.add_background("replicator", service.start_replicator_for)
-    metrics.declare(service.METRICS)
+    config.add_metrics(service.METRICS)
     config.add_route(
         "/api/recovery/status",
         api.RecoveryStatus,
