@@ -5,7 +5,7 @@ container, delete (HIGH). Use cases in codeb.services.backups."""
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer, paging, path, query
-from codeb.features.backups import api, schemas
+from codeb.features.backups import api, metrics, schemas
 from codeb.features.protection.schemas import NOT_YET, ProtectionExecuted
 from codeb.services import backups
 from codeb.services.ports import ENVIRONMENTS
@@ -22,6 +22,7 @@ def includeme(config: Configurator) -> None:
     config.add_appliers(backups.APPLIERS)
     config.add_runner_jobs(backups.JOBS)
     config.add_schedules(backups.SCHEDULES)
+    config.add_metrics(metrics.METRICS)
     config.add_route(
         "/api/backups",
         api.Backups,
