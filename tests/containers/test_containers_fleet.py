@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from codeb.clock import SystemClock
-from tests.executor.helpers import wait_operation
+from tests.executor.helpers import register_fleet, wait_operation
 from tests.support import live_api
 
 pytestmark = pytest.mark.fleet
@@ -33,13 +33,7 @@ def stack(fleet, tmp_path_factory):
         ssh_private_key_file=fleet.key_path,
     ) as api:
         with api.client() as c:
-            ops = [
-                c.post("/api/servers", json={"name": h.name, "ip": h.ip, "role": h.name}).json()[
-                    "operation"
-                ]["id"]
-                for h in fleet
-            ]
-            assert all(wait_operation(c, o)["status"] == "succeeded" for o in ops)
+            register_fleet(c, fleet)
             created = c.post("/api/projects", json={"name": "shop", "type": "nodejs"})
             assert created.status_code == 201, created.text
         yield api, created.json()

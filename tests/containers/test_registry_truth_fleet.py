@@ -18,7 +18,7 @@ import pytest
 
 from codeb.clock import SystemClock
 from codeb.store.models import Server
-from tests.executor.helpers import wait_operation
+from tests.executor.helpers import register_fleet, wait_operation
 from tests.executor.test_executor_fleet import _serve
 from tests.support import free_port, live_api
 
@@ -39,13 +39,7 @@ def stack(fleet, tmp_path_factory):
         ssh_private_key_file=fleet.key_path,
     ) as api:
         with api.client() as c:
-            ops = [
-                c.post("/api/servers", json={"name": h.name, "ip": h.ip, "role": h.name}).json()[
-                    "operation"
-                ]["id"]
-                for h in fleet
-            ]
-            assert all(wait_operation(c, o)["status"] == "succeeded" for o in ops)
+            register_fleet(c, fleet)
             created = c.post("/api/projects", json={"name": PROJECT, "type": "nodejs"})
             assert created.status_code == 201, created.text
             op = wait_operation(c, started(deploy(c, f"{APP}:v1")))

@@ -43,3 +43,16 @@ def wait_operation(client, op_id: str, timeout: float = 300) -> dict:
             return op
         time.sleep(0.2)
     raise AssertionError(f"operation {op_id} did not finish in {timeout}s")
+
+
+def register_fleet(client, hosts, timeout: float = 300) -> None:
+    """Register every fleet host with the role it is named after (app, db, cache) and wait
+    until each one's registration and bootstrap succeeded."""
+    ops = []
+    for host in hosts:
+        r = client.post("/api/servers", json={"name": host.name, "ip": host.ip, "role": host.name})
+        assert r.status_code in (201, 202), r.text
+        ops.append(r.json()["operation"]["id"])
+    for op in ops:
+        done = wait_operation(client, op, timeout=timeout)
+        assert done["status"] == "succeeded", done

@@ -14,7 +14,7 @@ import pytest
 from codeb.client import CodebClient
 from codeb.clock import SystemClock
 from codeb.mcp import build_server
-from tests.executor.helpers import wait_operation
+from tests.executor.helpers import register_fleet
 from tests.mcp.conftest import Mcp
 from tests.support import live_api
 
@@ -33,13 +33,7 @@ def fleet_mcp(fleet, tmp_path_factory):
         ssh_private_key_file=fleet.key_path,
     ) as api:
         with api.client() as c:
-            ops = [
-                c.post("/api/servers", json={"name": h.name, "ip": h.ip, "role": h.name}).json()[
-                    "operation"
-                ]["id"]
-                for h in fleet
-            ]
-            assert all(wait_operation(c, o)["status"] == "succeeded" for o in ops)
+            register_fleet(c, fleet)
         key = api.new_key("assistant", "agent")
         client = CodebClient(api.base_url, key, "mcp")
         try:

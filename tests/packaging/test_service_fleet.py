@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.executor.helpers import wait_operation
+from tests.executor.helpers import register_fleet, wait_operation
 from tests.fleet import fleet as fleetlib
 from tests.packaging.wheels import REPO, build_wheel, wheelhouse
 
@@ -120,14 +120,7 @@ def test_codeb_as_a_systemd_service_deploys_to_the_fleet(fleet, ctl, tmp_path):
             for host in fleet:  # as an operator authorises codeb on a server
                 host.ssh("cat >> /root/.ssh/authorized_keys", input=pubkey + "\n", check=True)
             t0 = time.monotonic()
-            ops = []
-            for h in fleet:
-                r = c.post("/api/servers", json={"name": h.name, "ip": h.ip, "role": h.name})
-                assert r.status_code in (201, 202), r.text
-                ops.append(r.json()["operation"]["id"])
-            for op in ops:
-                done = wait_operation(c, op, timeout=600)
-                assert done["status"] == "succeeded", done
+            register_fleet(c, fleet, timeout=600)
             timings["register_and_bootstrap"] = time.monotonic() - t0
             assert c.post("/api/projects", json={"name": PROJECT}).status_code == 201
             t0 = time.monotonic()

@@ -13,7 +13,7 @@ import pytest
 
 from codeb.clock import SystemClock
 from codeb.features.recovery import service
-from tests.executor.helpers import wait_operation
+from tests.executor.helpers import register_fleet, wait_operation
 from tests.recovery.test_recovery import PASSPHRASE, passwords, replica_settings, wait_current
 from tests.s3 import seaweedfs
 from tests.support import live_api, make_settings
@@ -47,13 +47,7 @@ def test_a_rebuilt_codeb_takes_the_fleet_back(fleet, tmp_path):
                 "allowed_networks": net,
             }
             with live_api(data, clock=SystemClock(), **overrides) as api, api.client() as c:
-                ops = [
-                    c.post(
-                        "/api/servers", json={"name": h.name, "ip": h.ip, "role": h.name}
-                    ).json()["operation"]["id"]
-                    for h in fleet
-                ]
-                assert all(wait_operation(c, o)["status"] == "succeeded" for o in ops)
+                register_fleet(c, fleet)
                 created = c.post("/api/projects", json={"name": PROJECT})
                 assert created.status_code == 201, created.text
                 first = deploy(c)
