@@ -97,13 +97,14 @@ def replicator_of(deps: Any) -> replica.Replicator | None:
     return deps.background.get("replicator")
 
 
-def _head(db: Any) -> tuple[int, str] | None:
-    with db.connection_context():
-        row = (
-            OperationLog.select(OperationLog.id, OperationLog.entry_hash)
-            .order_by(OperationLog.id.desc())
-            .first()
-        )
+def _head() -> tuple[int, str] | None:
+    """The log's newest entry, on the caller's open connection (connection_context() here
+    would close the caller's connection on exit)."""
+    row = (
+        OperationLog.select(OperationLog.id, OperationLog.entry_hash)
+        .order_by(OperationLog.id.desc())
+        .first()
+    )
     return (row.id, row.entry_hash) if row else None
 
 
@@ -122,7 +123,7 @@ def export_bundle(deps: Any, out: Path, passphrase: str, *, force: bool = False)
         if required not in files:
             raise RecoveryError(f"{paths[required]} is missing: nothing to export")
     target = replica_target(settings)
-    head = _head(deps.db)
+    head = _head()
     now = deps.clock.now()
     payload = {
         "format": 1,
@@ -220,7 +221,7 @@ def _check_restored(db_file: Path, payload: dict[str, Any], workdir: Path) -> di
                         "they belong to another installation"
                     ) from None
             projects = Project.select().where(Project.status != "deleted").count()
-            new_head = _head(db)
+            new_head = _head()
     finally:
         db.close()
     return {
@@ -254,9 +255,11 @@ def restore_bundle(
             {"found": [str(p) for p in existing]},
         )
     try:
-        payload = bundle.open_sealed(bundle_file.read_bytes(), passphrase)
+        sealed = bundle_file.read_bytes()
     except OSError as exc:
         raise RecoveryError(f"cannot read {bundle_file}: {exc.strerror}") from None
+    try:
+        payload = bundle.open_sealed(sealed, passphrase)
     except bundle.BundleError as exc:
         raise RecoveryError(str(exc)) from None
     if payload.get("format") != 1 or not isinstance(payload.get("files"), dict):
@@ -286,7 +289,7 @@ def restore_bundle(
         _install(settings, payload, target, restored, db_path, summary["head"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    digest = hashlib.sha256(bundle_file.read_bytes()).hexdigest()
+    digest = hashlib.sha256(sealed).hexdigest()
     db = open_database(settings.resolved_database_url)
     try:
         audit.bind(db, settings.resolved_log_key_file, settings.resolved_log_anchor_file)
