@@ -24,9 +24,11 @@ from codeb.api.request_metrics import RequestMetrics
 from codeb.clock import Clock, SystemClock
 from codeb.config import SettingError, Settings, load_settings
 from codeb.executor.worker import Worker
+from codeb.features.containers import service as containers
+from codeb.features.servers import service as servers
 from codeb.protection import audit
 from codeb.secretbox import SecretBox
-from codeb.services import containers, operations, protection, scheduler, servers
+from codeb.services import gate, operations, scheduler
 from codeb.services.context import Deps
 from codeb.store.db import migrate, open_database
 from codeb.wiring import Wiring, wire
@@ -65,7 +67,7 @@ def build_deps(settings: Settings, clock: Clock | None = None) -> Deps:
     deps = Deps(settings=settings, db=db, box=box, clock=clock or SystemClock(), wiring=wiring())
     # Checks the configured protection rules (a bad one stops the start) and logs overrides.
     try:
-        protection.log_rule_overrides(deps)
+        gate.log_rule_overrides(deps)
     except ValueError as exc:
         raise SettingError(
             f"CODEB_PROTECTION_RULES / CODEB_PROTECTION_RULE_OVERRIDES: {exc}"
@@ -112,8 +114,8 @@ def check_wiring(deps: Deps, wiring: Wiring) -> None:
     """Refuse to start half-wired: every rule has an applier and every applier a rule (else a
     confirmation would fail at run time), and every method a route's resource serves is
     declared, so it is in the document (which also drives the query-parameter check)."""
-    rules, _ = protection.rules_for(deps.settings)
-    missing, orphans = protection.unwired(rules, wiring.appliers)
+    rules, _ = gate.rules_for(deps.settings)
+    missing, orphans = gate.unwired(rules, wiring.appliers)
     paths = wiring.document["paths"]
     undocumented = [
         f"{method.upper()} {route.path}"

@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any
 
 from codeb.api.declare import Op, Route, build_document
-from codeb.services.protection import Applier
+from codeb.services.gate import Applier
 from codeb.services.scheduler import Job
 
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import falcon
 
-from codeb.services import protection
+from codeb.services import gate
 
 CONFIRM_TOKEN_HEADER = "X-Confirm-Token"  # noqa: S105 (a header name)
 CONFIRM_NAME_HEADER = "X-Confirm-Name"
 
 
-def confirmation_from(req: falcon.Request) -> protection.Confirmation | None:
+def confirmation_from(req: falcon.Request) -> gate.Confirmation | None:
     token = req.get_header(CONFIRM_TOKEN_HEADER)
     if not token:
         return None
-    return protection.Confirmation(token=token, typed_name=req.get_header(CONFIRM_NAME_HEADER))
+    return gate.Confirmation(token=token, typed_name=req.get_header(CONFIRM_NAME_HEADER))
 
 
-def respond(resp: falcon.Response, answer: protection.Answer) -> None:
+def respond(resp: falcon.Response, answer: gate.Answer) -> None:
     resp.status = falcon.code_to_http_status(answer.status)
     resp.media = answer.body
     # A 202 carries a confirm token: never cached.

@@ -120,7 +120,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_inventory_export(args: argparse.Namespace) -> int:
-    from codeb.services import servers
+    from codeb.features.servers import service as servers
 
     deps = _deps()
     with deps.db.connection_context():

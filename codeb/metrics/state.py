@@ -155,7 +155,7 @@ def protection_queue(deps: Any) -> Iterator[Metric]:
 def _last_stats() -> dict[str, tuple[float, dict]]:
     """The statistics `GET /api/servers/:ip/stats` read last, per server, with their
     monotonic time. A scrape never reads a host itself."""
-    from codeb.services import servers
+    from codeb.features.servers import service as servers
 
     cache = getattr(servers, "_STATS_CACHE", None)
     lock = getattr(servers, "_STATS_LOCK", None)

@@ -140,7 +140,7 @@ class Backup(BaseModel):
     verified_at = DateTimeField(null=True)
     status = CharField(max_length=20, default="completed")
     # Backups (issue 10, migration 0007): a base backup of one db component on the storage
-    # server (codeb/services/backups.py); status running, completed, failed or deleted.
+    # server (codeb/features/backups/service.py); status running, completed, failed or deleted.
     component = CharField(max_length=20, default="db")
     target_id = CharField(null=True, max_length=40)  # backup_targets.id
     kind = CharField(null=True, max_length=20)  # manual, scheduled, safety, found
@@ -347,7 +347,7 @@ class DnsZone(BaseModel):
 
 class Domain(BaseModel):
     """A name served by the proxies for one environment; the proxies' whole configuration
-    and the zones' records are rendered from these rows (codeb/services/domains.py)."""
+    and the zones' records are rendered from these rows (codeb/features/domains/service.py)."""
 
     id = CharField(primary_key=True, max_length=40)
     name = CharField(unique=True, max_length=253)  # punycode, lower case, no trailing dot
@@ -391,8 +391,8 @@ class DomainServer(BaseModel):
 
 class BackupTarget(BaseModel):
     """A db component whose WAL streams to a storage server and which gets base backups there
-    (codeb/services/backups.py, migration 0007). `name` is the Barman server (the component's
-    container name); the replication password is stored encrypted."""
+    (codeb/features/backups/service.py, migration 0007). `name` is the Barman server (the
+    component's container name); the replication password is stored encrypted."""
 
     id = CharField(primary_key=True, max_length=40)
     project = ForeignKeyField(Project, backref="backup_targets", column_name="project_id")

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from codeb.features.keys import service as keys
-from codeb.services import projects
+from codeb.features.projects import service as projects
 from codeb.services.context import SYSTEM
 from codeb.store.db import ThreadCache, begin_request, change_token, end_request, is_sqlite
 from codeb.store.models import ApiKey, Environment, Project
@@ -40,7 +40,7 @@ WRITE_PROJECT = """
 import sys
 from codeb.app import build_deps
 from codeb.config import load_settings
-from codeb.services import projects
+from codeb.features.projects import service as projects
 from codeb.services.context import SYSTEM
 deps = build_deps(load_settings())
 with deps.db.connection_context():

@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 
 from codeb.clock import SystemClock
+from codeb.features.backups import service as backups
 from codeb.protection import predicates
 from codeb.protection.tokens import Target
-from codeb.services import backups
 from codeb.store.models import Backup, BackupTarget, Environment, Project
 from tests.executor.helpers import wait_operation
 from tests.fleet import fleet as fleetlib

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from codeb.errors import Conflict, NotFound, ValidationFailed
-from codeb.services import backups
+from codeb.features.backups import service as backups
 from codeb.services.context import SYSTEM
 from codeb.store.db import open_database
 from codeb.store.models import ALL_MODELS, Backup, BackupTarget, Project

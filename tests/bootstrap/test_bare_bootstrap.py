@@ -23,7 +23,7 @@ from codeb.clock import SystemClock
 from codeb.executor.events import EventRecord, host_recap, reported
 from codeb.executor.inventory import Host
 from codeb.executor.runner import PlaybookRun, run_playbook
-from codeb.services import servers as server_service
+from codeb.features.servers import service as server_service
 from tests.executor.helpers import wait_operation
 from tests.fleet import fleet as fleetlib
 from tests.support import live_api

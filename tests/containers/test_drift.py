@@ -3,8 +3,8 @@ deploy plan hash binds (pure: no database, no hosts)."""
 
 from __future__ import annotations
 
+from codeb.features.containers.service import deploy_plan_hash, drift_of
 from codeb.render.units import plan_environment
-from codeb.services.containers import deploy_plan_hash, drift_of
 from codeb.store.models import Container
 from tests.deploy.values import TEMPLATES, golden_values
 

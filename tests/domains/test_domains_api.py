@@ -129,7 +129,7 @@ def test_cli_lists_and_refuses(shop: LiveApi, cli) -> None:  # noqa: F811
 def test_certificate_warning_in_the_list_and_in_metrics(shop: LiveApi) -> None:
     import datetime as dt
 
-    from codeb.services import domains
+    from codeb.features.domains import service as domains
     from codeb.store.models import Project
 
     servers(shop)

@@ -30,8 +30,8 @@ import dns.rdatatype
 import pytest
 
 from codeb.clock import SystemClock
+from codeb.features.domains import service as domains
 from codeb.providers.proxy import hosts_in_config
-from codeb.services import domains
 from codeb.services.context import Actor
 from codeb.store.models import Domain, DomainServer, Operation
 from tests.executor.helpers import wait_operation

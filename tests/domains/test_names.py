@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from codeb.errors import ValidationFailed
+from codeb.features.domains.service import validate_domain, zone_changes, zone_for
 from codeb.providers.dns import RRset
-from codeb.services.domains import validate_domain, zone_changes, zone_for
 
 
 @pytest.mark.parametrize(

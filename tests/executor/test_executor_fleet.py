@@ -259,8 +259,8 @@ def test_kill9_during_a_run_then_restart(fleet, tmp_path):
 def test_check_mode_changes_nothing(fleet, fleet_api):
     """Bootstrap in --check --diff on a host missing a directory: reported, not created."""
     from codeb.executor.runner import PlaybookRun, run_playbook
+    from codeb.features.servers import service as servers
     from codeb.services import fleet as registry
-    from codeb.services import servers
 
     host = fleet["db"]
     host.ssh("rm -rf /var/lib/codeb", check=True)

@@ -497,11 +497,11 @@ def test_secrets_never_reach_the_log_or_the_queue(mapi, clock):
 def test_secret_parameters_are_refused_by_the_gate(papi):
     from codeb.errors import ValidationFailed
     from codeb.protection.tokens import Target
-    from codeb.services import protection
+    from codeb.services import gate
     from codeb.services.context import SYSTEM
 
     with papi.deps.db.connection_context(), pytest.raises(ValidationFailed):
-        protection.guard(papi.deps, SYSTEM, "container_stop", Target("container", "c1", "c1"),
+        gate.guard(papi.deps, SYSTEM, "container_stop", Target("container", "c1", "c1"),
                          {"db_password": "x"}, effect="stops it")  # fmt: skip
     assert log_statuses(papi, "container_stop") == []
 

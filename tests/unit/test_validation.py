@@ -1,7 +1,7 @@
 import pytest
 
 from codeb.errors import ValidationFailed
-from codeb.services.projects import PROJECT_NAME_MAX, db_name_for, db_user_for
+from codeb.features.projects.service import PROJECT_NAME_MAX, db_name_for, db_user_for
 from codeb.services.validation import validate_dns_label, validate_ip
 
 

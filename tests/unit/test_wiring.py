@@ -73,7 +73,7 @@ def test_a_name_declared_twice_stops_the_start():
         config.add_applier("api_key_create", lambda *a: {})
     with pytest.raises(ValueError, match="route /api/keys is declared twice"):
         config.add_route("/api/keys", Resource)
-    from codeb.services import containers
+    from codeb.features.containers import service as containers
 
     config.include("codeb.features.containers")
     with pytest.raises(ValueError, match="applier 'deploy_staging' is declared twice"):

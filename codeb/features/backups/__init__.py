@@ -1,13 +1,13 @@
 """Backups of db components (issue 10): WAL streamed to a storage server by Barman, base
 backups on the storage server's own timers and on request, point-in-time restore into a new
-container, delete (HIGH). Use cases in codeb.services.backups."""
+container, delete (HIGH). Use cases in codeb.features.backups.service."""
 
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer, paging, path, query
-from codeb.features.backups import api, metrics, schemas
+from codeb.features.backups import metrics, schemas
+from codeb.features.backups import service as backups
 from codeb.features.protection.schemas import NOT_YET, ProtectionExecuted
-from codeb.services import backups
 from codeb.services.ports import ENVIRONMENTS
 from codeb.wiring import Configurator
 
@@ -19,6 +19,9 @@ STARTED = answer(
 
 
 def includeme(config: Configurator) -> None:
+    # Imported here so a service import never pulls in Falcon (the HTTP layer).
+    from codeb.features.backups import api
+
     config.add_appliers(backups.APPLIERS)
     config.add_runner_jobs(backups.JOBS)
     config.add_schedules(backups.SCHEDULES)

@@ -9,7 +9,7 @@ from codeb.api.body import query_choice, query_int, query_text, read_json
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
 from codeb.features.backups import schemas
-from codeb.services import backups
+from codeb.features.backups import service as backups
 from codeb.services.ports import ENVIRONMENTS
 
 

@@ -1,13 +1,13 @@
 """Containers: deploys, start/stop/restart/remove, volumes, drift checks (use cases in
-codeb.services.containers until the lead moves it here). Every mutating route can be
-previewed (`?preview=true`) and then applied exactly (`X-Plan-Hash`)."""
+service.py). Every mutating route can be previewed (`?preview=true`) and then
+applied exactly (`X-Plan-Hash`)."""
 
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer, header, path, query
-from codeb.features.containers import api, schemas
+from codeb.features.containers import schemas
+from codeb.features.containers import service as containers
 from codeb.features.protection.schemas import NOT_YET, ProtectionExecuted
-from codeb.services import containers
 from codeb.wiring import Configurator
 
 CONTAINER = path("container_id")
@@ -41,6 +41,9 @@ def _acting(summary: str, body: type | None = None) -> Op:
 
 
 def includeme(config: Configurator) -> None:
+    # Imported here so a service import never pulls in Falcon (the HTTP layer).
+    from codeb.features.containers import api
+
     config.add_appliers(containers.APPLIERS)
     config.add_runner_jobs(containers.JOBS)
     config.add_schedules(containers.SCHEDULES)

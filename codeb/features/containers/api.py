@@ -9,7 +9,8 @@ from codeb.api.body import query_choice, read_json, read_query
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
 from codeb.features.containers import schemas
-from codeb.services import containers, protection
+from codeb.features.containers import service as containers
+from codeb.services import gate
 
 PLAN_HEADER = "X-Plan-Hash"
 
@@ -18,8 +19,8 @@ def _flag(req: falcon.Request, name: str) -> bool:
     return query_choice(req, name, schemas.FLAG_VALUES) in ("true", "1")
 
 
-def _answer(resp: falcon.Response, answer: protection.Answer | dict) -> None:
-    if isinstance(answer, protection.Answer):
+def _answer(resp: falcon.Response, answer: gate.Answer | dict) -> None:
+    if isinstance(answer, gate.Answer):
         respond(resp, answer)
     else:
         resp.media = answer  # a preview: 200, nothing changed

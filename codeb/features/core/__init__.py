@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer
-from codeb.features.core import api, schemas
+from codeb.features.core import schemas
 from codeb.wiring import Configurator
 
 
 def includeme(config: Configurator) -> None:
+    # Imported here so a service import never pulls in Falcon (the HTTP layer).
+    from codeb.features.core import api
+
     config.add_route(
         "/api/health",
         api.Health,

@@ -1,13 +1,13 @@
 """Domains (issue 12): names served by the proxy servers (Caddy) for an environment, with
-their records on the dns servers (PowerDNS). Use cases in codeb.services.domains; the outside
+their records on the dns servers (PowerDNS). Use cases in service.py; the outside
 world in codeb.providers.dns and codeb.providers.proxy."""
 
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer, path, query
-from codeb.features.domains import api, schemas
+from codeb.features.domains import schemas
+from codeb.features.domains import service as domains
 from codeb.features.protection.schemas import NOT_YET, ProtectionExecuted
-from codeb.services import domains
 from codeb.wiring import Configurator
 
 DOMAIN = path("domain", "the domain (as punycode, or Unicode)", maxLength=1024)
@@ -21,6 +21,9 @@ PREVIEWED = answer(schemas.DomainPreview, "with ?preview=true: what would change
 
 
 def includeme(config: Configurator) -> None:
+    # Imported here so a service import never pulls in Falcon (the HTTP layer).
+    from codeb.features.domains import api
+
     config.add_appliers(domains.APPLIERS)
     config.add_runner_jobs(domains.JOBS)
     config.add_schedules(domains.SCHEDULES)

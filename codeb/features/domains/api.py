@@ -9,7 +9,7 @@ from codeb.api.body import query_choice, query_text, read_json
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
 from codeb.features.domains import schemas
-from codeb.services import domains
+from codeb.features.domains import service as domains
 
 
 def _preview(req: falcon.Request) -> bool:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer, path
-from codeb.features.keys import api, schemas, service
+from codeb.features.keys import schemas, service
 from codeb.features.protection.schemas import PENDING
 from codeb.wiring import Configurator
 
 
 def includeme(config: Configurator) -> None:
+    # Imported here so a service import never pulls in Falcon (the HTTP layer).
+    from codeb.features.keys import api
+
     config.add_appliers(service.APPLIERS)
     config.add_route(
         "/api/keys",

@@ -14,7 +14,7 @@ from peewee import IntegrityError
 from codeb.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from codeb.protection import audit
 from codeb.protection.tokens import Target
-from codeb.services import protection
+from codeb.services import gate
 from codeb.services.context import ROLES, SYSTEM, Actor, Deps
 from codeb.services.validation import validate_choice, validate_key_name
 from codeb.store.db import ThreadCache
@@ -129,8 +129,8 @@ def request_key(
     deps: Deps,
     actor: Actor,
     body: dict[str, Any],
-    confirmation: protection.Confirmation | None = None,
-) -> protection.Answer:
+    confirmation: gate.Confirmation | None = None,
+) -> gate.Answer:
     """`POST /api/keys` through the gate. A key for the caller's own principal below admin is
     `api_key_create` (LOW); an admin key, or a key for any other principal, is `api_key_grant`,
     which another admin must approve: otherwise one admin could mint a second "person" and
@@ -144,7 +144,7 @@ def request_key(
     if body.get("expires_in_days") is not None:
         params["expires_in_days"] = int(body["expires_in_days"])
     effect = f"creates the {role} API key {name!r} for {principal!r}."
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         operation,
@@ -209,12 +209,12 @@ def revoke_key(deps: Deps, actor: Actor, name: str) -> dict:
 
 
 def request_revoke(
-    deps: Deps, actor: Actor, name: str, confirmation: protection.Confirmation | None = None
-) -> protection.Answer:
+    deps: Deps, actor: Actor, name: str, confirmation: gate.Confirmation | None = None
+) -> gate.Answer:
     """`DELETE /api/keys/:name` through the gate (`api_key_revoke`)."""
     if ApiKey.get_or_none(ApiKey.name == name) is None:
         raise NotFound(f"API key {name!r} not found", {"name": name})
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         "api_key_revoke",
@@ -275,7 +275,7 @@ def ensure_admin_key(deps: Deps) -> str | None:
     return plaintext
 
 
-APPLIERS: dict[str, protection.Applier] = {
+APPLIERS: dict[str, gate.Applier] = {
     "api_key_create": _execute_create,
     "api_key_grant": _execute_create,
     "api_key_revoke": _execute_revoke,

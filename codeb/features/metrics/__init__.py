@@ -5,11 +5,14 @@ The figures themselves are codeb.metrics (no HTTP); a feature adds its own with
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer
-from codeb.features.metrics import api, schemas
+from codeb.features.metrics import schemas
 from codeb.wiring import Configurator
 
 
 def includeme(config: Configurator) -> None:
+    # Imported here so a service import never pulls in Falcon (the HTTP layer).
+    from codeb.features.metrics import api
+
     config.add_route(
         "/api/metrics",
         api.MetricsResource,

@@ -5,7 +5,7 @@ starts runs."""
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer, path
-from codeb.features.operations import api, cancel, schemas
+from codeb.features.operations import cancel, schemas
 from codeb.features.protection.schemas import PENDING
 from codeb.wiring import Configurator
 
@@ -13,6 +13,9 @@ OPERATION = path("operation_id")
 
 
 def includeme(config: Configurator) -> None:
+    # Imported here so a service import never pulls in Falcon (the HTTP layer).
+    from codeb.features.operations import api
+
     config.add_appliers(cancel.APPLIERS)
     config.add_route(
         "/api/operations",

@@ -6,7 +6,7 @@ from typing import Any
 
 from codeb.errors import Conflict, Forbidden
 from codeb.protection.tokens import Target
-from codeb.services import operations, protection
+from codeb.services import gate, operations
 from codeb.services.context import Actor, Deps
 from codeb.store.models import Operation
 
@@ -15,8 +15,8 @@ def cancel_operation(
     deps: Deps,
     actor: Actor,
     operation_id: str,
-    confirmation: protection.Confirmation | None = None,
-) -> protection.Answer:
+    confirmation: gate.Confirmation | None = None,
+) -> gate.Answer:
     """Cancel through the gate (`operation_cancel`). An agent key cancels only what it
     started itself. Executed at once, it answers the operation (200)."""
     op = operations.find(operation_id)
@@ -29,7 +29,7 @@ def cancel_operation(
             "an agent key may cancel only the operations it started",
             {"operation_id": operation_id, "role": actor.role},
         )
-    answer = protection.guard(
+    answer = gate.guard(
         deps,
         actor,
         "operation_cancel",
@@ -39,7 +39,7 @@ def cancel_operation(
         confirmation=confirmation,
     )
     if answer.status == 200 and "canceled_operation" in answer.body:
-        return protection.Answer(answer.status, operations.get_operation(operation_id))
+        return gate.Answer(answer.status, operations.get_operation(operation_id))
     return answer
 
 
@@ -62,4 +62,4 @@ def _execute_cancel(
     return {"canceled_operation": operation_id}
 
 
-APPLIERS: dict[str, protection.Applier] = {"operation_cancel": _execute_cancel}
+APPLIERS: dict[str, gate.Applier] = {"operation_cancel": _execute_cancel}

@@ -1,12 +1,11 @@
-"""Projects and environments: ports, databases and .env files (use cases in
-codeb.services.projects until the lead moves it here)."""
+"""Projects and environments: ports, databases and .env files (use cases in service.py)."""
 
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer, path
-from codeb.features.projects import api, schemas
+from codeb.features.projects import schemas
+from codeb.features.projects import service as projects
 from codeb.features.protection.schemas import EXECUTED, PENDING, STRICTER
-from codeb.services import projects
 from codeb.services.ports import ENVIRONMENTS
 from codeb.wiring import Configurator
 
@@ -14,6 +13,9 @@ PROJECT = path("project", "the project's id or its name")
 
 
 def includeme(config: Configurator) -> None:
+    # Imported here so a service import never pulls in Falcon (the HTTP layer).
+    from codeb.features.projects import api
+
     config.add_appliers(projects.APPLIERS)
     config.add_route(
         "/api/projects",

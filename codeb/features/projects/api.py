@@ -8,7 +8,7 @@ from codeb.api.body import read_json, read_query
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
 from codeb.features.projects import schemas
-from codeb.services import projects
+from codeb.features.projects import service as projects
 
 
 class Projects(Resource):

@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from codeb.api.declare import paging, query
 from codeb.api.shapes import NAME, TIMESTAMP, UNSET, Meta, Request, Shape, UnsetType, described
+from codeb.features.projects.service import PROJECT_TYPES
 from codeb.services.ports import ENVIRONMENTS
-from codeb.services.projects import PROJECT_TYPES
 
 ProjectType = Literal[PROJECT_TYPES]  # type: ignore[valid-type]
 EnvironmentName = Literal[ENVIRONMENTS]  # type: ignore[valid-type]

@@ -1,20 +1,23 @@
 """The Protection Layer over HTTP: the queue, confirm, approve, cancel, the hash-chained log
 and the effective rules; and its periodic queue expiry. The gate itself (guard, confirm) is
-codeb.services.protection, which every guarded use case calls; the pure core (rules,
+codeb.services.gate, which every guarded use case calls; the pure core (rules,
 decide, tokens, audit log) is codeb.protection."""
 
 from __future__ import annotations
 
 from codeb.api.declare import CONFIRM_CONTRACT, Op, answer, path
-from codeb.features.protection import api, schemas
-from codeb.services import protection
+from codeb.features.protection import schemas
+from codeb.services import gate
 from codeb.wiring import Configurator
 
 CLOSED = (403, 404, 409, 410)
 
 
 def includeme(config: Configurator) -> None:
-    config.add_schedules(protection.SCHEDULES)
+    # Imported here so a service import never pulls in Falcon (the HTTP layer).
+    from codeb.features.protection import api
+
+    config.add_schedules(gate.SCHEDULES)
     config.add_route(
         "/api/protection/queue",
         api.Queue,

@@ -12,25 +12,23 @@ from codeb.api.body import read_json, read_query
 from codeb.api.confirm import respond
 from codeb.features.protection import schemas
 from codeb.protection import audit
-from codeb.services import protection
+from codeb.services import gate
 
 
 class Queue(resources.Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = protection.list_queue(self.deps, **read_query(req, schemas.QUEUE_QUERY))
+        resp.media = gate.list_queue(self.deps, **read_query(req, schemas.QUEUE_QUERY))
 
 
 class QueueEntry(resources.Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, entry_id: str) -> None:
-        resp.media = protection.get_entry(self.deps, entry_id)
+        resp.media = gate.get_entry(self.deps, entry_id)
 
 
 class Confirm(resources.Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.ProtectionConfirm)
-        answer = protection.confirm(
-            self.deps, req.context.actor, body["token"], body.get("typed_name")
-        )
+        answer = gate.confirm(self.deps, req.context.actor, body["token"], body.get("typed_name"))
         respond(resp, answer)
 
 
@@ -39,13 +37,13 @@ class Approve(resources.Resource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.ProtectionApprove)
-        respond(resp, protection.approve(self.deps, req.context.actor, body["id"]))
+        respond(resp, gate.approve(self.deps, req.context.actor, body["id"]))
 
 
 class Cancel(resources.Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.ProtectionCancel)
-        answer = protection.cancel(
+        answer = gate.cancel(
             self.deps, req.context.actor, entry_id=body.get("id"), token=body.get("token")
         )
         respond(resp, answer)
@@ -56,7 +54,7 @@ class Logs(resources.Resource):
         query = read_query(req, schemas.LOGS_QUERY)
         project_ref, verify = query.pop("project"), query.pop("verify")
         answer = audit.list_logs(
-            **query, project_id=protection.project_id_for(project_ref) if project_ref else None
+            **query, project_id=gate.project_id_for(project_ref) if project_ref else None
         )
         if verify == "true":
             answer["chain"] = audit.verify_report(self.deps.db)
@@ -70,4 +68,4 @@ class LogsVerify(resources.Resource):
 
 class Rules(resources.Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = protection.rules_view(self.deps)
+        resp.media = gate.rules_view(self.deps)

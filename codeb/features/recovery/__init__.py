@@ -6,11 +6,14 @@ codeb from both (`service.py`; `codeb recovery export|restore|status`)."""
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer
-from codeb.features.recovery import api, schemas, service
+from codeb.features.recovery import schemas, service
 from codeb.wiring import Configurator
 
 
 def includeme(config: Configurator) -> None:
+    # Imported here so a service import never pulls in Falcon (the HTTP layer).
+    from codeb.features.recovery import api
+
     config.add_background("replicator", service.start_replicator_for)
     config.add_metrics(service.METRICS)
     config.add_route(

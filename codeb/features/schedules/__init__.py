@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from codeb.api.declare import Op, answer, path
 from codeb.features.protection.schemas import NOT_YET, ProtectionExecuted
-from codeb.features.schedules import api, schemas, service
+from codeb.features.schedules import schemas, service
 from codeb.wiring import Configurator
 
 
 def includeme(config: Configurator) -> None:
+    # Imported here so a service import never pulls in Falcon (the HTTP layer).
+    from codeb.features.schedules import api
+
     config.add_appliers(service.APPLIERS)
     config.add_route(
         "/api/schedules",

@@ -7,7 +7,7 @@ from typing import Any
 
 from codeb.errors import Conflict, NotFound
 from codeb.protection.tokens import Target
-from codeb.services import protection, scheduler
+from codeb.services import gate, scheduler
 from codeb.services.context import Actor, Deps
 from codeb.store.models import Schedule
 
@@ -28,8 +28,8 @@ def run_now(
     deps: Deps,
     actor: Actor,
     name: str,
-    confirmation: protection.Confirmation | None = None,
-) -> protection.Answer:
+    confirmation: gate.Confirmation | None = None,
+) -> gate.Answer:
     """Make a job due now (schedule_run, LOW): the next tick of a scheduler runs it, under
     the same lease as a periodic run, so it never runs twice at once. A run in progress
     counts as that run."""
@@ -38,7 +38,7 @@ def run_now(
         raise NotFound(f"no scheduled job named {name!r}", {"job": name})
     if not job.enabled:
         raise Conflict(f"{name} is turned off (CODEB_SCHEDULES)", {"job": name})
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         "schedule_run",
@@ -60,4 +60,4 @@ def _execute_run_now(deps: Deps, actor: Actor, target: Target, params: dict) -> 
     return {"schedule": scheduler.views({name: jobs[name]}, now)[0]}
 
 
-APPLIERS: dict[str, protection.Applier] = {"schedule_run": _execute_run_now}
+APPLIERS: dict[str, gate.Applier] = {"schedule_run": _execute_run_now}

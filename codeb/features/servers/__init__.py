@@ -1,19 +1,21 @@
-"""The server registry and bootstrap runs (use cases in codeb.services.servers until the lead
-moves it here)."""
+"""The server registry and bootstrap runs (use cases in service.py)."""
 
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer, path
 from codeb.features.operations.schemas import Operation
 from codeb.features.protection.schemas import EXECUTED, NOT_YET, PENDING, pending_or
-from codeb.features.servers import api, schemas
-from codeb.services import servers
+from codeb.features.servers import schemas
+from codeb.features.servers import service as servers
 from codeb.wiring import Configurator
 
 IP = path("ip")
 
 
 def includeme(config: Configurator) -> None:
+    # Imported here so a service import never pulls in Falcon (the HTTP layer).
+    from codeb.features.servers import api
+
     config.add_appliers(servers.APPLIERS)
     config.add_runner_jobs(servers.JOBS)
     config.add_route(

@@ -8,7 +8,7 @@ from codeb.api.body import read_json, read_query
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
 from codeb.features.servers import schemas
-from codeb.services import servers
+from codeb.features.servers import service as servers
 
 
 class Servers(Resource):

@@ -1,5 +1,5 @@
 """The server registry: request and response shapes. The roles come from one constant
-(codeb.services.servers.SERVER_ROLES)."""
+(codeb.features.servers.service.SERVER_ROLES)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from codeb.api.shapes import (
     described,
 )
 from codeb.features.operations.schemas import Operation
-from codeb.services.servers import SERVER_ROLES
+from codeb.features.servers.service import SERVER_ROLES
 
 ServerRole = Literal[SERVER_ROLES]  # type: ignore[valid-type]
 

@@ -13,7 +13,7 @@ from codeb.errors import Conflict, NotFound, ValidationFailed
 from codeb.protection.tokens import Target
 from codeb.render import EnvFileValues, render_env_file
 from codeb.secretbox import generate_password
-from codeb.services import fleet, ports, protection
+from codeb.services import fleet, gate, ports
 from codeb.services.context import Actor, Deps
 from codeb.services.validation import validate_choice, validate_dns_label
 from codeb.store.db import ThreadCache
@@ -193,8 +193,8 @@ def create_project(
     deps: Deps,
     actor: Actor,
     body: dict[str, Any],
-    confirmation: protection.Confirmation | None = None,
-) -> protection.Answer:
+    confirmation: gate.Confirmation | None = None,
+) -> gate.Answer:
     """Create a project with its staging and production environments (and preview on request),
     through the gate (LOW unless configured stricter). The answer is the only place the
     generated passwords are ever shown."""
@@ -205,7 +205,7 @@ def create_project(
         "git_repo": body.get("git_repo"),
         "preview": bool(body.get("preview")),
     }
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         "project_create",
@@ -340,8 +340,8 @@ def update_project(
     actor: Actor,
     ref: str,
     body: dict[str, Any],
-    confirmation: protection.Confirmation | None = None,
-) -> protection.Answer:
+    confirmation: gate.Confirmation | None = None,
+) -> gate.Answer:
     """Change a project's descriptive fields. Name and status are not editable here: a rename
     would orphan databases, and a status change is what the protected delete is for."""
     forbidden = sorted(set(body) - set(UPDATABLE_FIELDS))
@@ -357,8 +357,8 @@ def update_project(
         changes["git_repo"] = body["git_repo"]
     project = find_project(ref)
     if not changes:
-        return protection.Answer(200, project_view(project))
-    return protection.guard(
+        return gate.Answer(200, project_view(project))
+    return gate.guard(
         deps,
         actor,
         "project_update",
@@ -393,14 +393,14 @@ def project_target(project: Project) -> Target:
 
 
 def delete_project(
-    deps: Deps, actor: Actor, ref: str, confirmation: protection.Confirmation | None = None
-) -> protection.Answer:
+    deps: Deps, actor: Actor, ref: str, confirmation: gate.Confirmation | None = None
+) -> gate.Answer:
     """CRITICAL: queued; runs after a verified backup, another admin's approval, the cooldown
     and a final confirmation. Marks the project and its environments deleted and releases
     their ports; backups, volumes and container records stay."""
     project = find_project(ref)
     envs = ", ".join(e.name for e in active_environments(project)) or "none"
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         "project_delete",
@@ -472,8 +472,8 @@ def create_environment(
     actor: Actor,
     ref: str,
     body: dict[str, Any],
-    confirmation: protection.Confirmation | None = None,
-) -> protection.Answer:
+    confirmation: gate.Confirmation | None = None,
+) -> gate.Answer:
     """Add an environment (typically preview) to a project; answers with its .env file."""
     env_name = validate_choice(body.get("name"), ports.ENVIRONMENTS, "name")
     project = find_project(ref)
@@ -481,7 +481,7 @@ def create_environment(
         "environment", f"{project.id}/{env_name}", f"{project.name}/{env_name}",
         project_id=project.id, environment=env_name,
     )  # fmt: skip
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         "environment_create",
@@ -527,8 +527,8 @@ def delete_environment(
     actor: Actor,
     ref: str,
     env_name: str,
-    confirmation: protection.Confirmation | None = None,
-) -> protection.Answer:
+    confirmation: gate.Confirmation | None = None,
+) -> gate.Answer:
     """HIGH: queued; runs after two confirmations (the second typing `<project>/<env>`), a
     backup of the environment and the 24 h cooldown. Marks it deleted and releases its ports;
     backups, volumes and container records stay."""
@@ -539,7 +539,7 @@ def delete_environment(
         "environment", env.id, f"{project.name}/{env.name}", project_id=project.id,
         environment=env.name,
     )  # fmt: skip
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         # Production holds the data the project exists for: deleting it costs what deleting
@@ -597,7 +597,7 @@ def _execute_environment_delete(
 
 
 # The Protection Layer's appliers of this module (plain data, gathered by the feature package).
-APPLIERS: dict[str, protection.Applier] = {
+APPLIERS: dict[str, gate.Applier] = {
     "project_create": _execute_project_create,
     "environment_create": _execute_environment_create,
     "project_update": _execute_project_update,

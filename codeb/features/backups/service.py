@@ -26,9 +26,11 @@ from codeb.errors import Conflict, NotFound, ValidationFailed
 from codeb.executor.events import reported
 from codeb.executor.runner import PlaybookRun
 from codeb.executor.worker import JobResult, RunContext, describe_failure
+from codeb.features.projects import service as projects
+from codeb.features.servers import service as servers
 from codeb.protection.tokens import Target
 from codeb.secretbox import generate_password
-from codeb.services import fleet, operations, ports, projects, protection, scheduler, servers
+from codeb.services import fleet, gate, operations, ports, scheduler
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import (
     Backup,
@@ -261,9 +263,9 @@ def create_backup(
     deps: Deps,
     actor: Actor,
     body: dict[str, Any],
-    confirmation: protection.Confirmation | None = None,
+    confirmation: gate.Confirmation | None = None,
     kind: str = "manual",
-) -> protection.Answer:
+) -> gate.Answer:
     """`POST /api/backups {project, environment, component?: db}` (backup_create, LOW): a
     base backup now; the first one of a component also sets up its WAL streaming."""
     project = projects.find_project(_required_str(body, "project"))
@@ -278,7 +280,7 @@ def create_backup(
         raise ValidationFailed("type must be 'full'", {"type": body.get("type")})
     _db_container(project, env.name)
     _storage_server()
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         "backup_create",
@@ -456,8 +458,8 @@ def restore_backup(
     actor: Actor,
     backup_id: str,
     body: dict[str, Any],
-    confirmation: protection.Confirmation | None = None,
-) -> protection.Answer:
+    confirmation: gate.Confirmation | None = None,
+) -> gate.Answer:
     """`POST /api/backups/:id/restore {target_time?, into?: new}`: into a new container on
     the storage server (backup_restore_new, LOW). `in_place` is not built yet (HIGH)."""
     b = find_backup(backup_id)
@@ -490,7 +492,7 @@ def restore_backup(
             )
         params["target_time"] = when.isoformat()
     project = Project.get_by_id(b.project_id)
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         "backup_restore_new",
@@ -577,13 +579,13 @@ def delete_backup(
     deps: Deps,
     actor: Actor,
     backup_id: str,
-    confirmation: protection.Confirmation | None = None,
-) -> protection.Answer:
+    confirmation: gate.Confirmation | None = None,
+) -> gate.Answer:
     """`DELETE /api/backups/:id` (backup_delete, HIGH): only this backup of this component."""
     b = find_backup(backup_id)
     if b.status == "running":
         raise Conflict(f"backup {b.id} is still running", {"status": b.status})
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         "backup_delete",
@@ -794,7 +796,7 @@ def ensure_streaming(deps: Deps) -> dict[str, Any]:
     return {"started": started, "skipped": skipped}
 
 
-APPLIERS: dict[str, protection.Applier] = {
+APPLIERS: dict[str, gate.Applier] = {
     "backup_create": _execute_create,
     "backup_restore_new": _execute_restore_new,
     "backup_delete": _execute_delete,

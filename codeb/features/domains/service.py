@@ -40,6 +40,8 @@ from codeb.executor.events import reported
 from codeb.executor.inventory import Host
 from codeb.executor.runner import PlaybookRun
 from codeb.executor.worker import JobFailed, JobResult, RunContext, describe_failure
+from codeb.features.projects.service import find_environment, find_project, new_id
+from codeb.features.servers.service import run_now
 from codeb.metrics import FeatureCollector
 from codeb.protection.tokens import Target
 from codeb.providers.dns import DnsError, PowerDns, RRset, Soa
@@ -53,10 +55,8 @@ from codeb.providers.proxy import (
 )
 from codeb.providers.proxy.caddy import upstream
 from codeb.providers.proxy.probe import http_get, tls_certificate
-from codeb.services import operations, protection, scheduler
+from codeb.services import gate, operations, scheduler
 from codeb.services.context import SYSTEM, Actor, Deps
-from codeb.services.projects import find_environment, find_project, new_id
-from codeb.services.servers import run_now
 from codeb.services.validation import CONTROL_CHARACTERS
 from codeb.store.models import (
     Container,
@@ -442,8 +442,8 @@ def create_domain(
     body: dict[str, Any],
     *,
     preview: bool = False,
-    confirmation: protection.Confirmation | None = None,
-) -> protection.Answer:
+    confirmation: gate.Confirmation | None = None,
+) -> gate.Answer:
     """Point a domain at an environment (`domain_set`, LOW): validated before anything, then
     rows written and a `domain_apply` operation started (202)."""
     if not isinstance(body, dict):
@@ -476,8 +476,8 @@ def create_domain(
     params = {"domain": name, "zone": zone, "project_id": project.id, "environment": env_name}
     if preview:
         pending = Domain(name=name, project=project, environment=env_name, status="pending")
-        return protection.Answer(200, _preview(deps, name, zone, _sites(extra=pending), add=True))
-    answer = protection.guard(
+        return gate.Answer(200, _preview(deps, name, zone, _sites(extra=pending), add=True))
+    answer = gate.guard(
         deps,
         actor,
         "domain_set",
@@ -493,7 +493,7 @@ def create_domain(
     return _unwrapped(answer)
 
 
-def _unwrapped(answer: protection.Answer) -> protection.Answer:
+def _unwrapped(answer: gate.Answer) -> gate.Answer:
     body = answer.body
     if (
         answer.status in (200, 201, 202)
@@ -501,7 +501,7 @@ def _unwrapped(answer: protection.Answer) -> protection.Answer:
         and "entry" not in body
     ):
         result = body.get("result") or {}
-        return protection.Answer(202 if isinstance(result.get("operation"), dict) else 200, result)
+        return gate.Answer(202 if isinstance(result.get("operation"), dict) else 200, result)
     return answer
 
 
@@ -571,16 +571,16 @@ def delete_domain(
     name: str,
     *,
     preview: bool = False,
-    confirmation: protection.Confirmation | None = None,
-) -> protection.Answer:
+    confirmation: gate.Confirmation | None = None,
+) -> gate.Answer:
     """Take a domain offline (`domain_delete`, MEDIUM): its site and its records go."""
     domain = find_domain(name)
     if preview:
-        return protection.Answer(
+        return gate.Answer(
             200,
             _preview(deps, domain.name, domain.zone.name, _sites(without=domain.name), add=False),
         )
-    answer = protection.guard(
+    answer = gate.guard(
         deps,
         actor,
         "domain_delete",

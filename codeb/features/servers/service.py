@@ -26,7 +26,7 @@ from codeb.executor.inventory import Host, SshSettings, build_inventory
 from codeb.executor.runner import PlaybookRun, RunOutcome, run_playbook
 from codeb.executor.worker import JobFailed, PlaybookJob, describe_failure
 from codeb.protection.tokens import Target
-from codeb.services import fleet, operations, protection
+from codeb.services import fleet, gate, operations
 from codeb.services.context import Actor, Deps
 from codeb.services.fleet import find_server
 from codeb.services.validation import validate_choice, validate_dns_label, validate_ip
@@ -69,8 +69,8 @@ def register_server(
     deps: Deps,
     actor: Actor,
     body: dict[str, Any],
-    confirmation: protection.Confirmation | None = None,
-) -> protection.Answer:
+    confirmation: gate.Confirmation | None = None,
+) -> gate.Answer:
     """Register a server through the gate (`server_register`) and, unless `bootstrap` is
     false, start the bootstrap run that checks it and records what it found. Executed at once,
     it answers the server and the operation (if any): 201 registered, 202 with a run."""
@@ -89,7 +89,7 @@ def register_server(
         "bootstrap": bool(body.get("bootstrap", True)),
     }
     _refuse_clash(name, ip)
-    answer = protection.guard(
+    answer = gate.guard(
         deps,
         actor,
         "server_register",
@@ -103,7 +103,7 @@ def register_server(
     return _unwrapped(answer)
 
 
-def _unwrapped(answer: protection.Answer, pick: str | None = None) -> protection.Answer:
+def _unwrapped(answer: gate.Answer, pick: str | None = None) -> gate.Answer:
     """An immediate run keeps this route's own answer (the envelope is for confirmations):
     the result (or its `pick` part), 202 when it started a run, else 200/201 as it was."""
     body = answer.body
@@ -114,7 +114,7 @@ def _unwrapped(answer: protection.Answer, pick: str | None = None) -> protection
     result = body["result"]
     started = isinstance(result.get("operation"), dict)
     status = 202 if started else (answer.status if answer.status != 202 else 200)
-    return protection.Answer(status, result[pick] if pick else result)
+    return gate.Answer(status, result[pick] if pick else result)
 
 
 def _still_registered(target: Target) -> Server:
@@ -175,12 +175,12 @@ def get_server(ip: str) -> dict:
 
 
 def bootstrap_server(
-    deps: Deps, actor: Actor, ip: str, confirmation: protection.Confirmation | None = None
-) -> protection.Answer:
+    deps: Deps, actor: Actor, ip: str, confirmation: gate.Confirmation | None = None
+) -> gate.Answer:
     """Run the bootstrap again (after fixing a server, or to refresh what it reports), through
     the gate (`server_bootstrap`). Executed at once, it answers the operation (202)."""
     server = find_server(ip)
-    answer = protection.guard(
+    answer = gate.guard(
         deps,
         actor,
         "server_bootstrap",
@@ -207,15 +207,15 @@ def update_server(
     actor: Actor,
     ip: str,
     body: dict[str, Any],
-    confirmation: protection.Confirmation | None = None,
-) -> protection.Answer:
+    confirmation: gate.Confirmation | None = None,
+) -> gate.Answer:
     """Give a server another role through the gate (`server_update`) and, unless `bootstrap`
     is false, run its bootstrap: it installs only what the new role needs beyond what the
     server has (nothing is removed). 200 updated, 202 with the bootstrap run."""
     role = validate_choice(body.get("role"), SERVER_ROLES, "role")
     server = find_server(ip)
     params = {"role": role, "bootstrap": bool(body.get("bootstrap", True))}
-    answer = protection.guard(
+    answer = gate.guard(
         deps,
         actor,
         "server_update",
@@ -285,13 +285,13 @@ def ssh_public_key(deps: Deps) -> dict:
 
 
 def delete_server(
-    deps: Deps, actor: Actor, ip: str, confirmation: protection.Confirmation | None = None
-) -> protection.Answer:
+    deps: Deps, actor: Actor, ip: str, confirmation: gate.Confirmation | None = None
+) -> gate.Answer:
     """CRITICAL: queued; needs approval by another admin and the 48 h cooldown. Executing it
     takes the server out of the registry (nothing on the host is touched)."""
     server = find_server(ip)
     target = Target("server", str(server.id), server.name, server_ip=server.ip)
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         "server_delete",
@@ -320,7 +320,7 @@ def _execute_server_delete(
 
 
 # The Protection Layer's appliers of this module (plain data, gathered by the feature package).
-APPLIERS: dict[str, protection.Applier] = {
+APPLIERS: dict[str, gate.Applier] = {
     "server_register": _execute_register,
     "server_bootstrap": _execute_bootstrap,
     "server_update": _execute_update,

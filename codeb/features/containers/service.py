@@ -30,9 +30,11 @@ from codeb.executor.worker import (
     RunContext,
     describe_failure,
 )
+from codeb.features.projects import service as projects
+from codeb.features.servers import service as servers
 from codeb.protection.tokens import Target
 from codeb.render.units import COMPONENTS, EnvironmentUnits, HostPlan, plan_environment
-from codeb.services import fleet, operations, projects, protection, scheduler, servers
+from codeb.services import fleet, gate, operations, scheduler
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import Container, Environment, Operation, Project, Server
 
@@ -254,10 +256,10 @@ def deploy(
     deps: Deps,
     actor: Actor,
     body: dict[str, Any],
-    confirmation: protection.Confirmation | None = None,
+    confirmation: gate.Confirmation | None = None,
     preview: bool = False,
     expected_plan: str | None = None,
-) -> protection.Answer | dict:
+) -> gate.Answer | dict:
     project = projects.find_project(str(body.get("project", "")))
     env = projects.find_environment(project, str(body.get("environment", "")))
     image = body.get("image")
@@ -301,7 +303,7 @@ def deploy(
         # in it before it changes anything (see roles/codeb_quadlet/tasks/probe.yml).
         params["plan_hash"] = expected_plan
         params["from_state"] = from_state
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         operation,
@@ -779,10 +781,10 @@ def container_action(
     actor: Actor,
     container_id: str,
     action: str,
-    confirmation: protection.Confirmation | None = None,
+    confirmation: gate.Confirmation | None = None,
     preview: bool = False,
     expected_plan: str | None = None,
-) -> protection.Answer | dict:
+) -> gate.Answer | dict:
     """start/restart (LOW), stop (MEDIUM), remove (MEDIUM, the container stopped first),
     volume_delete (HIGH). Removing a container never removes its volume."""
     c = find_container(container_id)
@@ -818,7 +820,7 @@ def container_action(
         "remove": f"Removes {c.container_name} from {server.name}; its volume is kept.",
         "volume_delete": f"Deletes the volume {c.volume} on {server.name} and all its data.",
     }
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         operation,
@@ -1016,13 +1018,13 @@ def _preview(
 
 
 def drift_check(
-    deps: Deps, actor: Actor, confirmation: protection.Confirmation | None = None
-) -> protection.Answer:
+    deps: Deps, actor: Actor, confirmation: gate.Confirmation | None = None
+) -> gate.Answer:
     """Compare what runs on the hosts with every container row (read-only; SAFE). Built to
     be called by a scheduler as well as over the API: it starts one operation whose result
     lists the containers whose host state differs from the registry."""
     target = Target("containers", "all", "all containers")
-    return protection.guard(
+    return gate.guard(
         deps,
         actor,
         "container_drift_check",
@@ -1219,7 +1221,7 @@ class ReconcileJob:
 
 # What this module performs, by name: the Protection Layer's appliers (one per rule) and the
 # runner's jobs. Plain data, gathered by the feature package; nothing registers on import.
-APPLIERS: dict[str, protection.Applier] = {
+APPLIERS: dict[str, gate.Applier] = {
     "deploy_staging": _execute_deploy,
     "deploy_production": _execute_deploy,
     "deploy_preview": _execute_deploy,
