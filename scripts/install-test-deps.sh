@@ -7,7 +7,7 @@ set -euo pipefail
 
 packages=(postgresql redis-server redis-tools debootstrap systemd-container busybox-static
           iproute2 iptables openssh-client squid
-          caddy pdns-server pdns-backend-sqlite3 dnsutils)
+          caddy pdns-server pdns-backend-sqlite3 dnsutils pebble)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \

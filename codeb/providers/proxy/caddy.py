@@ -47,6 +47,10 @@ class Site:
     environment: str
     upstreams: tuple[str, ...] = ()  # "ip:port" / "[v6]:port"
     health_path: str = "/health"
+    # A certificate codeb obtained itself (DNS-01, for wildcards): Caddy serves it from
+    # these files on the proxy and asks no CA for this name. None: Caddy's own automation.
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,10 @@ def render_caddyfile(templates_dir: Path, sites: list[Site], options: CaddyOptio
             raise ValueError(f"not a valid site name: {site.domain!r}")
         if not _PATH.fullmatch(site.health_path):
             raise ValueError(f"not a valid health path: {site.health_path!r}")
+        if (site.cert_file is None) != (site.key_file is None) or any(
+            f is not None and not _PATH.fullmatch(f) for f in (site.cert_file, site.key_file)
+        ):
+            raise ValueError(f"bad certificate files for {site.domain!r}")
         if not (_LABEL.fullmatch(site.project) and _LABEL.fullmatch(site.environment)):
             raise ValueError("bad project or environment name")
         for up in site.upstreams:
