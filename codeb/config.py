@@ -147,11 +147,14 @@ class Settings:
     scheduler_tick_s: int = 5
     schedules: dict[str, Any] = field(default_factory=dict, hash=False)
     # Domains: certificates for proxied sites from ACME (production; needs the email) or
-    # from Caddy's internal CA (tests). Wildcards need a DNS-01 provider module in Caddy
-    # (Debian's has none): its name here enables them.
+    # from Caddy's internal CA (tests). Wildcards need DNS-01, which Debian's Caddy cannot
+    # do: `powerdns` here makes codeb issue them itself (ACME DNS-01 through its own dns
+    # servers) from `acme_directory`, trusting `acme_ca_bundle` for it if set (a test CA).
     tls: str = "acme"
     acme_email: str = ""
     acme_dns_provider: str = ""
+    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    acme_ca_bundle: Path | None = None
     # codeb's own SQLite database replicated by Litestream (empty URL: no replica): an
     # s3://bucket/path on an S3 endpoint (the storage server's store), with its key pair in a
     # 0600 file (default <data_dir>/replica.credentials). Status alarms past the lag.
@@ -194,8 +197,13 @@ class Settings:
             raise SettingError(f"{env_name('tls')} must be acme or internal")
         if self.acme_email and not re.fullmatch(r"[^\s@{}\"]+@[^\s@{}\"]+", self.acme_email):
             raise SettingError(f"{env_name('acme_email')} must be an email address")
-        if self.acme_dns_provider and not re.fullmatch(r"[a-z0-9_]{1,40}", self.acme_dns_provider):
-            raise SettingError(f"{env_name('acme_dns_provider')} must be a Caddy DNS module name")
+        if self.acme_dns_provider not in ("", "powerdns"):
+            raise SettingError(
+                f"{env_name('acme_dns_provider')} must be powerdns (codeb's own dns servers) "
+                "or empty"
+            )
+        if not re.fullmatch(r"https://[^\s\"';\\{}]+", self.acme_directory):
+            raise SettingError(f"{env_name('acme_directory')} must be an https:// URL")
         # Job names are checked when the scheduler starts (jobs are declared by features).
         for job, value in self.schedules.items():
             try:
@@ -241,6 +249,7 @@ _CASTS: dict[str, Any] = {
     "secret_key_file": Path,
     "log_key_file": Path,
     "log_anchor_file": Path,
+    "acme_ca_bundle": Path,
     "templates_dir": Path,
     "port": int,
     "threads": int,
