@@ -389,6 +389,43 @@ class DomainServer(BaseModel):
         table_name = "domain_servers"
 
 
+class AcmeAccount(BaseModel):
+    """codeb's ACME account at one directory (its key encrypted with the SecretBox)."""
+
+    directory = CharField(primary_key=True, max_length=500)
+    account_key = TextField()
+    uri = CharField(null=True, max_length=500)
+    email = CharField(null=True, max_length=254)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "acme_accounts"
+
+
+class DomainCertificate(BaseModel):
+    """A certificate codeb obtained itself (ACME DNS-01, for a wildcard domain; `name` is the
+    domain's): the chain, its key (encrypted), the last issuance error and when, and when
+    to try again (migration 0013)."""
+
+    name = CharField(primary_key=True, max_length=253)
+    names = TextField()  # JSON list of the names ordered
+    fullchain = TextField(null=True)
+    private_key = TextField(null=True)
+    issuer = CharField(null=True, max_length=300)
+    serial = CharField(null=True, max_length=80)
+    not_before = DateTimeField(null=True)
+    not_after = DateTimeField(null=True)
+    issued_at = DateTimeField(null=True)
+    attempts = IntegerField(default=0)
+    last_error = TextField(null=True)
+    last_error_at = DateTimeField(null=True)
+    next_attempt_at = DateTimeField(null=True)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "domain_certificates"
+
+
 class BackupTarget(BaseModel):
     """A db component whose WAL streams to a storage server and which gets base backups there
     (codeb/features/backups/service.py, migration 0007). `name` is the Barman server (the
