@@ -475,6 +475,82 @@ class BackupRestore(BaseModel):
         table_name = "backup_restores"
 
 
+class BackupDrill(BaseModel):
+    """A restore drill (issue 11, migration 0011): a backup (a db base backup or a Redis
+    copy) restored into a scratch container on the storage server and checked; only a passed
+    drill sets the backup's verified_at (codeb/features/backups/drills.py)."""
+
+    id = CharField(primary_key=True, max_length=40)
+    project = ForeignKeyField(Project, backref="backup_drills", column_name="project_id")
+    environment = CharField(max_length=20)
+    component = CharField(max_length=20, default="db")  # db, cache
+    backup_id = CharField(max_length=40, index=True)  # backups.id or redis_copies.id
+    kind = CharField(max_length=20, default="manual")  # manual, scheduled
+    status = CharField(max_length=20, default="running")  # running, passed, failed
+    server = CharField(null=True, max_length=63)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+    duration_s = FloatField(null=True)
+    reason = TextField(null=True)
+    checks = JSONField(null=True)  # each check's outcome
+    canary_expected = CharField(null=True, max_length=100)
+    canary_found = CharField(null=True, max_length=100)
+    tables_count = IntegerField(null=True)
+    rows_count = IntegerField(null=True)
+    operation_id = CharField(null=True, max_length=40)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "backup_drills"
+
+
+class WalCheck(BaseModel):
+    """The live state of one backup target's WAL shipping, as last checked on its storage
+    server (issue 11, migration 0011): whether the receiver runs, its lag, failures."""
+
+    target_id = CharField(primary_key=True, max_length=40)
+    checked_at = DateTimeField()
+    receiver = CharField(max_length=20)  # streaming, stopped, failed, unknown
+    detail = TextField(null=True)
+    last_wal_at = DateTimeField(null=True)
+    lag_bytes = IntegerField(null=True)
+    failures = IntegerField(default=0)
+    stopped_since = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "wal_checks"
+
+
+class RedisCopy(BaseModel):
+    """A copy of a cache component's data on the storage server (issue 11, migration 0011):
+    the RDB of a completed BGSAVE, or the whole appendonlydir/."""
+
+    id = CharField(primary_key=True, max_length=40)
+    project = ForeignKeyField(Project, backref="redis_copies", column_name="project_id")
+    environment = CharField(max_length=20)
+    component = CharField(max_length=20, default="cache")
+    source = CharField(max_length=200)  # the cache container's name
+    source_server = CharField(max_length=63)
+    storage_server = CharField(max_length=63)
+    kind = CharField(max_length=20, default="manual")  # manual, scheduled
+    format = CharField(null=True, max_length=20)  # rdb, aof
+    status = CharField(max_length=20, default="running")  # running, completed, failed, deleted
+    path = TextField(null=True)
+    size_bytes = IntegerField(null=True)
+    keys = IntegerField(null=True)
+    canary = CharField(null=True, max_length=100)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+    verified_at = DateTimeField(null=True)
+    error = TextField(null=True)
+    operation_id = CharField(null=True, max_length=40)
+    created_at = DateTimeField(default=utcnow)
+    deleted_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "redis_copies"
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Project,
     Environment,
@@ -495,4 +571,7 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     DomainServer,
     BackupTarget,
     BackupRestore,
+    BackupDrill,
+    WalCheck,
+    RedisCopy,
 )
