@@ -154,6 +154,10 @@ class Backup(BaseModel):
     end_time = DateTimeField(null=True)  # the earliest time it restores to
     error = TextField(null=True)
     deleted_at = DateTimeField(null=True)
+    # Added by migration 0010: the row codeb wrote into the db's codeb_canary table just
+    # before this base backup (a restore of the backup must find it: issue 11's drills).
+    canary = CharField(null=True, max_length=100)
+    canary_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "backups"
@@ -470,6 +474,13 @@ class BackupRestore(BaseModel):
     operation_id = CharField(null=True, max_length=40)
     error = TextField(null=True)
     created_at = DateTimeField(default=utcnow)
+    # Added by migration 0010: new (a new container) or in_place (the live data replaced; the
+    # row then is the scratch copy the live db was rebuilt from), the safety backup taken
+    # before, the backup that proved the chain after, the containers row of a new container.
+    mode = CharField(max_length=20, default="new")
+    safety_backup_id = CharField(null=True, max_length=40)
+    after_backup_id = CharField(null=True, max_length=40)
+    container_id = CharField(null=True, max_length=40)
 
     class Meta:
         table_name = "backup_restores"
