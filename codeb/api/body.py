@@ -138,10 +138,29 @@ def query_text(req: falcon.Request, name: str, max_length: int) -> str | None:
     return raw
 
 
+# Query strings read before, by declaration: a poller repeats the same `?limit=100`, and the
+# values depend only on the declaration and the string. Each entry holds its declaration, so
+# the id in the key cannot be reused by another object while the entry lives. Bounded.
+_READ_QUERIES: dict[tuple[int, str], tuple[Sequence[dict[str, Any]], dict[str, Any]]] = {}
+READ_QUERIES_MAX = 1024
+
+
 def read_query(req: falcon.Request, params: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The query parameters a route declares (codeb.api.declare.query), read and checked by
     their declaration: integers are plain digits within minimum..maximum (absent: the
     declared default), enums one of their values, strings at most maxLength."""
+    seen = (id(params), req.query_string)
+    known = _READ_QUERIES.get(seen)
+    if known is not None and known[0] is params:
+        return dict(known[1])
+    values = _read_query(req, params)
+    if len(_READ_QUERIES) >= READ_QUERIES_MAX:
+        _READ_QUERIES.clear()
+    _READ_QUERIES[seen] = (params, values)
+    return dict(values)
+
+
+def _read_query(req: falcon.Request, params: Sequence[dict[str, Any]]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for param in params:
         if param.get("in") != "query":
