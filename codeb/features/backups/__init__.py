@@ -5,7 +5,7 @@ container, delete (HIGH). Use cases in codeb.features.backups.service."""
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer, paging, path, query
-from codeb.features.backups import metrics, schemas
+from codeb.features.backups import drills, metrics, schemas, status
 from codeb.features.backups import service as backups
 from codeb.features.protection.schemas import NOT_YET, ProtectionExecuted
 from codeb.services.ports import ENVIRONMENTS
@@ -25,6 +25,10 @@ def includeme(config: Configurator) -> None:
     config.add_appliers(backups.APPLIERS)
     config.add_runner_jobs(backups.JOBS)
     config.add_schedules(backups.SCHEDULES)
+    # Restore drills and alarms (issue 11).
+    config.add_appliers(drills.APPLIERS)
+    config.add_runner_jobs(drills.JOBS)
+    config.add_schedules((*drills.SCHEDULES, *status.SCHEDULES))
     config.add_metrics(metrics.METRICS)
     config.add_route(
         "/api/backups",
@@ -47,6 +51,44 @@ def includeme(config: Configurator) -> None:
             (403, 404, 409, 422),
             body=schemas.BackupCreateRequest,
             guarded=True,
+        ),
+    )
+    config.add_route(
+        "/api/backups/status",
+        api.BackupsStatus,
+        get=Op(
+            "Backup alarms per environment and component: the newest backup's age against "
+            "its schedule, WAL shipping (receiver, last WAL, gaps) and the last restore "
+            "drill, each ok, warning or alarm with the reason",
+            {200: answer(schemas.BackupStatus, "the status of every backed-up component")},
+            (404, 422),
+            params=(query("project", maxLength=100),),
+        ),
+    )
+    config.add_route(
+        "/api/backups/{backup_id}/verify",
+        api.BackupVerify,
+        params=(BACKUP,),
+        post=Op(
+            "A restore drill (backup_verify, LOW): restore the backup into a scratch "
+            "PostgreSQL container on the storage server, check connections, barman "
+            "verify-backup, the canary row, count tables and rows, remove it; only a passed "
+            "drill sets verified_at",
+            {202: STARTED},
+            (403, 404, 409),
+            guarded=True,
+        ),
+    )
+    config.add_route(
+        "/api/backups/{backup_id}/drills",
+        api.BackupDrills,
+        params=(BACKUP,),
+        get=Op(
+            "The restore drills of a backup, newest first: result, reason, each check, "
+            "canary, tables and rows, duration",
+            {200: answer(schemas.DrillList, "the drills")},
+            (404, 422),
+            params=(query("limit", type="integer", minimum=1, maximum=200),),
         ),
     )
     config.add_route(

@@ -8,7 +8,7 @@ import falcon
 from codeb.api.body import query_choice, query_int, query_text, read_json
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
-from codeb.features.backups import schemas
+from codeb.features.backups import drills, schemas, status
 from codeb.features.backups import service as backups
 from codeb.services.ports import ENVIRONMENTS
 
@@ -51,3 +51,21 @@ class BackupRestore(Resource):
                 self.deps, req.context.actor, backup_id, body, confirmation_from(req)
             ),
         )
+
+
+class BackupVerify(Resource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response, backup_id: str) -> None:
+        respond(
+            resp,
+            drills.verify_backup(self.deps, req.context.actor, backup_id, confirmation_from(req)),
+        )
+
+
+class BackupDrills(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, backup_id: str) -> None:
+        resp.media = drills.list_drills(backup_id, limit=query_int(req, "limit", 20, 1, 200))
+
+
+class BackupsStatus(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = status.backup_status(self.deps, project=query_text(req, "project", 100))

@@ -66,3 +66,60 @@ class Backup(Shape):
 class BackupList(Shape):
     backups: list[Backup]
     total: int
+
+
+class DrillCanary(Shape):
+    expected: str | None
+    found: str | None
+
+
+class Drill(Shape):
+    id: str
+    backup_id: str
+    project_id: str
+    environment: str
+    component: str
+    kind: str
+    status: Literal["running", "passed", "failed"]
+    server: str | None
+    started_at: NULLABLE_TIME
+    finished_at: NULLABLE_TIME
+    duration_s: float | None
+    reason: str | None
+    checks: dict[str, Any]
+    canary: DrillCanary
+    tables: int | None
+    rows: int | None
+    operation_id: str | None
+
+
+class DrillList(Shape):
+    drills: list[Drill]
+
+
+class StatusComponent(Shape):
+    project_id: str
+    project: str | None
+    environment: str
+    component: Literal["db", "cache"]
+    name: str
+    status: Literal["ok", "warning", "alarm"]
+    reasons: list[str]
+    backup: dict[str, Any]
+    drill: dict[str, Any]
+    wal: dict[str, Any] | UnsetType = UNSET
+
+
+class StatusEnvironment(Shape):
+    project: str | None
+    environment: str
+    status: Literal["ok", "warning", "alarm"]
+    components: list[StatusComponent]
+
+
+class BackupStatus(Shape):
+    status: Literal["ok", "warning", "alarm"]
+    checked_at: NULLABLE_TIME
+    alarms: int
+    warnings: int
+    environments: list[StatusEnvironment]
