@@ -163,6 +163,9 @@ _TABLE: tuple[Rule, ...] = (
     Rule("backup_restore", L.HIGH, (), "Restoring overwrites the live data."),
     Rule("backup_restore_new", L.LOW, (),
          "Restores a backup into a new database container; the live data is not touched."),
+    Rule("backup_verify", L.LOW, (),
+         "A restore drill: restores a backup into a scratch container on the storage server, "
+         "checks it and removes it; nothing live is touched."),
     Rule("server_register", L.LOW, (), "Adds a server to the registry."),
     Rule("server_update", L.LOW, (), "Changes a server's registry entry."),
     Rule("server_delete", L.CRITICAL, (), "Deleting a server removes everything on it."),
