@@ -89,7 +89,9 @@ def test_a_backup_without_a_recorded_canary_needs_no_table():
 def api(tmp_path):
     with live_api(tmp_path / "data") as live:
         with live.deps.db.connection_context():
-            Server.create(name="storage", ip="127.0.0.9", ssh_port=1, role="storage", status="ready")
+            Server.create(
+                name="storage", ip="127.0.0.9", ssh_port=1, role="storage", status="ready"
+            )
             project = Project.create(id="p_1", name="shop", type="nodejs", local_db_password="x")
             BackupTarget.create(
                 id="bt_1", project=project.id, environment="staging", name="shop-staging-db",
