@@ -45,6 +45,7 @@ FEATURES: tuple[str, ...] = (
     "codeb.features.schedules",
     "codeb.features.domains",
     "codeb.features.recovery",
+    "codeb.features.scaling",
     "codeb.features.backups",
     "codeb.features.metrics",
 )

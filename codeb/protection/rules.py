@@ -170,7 +170,10 @@ _TABLE: tuple[Rule, ...] = (
     Rule("server_update", L.LOW, (), "Changes a server's registry entry."),
     Rule("server_delete", L.CRITICAL, (), "Deleting a server removes everything on it."),
     Rule("scale_up", L.LOW, (), "Adds a server at the provider (it costs money)."),
-    Rule("scale_down", L.CRITICAL, (), "Scaling down destroys a server and what runs on it."),
+    Rule("scale_down", L.MEDIUM, (),
+         "Scaling down drains an autoscaled app server and destroys it (never one holding data)."),
+    Rule("scaling_configure", L.LOW, (),
+         "Changes the autoscaling policy, its cloud settings or the stored Vultr API key."),
     Rule("api_key_create", L.LOW, (), "Creates a non-admin API key for the caller's principal."),
     Rule("api_key_grant", L.MEDIUM, ("admin_approval",),
          "An admin key, or a key for another principal, needs another admin's approval."),
@@ -183,8 +186,7 @@ RULES: dict[str, Rule] = {rule.operation: rule for rule in _TABLE}
 # Rules of the design whose features are not built yet: no route reaches them. Every other
 # rule must have an applier (checked at start-up); a feature that lands removes its names.
 NOT_BUILT = frozenset(
-    {"backup_restore",
-     "scale_up", "scale_down"}
+    {"backup_restore"}
 )  # fmt: skip
 # No sequence of cheaper operations may reach the effect of a dearer one: each operation here
 # has (at least) the effective rule of the one it is bound to, after configuration too.

@@ -25,7 +25,7 @@ def test_the_original_designs_rules_exactly():
     [("project_delete", "CRITICAL"), ("environment_delete", "HIGH"), ("container_stop", "MEDIUM"),
      ("container_start", "LOW"), ("container_restart", "LOW"), ("deploy_staging", "LOW"),
      ("domain_delete", "MEDIUM"), ("backup_delete", "HIGH"), ("backup_restore", "HIGH"),
-     ("server_delete", "CRITICAL"), ("scale_down", "CRITICAL"), ("project_create", "LOW"),
+     ("server_delete", "CRITICAL"), ("scale_down", "MEDIUM"), ("project_create", "LOW"),
      ("project_update", "LOW"), ("environment_create", "LOW"), ("server_register", "LOW"),
      ("api_key_create", "LOW"), ("api_key_revoke", "LOW")],
 )  # fmt: skip
