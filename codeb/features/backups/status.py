@@ -289,17 +289,24 @@ def backup_status(deps: Deps, project: str | None = None) -> dict[str, Any]:
 # -- the WAL check -----------------------------------------------------------------------------
 
 
+RECEIVER_CHECK = "receive-wal running"
+
+
 def receiver_of(state: dict[str, Any]) -> tuple[str, str | None]:
-    """(receiver, detail) from the storage server's report of one Barman server."""
+    """(receiver, detail) from the storage server's report of one Barman server. Whether
+    pg_receivewal runs is what `barman check` says (barman cron may run it too); the
+    supervised unit's state says why not."""
     unit = str(state.get("unit") or "unknown")
-    failing = state.get("failing") or {}
+    failing = dict(state.get("failing") or {})
     gaps = state.get("gaps") or []
-    if unit != "active":
+    if RECEIVER_CHECK in failing or (unit != "active" and not state.get("check_rc") == 0):
+        failing.pop(RECEIVER_CHECK, None)
+        others = f"; barman check also fails: {', '.join(sorted(failing))}" if failing else ""
         receiver = "failed" if unit == "failed" else "stopped"
-        return receiver, f"codeb-barman-receive-wal is {unit}" + (
-            f"; barman check fails: {', '.join(sorted(failing))}" if failing else ""
+        return receiver, (
+            f"pg_receivewal is not running (codeb-barman-receive-wal is {unit}){others}"
         )
-    problems = [f"{k}: {v}" for k, v in sorted(failing.items())]
+    problems = [f"barman check fails: {k} ({v})" for k, v in sorted(failing.items())]
     if gaps:
         problems.append(f"WAL segments missing: {', '.join(gaps[:5])}")
     return "streaming", "; ".join(problems) or None
