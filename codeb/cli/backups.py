@@ -4,14 +4,15 @@ server).
 `create` takes a base backup now (the first one of a db also sets up its WAL streaming) and
 follows it; `restore BACKUP --target-time 2026-11-30T15:18:42Z` restores it to that second into
 a new PostgreSQL container on the storage server (the live database is not touched);
-`delete` is HIGH (queued: confirmations, a backup, a cooldown)."""
+`delete` is HIGH (queued: confirmations, a backup, a cooldown); `verify` runs a restore drill
+(a scratch container on the storage server); `status` exits 1 when anything is in alarm."""
 
 from __future__ import annotations
 
 import argparse
 
 from codeb.cli.output import pairs, table
-from codeb.cli.session import OK, Parents, Session
+from codeb.cli.session import FAILED, OK, Parents, Session
 
 ENVIRONMENTS = ("staging", "production", "preview")
 STATUSES = ("running", "completed", "failed", "deleted")
@@ -85,6 +86,39 @@ def backups_delete(args: argparse.Namespace, sess: Session) -> int:
     return sess.finish(sess.client.request("DELETE", _path(args.backup)))
 
 
+def backups_verify(args: argparse.Namespace, sess: Session) -> int:
+    return sess.finish(sess.client.request("POST", _path(args.backup) + "/verify"))
+
+
+def backups_status(args: argparse.Namespace, sess: Session) -> int:
+    """Exit 1 when anything is in alarm (usable from cron or a monitor); warnings exit 0."""
+    params = {"project": args.project} if args.project else None
+    body = sess.client.request("GET", "/api/backups/status", params=params)
+    out = sess.out
+    if out.json_mode:
+        out.data(body)
+    else:
+        colours = {"ok": "green", "warning": "yellow", "alarm": "red"}
+        overall = body.get("status")
+        out.say(out.paint(f"backups: {overall}", colours.get(overall, "bold")))
+        for env in body.get("environments") or []:
+            for comp in env.get("components") or []:
+                level = comp.get("status")
+                out.say(
+                    out.paint(
+                        f"  {env.get('project')}/{env.get('environment')} "
+                        f"{comp.get('component')} ({comp.get('name')}): {level}",
+                        colours.get(level, "bold"),
+                    )
+                )
+                for part in ("backup", "wal", "drill"):
+                    section = comp.get(part)
+                    if isinstance(section, dict):
+                        why = f": {section['reason']}" if section.get("reason") else ""
+                        out.say(f"      {part:<6} {section.get('status')}{why}")
+    return FAILED if body.get("status") == "alarm" else OK
+
+
 def register(sub: argparse._SubParsersAction, p: Parents) -> None:
     backups = sub.add_parser(
         "backups",
@@ -111,6 +145,16 @@ def register(sub: argparse._SubParsersAction, p: Parents) -> None:
     c.add_argument("--target-time", help="UTC to the second, e.g. 2026-11-30T15:18:42Z")
     c.add_argument("--into", choices=("new", "in_place"), default="new")
     c.set_defaults(remote=backups_restore)
+    c = cmds.add_parser(
+        "verify", parents=[p.json, p.act], help="a restore drill of a backup (scratch container)"
+    )
+    c.add_argument("backup")
+    c.set_defaults(remote=backups_verify)
+    c = cmds.add_parser(
+        "status", parents=[p.json], help="backup alarms per component; exit 1 on any alarm"
+    )
+    c.add_argument("--project")
+    c.set_defaults(remote=backups_status)
     c = cmds.add_parser("delete", parents=[p.json, p.act], help="delete a backup (HIGH)")
     c.add_argument("backup")
     c.set_defaults(remote=backups_delete)
