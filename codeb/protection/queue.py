@@ -51,6 +51,7 @@ def create_entry(
             "target": target.as_dict(),
             "params": params,
             "requires": list(rule.requires),
+            "waives": list(rule.waives),
             "warning": warning,
         },
         confirm_token=token_hash,
@@ -77,7 +78,10 @@ def create_entry(
 def stored_rule(entry: ProtectionQueue, current: Rule) -> Rule:
     """The rule as it was at the request, never weaker than the current one."""
     at_request = Rule(
-        entry.operation, DangerLevel(entry.danger_level), ordered(entry.details.get("requires", ()))
+        entry.operation,
+        DangerLevel(entry.danger_level),
+        ordered(entry.details.get("requires", ())),
+        waives=tuple(entry.details.get("waives", ())),
     )
     return at_request.merged_with(current) if current.operation == entry.operation else at_request
 

@@ -83,11 +83,15 @@ class Rule:
     level: DangerLevel
     requires: tuple[str, ...] = ()
     message: str = ""
+    # Requirements the level implies that this rule's own design waives (an in-place restore
+    # is HIGH without the 24 h cooldown: an incident can't wait). Own `requires` win.
+    waives: tuple[str, ...] = ()
 
     @property
     def requirements(self) -> tuple[str, ...]:
-        """The rule's own requirements and those its level implies."""
-        return ordered((*LEVEL_REQUIREMENTS[self.level], *self.requires))
+        """The rule's own requirements and those its level implies (less what it waives)."""
+        implied = (r for r in LEVEL_REQUIREMENTS[self.level] if r not in self.waives)
+        return ordered((*implied, *self.requires))
 
     @property
     def flow(self) -> Flow:
@@ -115,6 +119,7 @@ class Rule:
             max(self.level, other.level),
             ordered((*self.requires, *other.requires)),
             self.message or other.message,
+            tuple(w for w in self.waives if w in other.waives),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -160,7 +165,9 @@ _TABLE: tuple[Rule, ...] = (
     Rule("domain_delete", L.MEDIUM, (), "Deleting a domain makes the site unreachable by it."),
     Rule("backup_create", L.LOW, (), "Takes a backup."),
     Rule("backup_delete", L.HIGH, (), "Deleting a backup loses a restore point for good."),
-    Rule("backup_restore", L.HIGH, (), "Restoring overwrites the live data."),
+    Rule("backup_restore", L.HIGH, (),
+         "Restoring in place overwrites the live data (a safety backup is taken first); no "
+         "cooldown: an incident can't wait.", waives=("cooldown_24h",)),
     Rule("backup_restore_new", L.LOW, (),
          "Restores a backup into a new database container; the live data is not touched."),
     Rule("backup_verify", L.LOW, (),
@@ -185,9 +192,7 @@ _TABLE: tuple[Rule, ...] = (
 RULES: dict[str, Rule] = {rule.operation: rule for rule in _TABLE}
 # Rules of the design whose features are not built yet: no route reaches them. Every other
 # rule must have an applier (checked at start-up); a feature that lands removes its names.
-NOT_BUILT = frozenset(
-    {"backup_restore"}
-)  # fmt: skip
+NOT_BUILT: frozenset[str] = frozenset()
 # No sequence of cheaper operations may reach the effect of a dearer one: each operation here
 # has (at least) the effective rule of the one it is bound to, after configuration too.
 DOMINATED_BY: dict[str, str] = {
@@ -238,7 +243,7 @@ def configure(
         base = rules[operation]
         # A stricter entry adds to the rule's own requirements; it never drops them.
         wanted = Rule(operation, level or base.level, ordered((*base.requires, *requires)),
-                      base.message)  # fmt: skip
+                      base.message, base.waives)  # fmt: skip
         if not wanted.at_least_as_strict_as(base):
             raise ValueError(
                 f"protection_rules.{operation} would weaken the rule (level {base.level.name}); "
@@ -258,6 +263,7 @@ def configure(
             level if level is not None else before.level,
             requires if "requires" in spec else before.requires,
             before.message,
+            before.waives,
         )
         rules[operation] = after
         applied.append(AppliedOverride(operation, before, after))

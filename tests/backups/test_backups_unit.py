@@ -11,11 +11,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from codeb.clock import FrozenClock
 from codeb.errors import Conflict, NotFound, ValidationFailed
 from codeb.features.backups import service as backups
+from codeb.protection.rules import RULES
 from codeb.services.context import SYSTEM
 from codeb.store.db import open_database
-from codeb.store.models import ALL_MODELS, Backup, BackupTarget, Project
+from codeb.store.models import ALL_MODELS, Backup, BackupTarget, Container, Project, Server
+from tests.protection.helpers import confirm
+from tests.support import live_api
 
 # What `barman -f json show-backup` said on the fleet (Barman 3.13.3, PostgreSQL 17.12).
 SHOW_BACKUP = {
@@ -148,9 +152,6 @@ def test_restore_refusals_before_anything_starts(store):
         backups.restore_backup(_Deps(), SYSTEM, b.id, {"into": "elsewhere"})
     with pytest.raises(ValidationFailed):
         backups.restore_backup(_Deps(), SYSTEM, b.id, {"target": "2026-11-30T15:30:00Z"})
-    with pytest.raises(Conflict) as info:
-        backups.restore_backup(_Deps(), SYSTEM, b.id, {"into": "in_place"})
-    assert "not available yet" in info.value.message
     failed = _backup(project, target, "bk_c", status="failed")
     with pytest.raises(Conflict):
         backups.restore_backup(_Deps(), SYSTEM, failed.id, {})
@@ -170,3 +171,57 @@ def test_window_and_listing(store):
     assert backups.list_backups(status="deleted")["total"] == 1
     with pytest.raises(ValidationFailed):
         backups.list_backups(status="lost")
+
+
+def test_in_place_restore_goes_through_the_queue_without_a_cooldown(tmp_path):
+    """backup_restore (in_place) is HIGH: queued, two confirmations, the second typing the
+    environment's name, and a completed backup; it waives the 24 h cooldown (an incident
+    can't wait), so with the clock standing still the second confirmation executes it: a
+    `backup_restore_in_place` operation on the storage, db and app servers, and a restore row
+    in mode in_place. No host is reached: the servers are not in the allowed networks."""
+    clock = FrozenClock(dt.datetime(2026, 11, 30, 16, 0, 0))
+    with live_api(tmp_path, clock=clock) as api, api.client() as c:
+        assert c.post("/api/projects", json={"name": "shop"}).status_code == 201
+        for name, ip, role in [("storage7", "127.0.0.9", "storage"), ("db7", "127.0.0.8", "db"),
+                               ("app7", "127.0.0.7", "app")]:  # fmt: skip
+            body = {"name": name, "ip": ip, "role": role, "bootstrap": False}
+            assert c.post("/api/servers", json=body).status_code == 201
+        with api.deps.db.connection_context():
+            Server.update(status="ready").execute()
+            project = Project.get(Project.name == "shop")
+            for kind, ip, port in (("app", "127.0.0.7", 13000), ("db", "127.0.0.8", 15432)):
+                Container.create(
+                    id=f"ct_{kind}", project=project.id, environment="production",
+                    server_type=kind, server_ip=ip, container_name=f"shop-production-{kind}",
+                    image="docker.io/library/postgres:17", status="running", port_external=port,
+                    volume=f"shop-production-{kind}-data",
+                )  # fmt: skip
+            target = BackupTarget.create(
+                id="bt_p", project=project.id, environment="production",
+                name="shop-production-db", storage_server="storage7", db_server="db7",
+                db_port=15432, replication_password=api.deps.box.encrypt("x" * 24),
+                status="enabled", created_at=clock.now(),
+            )  # fmt: skip
+            Backup.create(
+                id="bk_p", project=project.id, environment="production", type="full",
+                status="completed", location="storage7:shop-production-db", target_id=target.id,
+                barman_id="20261130T150000", end_time=dt.datetime(2026, 11, 30, 15, 0, 0),
+                created_at=dt.datetime(2026, 11, 30, 15, 0, 0),
+            )  # fmt: skip
+        r = c.post("/api/backups/bk_p/restore",
+                   json={"into": "in_place", "target_time": "2026-11-30T15:30:00Z"})  # fmt: skip
+        assert r.status_code == 202 and r.json()["status"] == "queued", r.text
+        assert r.json()["level"] == "HIGH"
+        token = r.json()["confirm_token"]
+        first = confirm(c, token)
+        assert first.status_code == 202 and first.json()["status"] == "confirmation_recorded"
+        assert confirm(c, token, "shop/staging").status_code == 422  # the wrong name
+        done = confirm(c, token, "shop/production")  # same instant: no cooldown to wait for
+        assert done.status_code == 202 and done.json()["status"] == "executed", done.text
+        result = done.json()["result"]
+        assert result["restore"]["mode"] == "in_place"
+        assert result["restore"]["target_time"] == "2026-11-30T15:30:00Z"
+        assert result["operation"]["kind"] == "backup_restore_in_place"
+        assert set(result["operation"]["targets"]) == {"storage7", "db7", "app7"}
+        assert "cooldown_24h" not in RULES["backup_restore"].requirements
+        assert "backup_exists" in RULES["backup_restore"].requirements

@@ -20,7 +20,10 @@ import logging
 import os
 import re
 import secrets
+import time
 from typing import Any
+
+import httpx
 
 from codeb.errors import Conflict, NotFound, ValidationFailed
 from codeb.executor.events import reported
@@ -38,6 +41,7 @@ from codeb.store.models import (
     BackupTarget,
     Container,
     Environment,
+    PortAllocation,
     Project,
     Server,
 )
@@ -127,6 +131,7 @@ def backup_view(b: Backup) -> dict[str, Any]:
         "verified_at": _iso(b.verified_at),
         "error": b.error,
         "created_at": _iso(b.created_at),
+        "canary": {"token": b.canary, "written_at": _iso(b.canary_at)} if b.canary else None,
     }
 
 
@@ -141,6 +146,10 @@ def restore_view(r: BackupRestore) -> dict[str, Any]:
         "port": r.port,
         "volume": r.volume,
         "target_time": _iso(r.target_time),
+        "mode": r.mode,
+        "safety_backup_id": r.safety_backup_id,
+        "after_backup_id": r.after_backup_id,
+        "container_id": r.container_id,
         "status": r.status,
         "operation_id": r.operation_id,
         "error": r.error,
@@ -305,20 +314,7 @@ def start_backup(
     """Record a running backup and start its operation (inside the caller's transaction;
     the caller dispatches it after commit, as the gate does)."""
     t = ensure_target(deps, project, env)
-    now = deps.clock.now()
-    b = Backup.create(
-        id=f"bk_{secrets.token_hex(8)}",
-        project=project.id,
-        environment=env.name,
-        component="db",
-        type="full",
-        kind=kind,
-        status="running",
-        location=f"{t.storage_server}:{t.name}",
-        target_id=t.id,
-        started_at=now,
-        created_at=now,
-    )
+    b = new_backup_row(deps, t, kind)
     op = operations.create_operation(
         deps,
         actor,
@@ -330,6 +326,26 @@ def start_backup(
     b.operation_id = op.id
     b.save()
     return {"backup": backup_view(b), "operation": operations.operation_view(op)}
+
+
+def new_backup_row(deps: Deps, t: BackupTarget, kind: str) -> Backup:
+    """A running backup of a target, with the canary token codeb writes into the database's
+    `codeb_canary` table just before the base backup starts (inside a write transaction)."""
+    now = deps.clock.now()
+    return Backup.create(
+        id=f"bk_{secrets.token_hex(8)}",
+        project=t.project_id,
+        environment=t.environment,
+        component="db",
+        type="full",
+        kind=kind,
+        status="running",
+        location=f"{t.storage_server}:{t.name}",
+        target_id=t.id,
+        started_at=now,
+        created_at=now,
+        canary=secrets.token_hex(16),
+    )
 
 
 def _enable_run(deps: Deps, t: BackupTarget) -> PlaybookRun:
@@ -361,6 +377,13 @@ def _enable_run(deps: Deps, t: BackupTarget) -> PlaybookRun:
         secrets=(password, verifier),
         timeout_s=600,
     )
+
+
+def _parse_utc(value: str) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(value.strip().replace(" ", "T"))
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
 
 
 def _parse_barman_time(value: str | None) -> dt.datetime | None:
@@ -413,29 +436,49 @@ class BackupJob:
             with deps.write():
                 t.status, t.last_error, t.enabled_at = "enabled", None, deps.clock.now()
                 t.save()
-        outcome, records = ctx.run(
-            PlaybookRun(
-                "backup_backup.yml",
-                fleet.hosts_for(deps, [t.storage_server]),
-                extravars={
-                    "codeb_backup_storage_server": t.name,
-                    "codeb_backup_storage_backup_name": b.id,
-                },
-                timeout_s=3600,
-            )
-        )
-        info = reported(records, "codeb_backup")
-        with deps.write():
-            b = Backup.get_by_id(b.id)
-            b.finished_at = deps.clock.now()
-            if outcome.status == "successful" and info:
-                _apply_barman(b, info)
-            else:
-                b.status, b.error = "failed", describe_failure(outcome, records)
-            b.save()
+        b = take_backup(ctx, t, b)
         if b.status != "completed":
             return JobResult("failed", b.error or f"the backup ended {b.status}", {})
         return JobResult("succeeded", None, {"backup": backup_view(b)})
+
+
+def take_backup(ctx: RunContext, t: BackupTarget, b: Backup) -> Backup:
+    """Run one base backup of an enabled target for the running row `b`: first the canary
+    row on the db host (codeb_canary: b.canary and the database's time), then Barman's backup
+    on the storage server; the row ends `completed` only when Barman says DONE, else
+    `failed` with the reason."""
+    deps = ctx.deps
+    project = Project.get_by_id(t.project_id)
+    outcome, records = ctx.run(
+        PlaybookRun(
+            "backup_backup.yml",
+            fleet.hosts_for(deps, sorted({t.db_server, t.storage_server})),
+            extravars={
+                "codeb_backup_storage_server": t.name,
+                "codeb_backup_storage_backup_name": b.id,
+                "codeb_backup_source_container": t.name,
+                "codeb_backup_source_superuser": projects.db_user_for(project.name),
+                "codeb_backup_source_database": projects.db_name_for(project.name, t.environment),
+                "codeb_backup_source_canary": b.canary or "",
+            },
+            timeout_s=3600,
+        )
+    )
+    info = reported(records, "codeb_backup")
+    canary = reported(records, "codeb_canary")
+    with deps.write():
+        b = Backup.get_by_id(b.id)
+        b.finished_at = deps.clock.now()
+        if canary.get("written_at"):
+            b.canary_at = _parse_utc(canary["written_at"])
+        elif b.canary:
+            b.canary = None  # not written: nothing for a drill to look for
+        if outcome.status == "successful" and info:
+            _apply_barman(b, info)
+        else:
+            b.status, b.error = "failed", describe_failure(outcome, records)
+        b.save()
+    return b
 
 
 # -- restoring -----------------------------------------------------------------------------
@@ -460,8 +503,10 @@ def restore_backup(
     body: dict[str, Any],
     confirmation: gate.Confirmation | None = None,
 ) -> gate.Answer:
-    """`POST /api/backups/:id/restore {target_time?, into?: new}`: into a new container on
-    the storage server (backup_restore_new, LOW). `in_place` is not built yet (HIGH)."""
+    """`POST /api/backups/:id/restore {target_time?, into?}`: `new` (default) into a new
+    container on the storage server (backup_restore_new, LOW); `in_place` replaces the
+    environment's live data (backup_restore, HIGH: queued, two confirmations typing the
+    environment's name, a completed backup; no cooldown) after a safety backup."""
     b = find_backup(backup_id)
     unknown = sorted(set(body) - {"target_time", "into"})
     if unknown:
@@ -469,11 +514,6 @@ def restore_backup(
     into = body.get("into", "new")
     if into not in ("new", "in_place"):
         raise ValidationFailed("into must be 'new' or 'in_place'", {"into": into})
-    if into == "in_place":
-        raise Conflict(
-            "an in-place restore is not available yet: restore into a new container",
-            {"into": into},
-        )
     if b.status != "completed":
         raise Conflict(f"backup {b.id} is {b.status}, not completed", {"status": b.status})
     t = BackupTarget.get_or_none(BackupTarget.id == b.target_id)
@@ -492,6 +532,25 @@ def restore_backup(
             )
         params["target_time"] = when.isoformat()
     project = Project.get_by_id(b.project_id)
+    if into == "in_place":
+        env = projects.find_environment(project, b.environment)
+        _db_container(project, env.name)
+        params["into"] = "in_place"
+        return gate.guard(
+            deps,
+            actor,
+            "backup_restore",
+            Target("environment", env.id, f"{project.name}/{env.name}", project.id, env.name),
+            params,
+            effect=f"Replaces the live data of the db of {project.name}/{env.name} with backup "
+            f"{b.id}"
+            + (f" as of {params['target_time']}Z" if params["target_time"] else " (latest)")
+            + ": a safety backup of the current state first (the restore can be undone with "
+            "it), then the db rebuilt from the restored copy, streaming reset, a new base "
+            "backup, the app restarted and health-checked.",
+            confirmation=confirmation,
+            success_status=202,
+        )
     return gate.guard(
         deps,
         actor,
@@ -534,32 +593,37 @@ def _execute_restore_new(deps: Deps, actor: Actor, target: Target, params: dict)
     return {"restore": restore_view(r), "operation": operations.operation_view(op)}
 
 
+def _restore_run(deps: Deps, r: BackupRestore, replication_user: str = "") -> PlaybookRun:
+    """Barman's recover of r's backup (to r's target time) into r's container on the storage
+    server; with `replication_user`, the copy also accepts its replication connections."""
+    b = Backup.get_by_id(r.backup_id)
+    t = BackupTarget.get_by_id(b.target_id)
+    project = Project.get_by_id(b.project_id)
+    when = r.target_time.strftime("%Y-%m-%d %H:%M:%S+00:00") if r.target_time else ""
+    return PlaybookRun(
+        "backup_restore.yml",
+        fleet.hosts_for(deps, [t.storage_server]),
+        extravars={
+            "codeb_backup_storage_server": t.name,
+            "codeb_backup_storage_backup_id": b.barman_id,
+            "codeb_backup_storage_target_time": when,
+            "codeb_backup_storage_restore_name": r.container_name,
+            "codeb_backup_storage_restore_port": r.port,
+            "codeb_backup_storage_restore_superuser": projects.db_user_for(project.name),
+            "codeb_backup_storage_restore_replication_user": replication_user,
+            "codeb_backup_storage_image": POSTGRES_IMAGE,
+            # A local image if present (the test fleet has no registry), else pulled.
+            "codeb_backup_storage_pull": "missing",
+        },
+        timeout_s=3600,
+    )
+
+
 class RestoreJob:
     def run(self, ctx: RunContext) -> JobResult:
         deps = ctx.deps
         r = BackupRestore.get_by_id(ctx.operation.params["restore_id"])
-        b = Backup.get_by_id(r.backup_id)
-        t = BackupTarget.get_by_id(b.target_id)
-        project = Project.get_by_id(b.project_id)
-        when = r.target_time.strftime("%Y-%m-%d %H:%M:%S+00:00") if r.target_time else ""
-        outcome, records = ctx.run(
-            PlaybookRun(
-                "backup_restore.yml",
-                fleet.hosts_for(deps, [t.storage_server]),
-                extravars={
-                    "codeb_backup_storage_server": t.name,
-                    "codeb_backup_storage_backup_id": b.barman_id,
-                    "codeb_backup_storage_target_time": when,
-                    "codeb_backup_storage_restore_name": r.container_name,
-                    "codeb_backup_storage_restore_port": r.port,
-                    "codeb_backup_storage_restore_superuser": projects.db_user_for(project.name),
-                    "codeb_backup_storage_image": POSTGRES_IMAGE,
-                    # A local image if present (the test fleet has no registry), else pulled.
-                    "codeb_backup_storage_pull": "missing",
-                },
-                timeout_s=3600,
-            )
-        )
+        outcome, records = ctx.run(_restore_run(deps, r))
         with deps.write():
             r = BackupRestore.get_by_id(r.id)
             if outcome.status == "successful":
@@ -570,6 +634,198 @@ class RestoreJob:
         if r.status != "running":
             return JobResult("failed", r.error, {"restore": restore_view(r)})
         return JobResult("succeeded", None, {"restore": restore_view(r)})
+
+
+def _execute_restore_in_place(deps: Deps, actor: Actor, target: Target, params: dict) -> dict:
+    """The confirmed in-place restore: a row for the scratch copy the live db is rebuilt from
+    (a port of the environment's db range, released when it is gone) and the operation."""
+    b = find_backup(params["backup_id"])
+    t = BackupTarget.get_by_id(b.target_id)
+    project = Project.get_by_id(b.project_id)
+    db = _db_container(project, b.environment)
+    apps = _app_containers(project.id, b.environment)
+    port = ports.allocate_port(deps.db, b.environment, "db", b.project_id)
+    name = f"{t.name}-inplace-{secrets.token_hex(3)}"
+    when = dt.datetime.fromisoformat(params["target_time"]) if params["target_time"] else None
+    r = BackupRestore.create(
+        id=f"rs_{secrets.token_hex(8)}",
+        backup=b.id,
+        project=b.project_id,
+        environment=b.environment,
+        container_name=name,
+        server=t.storage_server,
+        port=port,
+        volume=f"{name}-data",
+        target_time=when,
+        mode="in_place",
+        created_at=deps.clock.now(),
+    )
+    hosts = {t.storage_server, t.db_server, *(fleet.container_server(a).name for a in apps)}
+    op = operations.create_operation(
+        deps, actor, "backup_restore_in_place", sorted(hosts),
+        {"restore_id": r.id, "db_container_id": db.id}, project_id=b.project_id,
+    )  # fmt: skip
+    r.operation_id = op.id
+    r.save()
+    return {"restore": restore_view(r), "operation": operations.operation_view(op)}
+
+
+def _app_containers(project_id: str, environment: str) -> list[Container]:
+    return list(
+        Container.select().where(
+            (Container.project == project_id)
+            & (Container.environment == environment)
+            & (Container.server_type == "app")
+            & (Container.status == "running")
+        )
+    )
+
+
+APP_HEALTH_DEADLINE_S = 90
+
+
+def _app_healthy(ctx: RunContext, c: Container) -> bool:
+    """GET /health on the app container's port until 200, within a deadline."""
+    url = f"http://{c.server_ip}:{c.port_external}/health"
+    deadline = time.monotonic() + APP_HEALTH_DEADLINE_S
+    while time.monotonic() < deadline and not ctx.canceled:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        ctx.cancel.wait(1)
+    return False
+
+
+class InPlaceRestoreJob:
+    """backup_restore (HIGH), confirmed: (1) a safety backup of the current state, completed
+    before anything is touched; (2) Barman recovers the chosen backup (to the target time)
+    into a scratch container on the storage server; (3) on the db host the live database is
+    stopped, its data set aside and rebuilt from the scratch copy with pg_basebackup, started
+    and checked (a failure puts the old data back); the storage server resets its WAL
+    receiver to the new timeline and removes the scratch copy; (4) a new base backup proves
+    the chain (its WAL arrives on the new timeline); (5) the app is restarted and must answer
+    its health check."""
+
+    def run(self, ctx: RunContext) -> JobResult:
+        deps, params = ctx.deps, ctx.operation.params
+        r = BackupRestore.get_by_id(params["restore_id"])
+        b = Backup.get_by_id(r.backup_id)
+        t = BackupTarget.get_by_id(b.target_id)
+        project = Project.get_by_id(b.project_id)
+        db = Container.get_by_id(params["db_container_id"])
+        steps: dict[str, Any] = {}
+
+        def fail(error: str, copy_made: bool = False) -> JobResult:
+            with deps.write():
+                row = BackupRestore.get_by_id(r.id)
+                row.status, row.error = "failed", error
+                row.save()
+                if not copy_made:  # no scratch copy holds the port
+                    PortAllocation.delete().where(PortAllocation.port == row.port).execute()
+            return JobResult("failed", error, {"restore": restore_view(row), "steps": steps})
+
+        # 1. The safety backup: the current state, restorable, before anything is touched.
+        with deps.write():
+            safety = new_backup_row(deps, t, "safety")
+            safety.operation_id = ctx.operation.id
+            safety.save()
+            r.safety_backup_id = safety.id
+            r.save()
+        safety = take_backup(ctx, t, safety)
+        steps["safety_backup"] = {"id": safety.id, "status": safety.status}
+        if safety.status != "completed":
+            return fail(
+                f"the safety backup {safety.id} did not complete ({safety.error}); the live "
+                "data was not touched"
+            )
+        # 2. The scratch copy (as of the target time) on the storage server.
+        user = projects.db_user_for(project.name)
+        outcome, records = ctx.run(_restore_run(deps, r, replication_user=user))
+        steps["recovered_copy"] = outcome.status
+        if outcome.status != "successful":
+            return fail(
+                "recovering the backup failed, the live data was not touched: "
+                + describe_failure(outcome, records),
+                copy_made=True,
+            )
+        # 3. The live data replaced; the WAL receiver follows the new timeline.
+        storage = Server.get(Server.name == t.storage_server)
+        db_server = fleet.container_server(db)
+        outcome, records = ctx.run(
+            PlaybookRun(
+                "backup_restore_in_place.yml",
+                fleet.hosts_for(deps, sorted({db_server.name, storage.name})),
+                extravars={
+                    "codeb_backup_source_container": db.container_name,
+                    "codeb_backup_source_superuser": user,
+                    "codeb_backup_source_volume": db.volume or f"{db.container_name}-data",
+                    "codeb_backup_source_image": db.image,
+                    "codeb_backup_source_copy_host": storage.ip,
+                    "codeb_backup_source_copy_port": r.port,
+                    "codeb_backup_storage_server": t.name,
+                    "codeb_backup_storage_restore_name": r.container_name,
+                },
+                timeout_s=3600,
+            )
+        )
+        steps["live_data_replaced"] = outcome.status
+        if outcome.status != "successful":
+            return fail(
+                "replacing the live data failed (the db host put the previous data back "
+                "when it could): " + describe_failure(outcome, records),
+                copy_made=True,
+            )
+        with deps.write():
+            row = BackupRestore.get_by_id(r.id)
+            row.status = "replaced"
+            row.save()
+            PortAllocation.delete().where(PortAllocation.port == row.port).execute()
+            after = new_backup_row(deps, t, "after_restore")
+            after.operation_id = ctx.operation.id
+            after.save()
+            row.after_backup_id = after.id
+            row.save()
+        # 4. The chain: a new base backup on the new timeline, its WAL received.
+        after = take_backup(ctx, t, after)
+        steps["after_backup"] = {"id": after.id, "status": after.status}
+        if after.status != "completed":
+            return fail(
+                f"the data was restored but the backup after it ({after.id}) did not "
+                f"complete: {after.error}",
+                copy_made=True,  # released already
+            )
+        # 5. The app restarted and healthy.
+        sick = []
+        for app in _app_containers(project.id, b.environment):
+            server = fleet.container_server(app)
+            outcome, records = ctx.run(
+                PlaybookRun(
+                    "container.yml",
+                    fleet.hosts_for(deps, [server.name]),
+                    extravars={
+                        "codeb_container_host": server.name,
+                        "codeb_container_action": "restart",
+                        "codeb_container_unit": app.container_name,
+                    },
+                    limit=server.name,
+                )
+            )
+            if outcome.status != "successful" or not _app_healthy(ctx, app):
+                sick.append(app.container_name)
+        steps["app_restarted"] = {"unhealthy": sick}
+        if sick:
+            return fail(
+                f"the data was restored and backed up, but the app is not healthy after its "
+                f"restart: {', '.join(sick)}",
+                copy_made=True,  # released already
+            )
+        with deps.write():
+            row = BackupRestore.get_by_id(r.id)
+            row.status, row.error = "completed", None
+            row.save()
+        return JobResult("succeeded", None, {"restore": restore_view(row), "steps": steps})
 
 
 # -- deleting ------------------------------------------------------------------------------
@@ -799,12 +1055,14 @@ def ensure_streaming(deps: Deps) -> dict[str, Any]:
 APPLIERS: dict[str, gate.Applier] = {
     "backup_create": _execute_create,
     "backup_restore_new": _execute_restore_new,
+    "backup_restore": _execute_restore_in_place,
     "backup_delete": _execute_delete,
 }
 
 JOBS = {
     "backup": BackupJob(),
     "backup_restore": RestoreJob(),
+    "backup_restore_in_place": InPlaceRestoreJob(),
     "backup_delete": DeleteJob(),
 }
 
