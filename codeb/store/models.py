@@ -46,6 +46,8 @@ class Project(BaseModel):
 
     class Meta:
         table_name = "projects"
+        # The listing's order and filter (migration 0015).
+        indexes = ((("created_at", "name", "status"), False),)
 
 
 class Environment(BaseModel):
