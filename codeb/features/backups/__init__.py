@@ -1,6 +1,6 @@
 """Backups of db components (issue 10): WAL streamed to a storage server by Barman, base
 backups on the storage server's own timers and on request, point-in-time restore into a new
-container, delete (HIGH). Use cases in codeb.features.backups.service."""
+container or in place (HIGH), delete (HIGH). Use cases in codeb.features.backups.service."""
 
 from __future__ import annotations
 
@@ -112,9 +112,11 @@ def includeme(config: Configurator) -> None:
         api.BackupRestore,
         params=(BACKUP,),
         post=Op(
-            "Restore a backup, to a second of its recoverable window, into a new PostgreSQL "
-            "container on the storage server (backup_restore_new, LOW); in_place is not "
-            "available yet (409)",
+            "Restore a backup, to a second of its recoverable window: into a new PostgreSQL "
+            "container on the storage server (backup_restore_new, LOW), or in_place over the "
+            "environment's live data (backup_restore, HIGH: queued, two confirmations typing "
+            "the environment's name, no cooldown; a safety backup first, the app restarted "
+            "and health-checked after)",
             {202: STARTED},
             (403, 404, 409, 422),
             body=schemas.RestoreRequest,

@@ -951,6 +951,10 @@ def _sync_target(deps: Deps, t: BackupTarget, entry: dict[str, Any]) -> tuple[in
             found += 1
         elif b.status == "deleted":
             continue
+        elif b.status == "failed" and info.get("status") != "DONE":
+            # Failed here (its process killed, say): Barman may still list it as STARTED;
+            # only a backup Barman finished (DONE) turns it around.
+            continue
         before = (b.status, b.size_bytes, b.end_time)
         _apply_barman(b, info)
         if b.status != "running" and b.finished_at is None:
