@@ -39,6 +39,11 @@ class Window(Shape):
     latest: NULLABLE_TIME
 
 
+class Canary(Shape):
+    token: str
+    written_at: NULLABLE_TIME
+
+
 class Backup(Shape):
     id: str
     project_id: str
@@ -59,6 +64,9 @@ class Backup(Shape):
     verified_at: NULLABLE_TIME
     error: str | None
     created_at: NULLABLE_TIME
+    # The row codeb wrote into the db's codeb_canary table just before this backup (a restore
+    # of it holds the row); null for backups the storage server's timers took.
+    canary: Canary | None = None
     recoverable_window: Window | UnsetType = UNSET
     target: dict[str, Any] | UnsetType | None = UNSET
 
