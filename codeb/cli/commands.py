@@ -22,6 +22,7 @@ from codeb.cli import metrics as cli_metrics
 from codeb.cli import projects as cli_projects
 from codeb.cli import protection as cli_protection
 from codeb.cli import recovery as cli_recovery
+from codeb.cli import scaling as cli_scaling
 from codeb.cli.output import Output
 from codeb.cli.session import AUTH, EXIT_CODES, INTERRUPTED, USAGE, Session, UsageError, parents
 from codeb.cli.session import report_error as report_api_error
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_domains.register(sub, shared)
     cli_protection.register(sub, shared)
     cli_recovery.register(sub, shared)
+    cli_scaling.register(sub, shared)
     cli_mcp.register(sub)
     cli_metrics.register(sub, shared)
 

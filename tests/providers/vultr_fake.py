@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,8 +48,17 @@ CREATE_FIELDS: dict[str, type | tuple[type, ...]] = {
 class FakeInstance:
     body: dict[str, Any]
     created: float
-    ip: str | None = None
+    # The address, or a Future of it (a host still booting: main_ip stays 0.0.0.0 and
+    # server_status short of ok until it resolves).
+    ip: str | Future | None = None
     deleted: bool = False
+
+    def address(self) -> str | None:
+        if isinstance(self.ip, Future):
+            if not self.ip.done() or self.ip.exception() is not None:
+                return None
+            return self.ip.result()
+        return self.ip
 
 
 @dataclass
@@ -59,8 +69,9 @@ class VultrFake:
     active_after_s: float = 0.4
     ok_after_s: float = 0.6
     # Called with the create request (user_data decoded) when an instance is created; returns
-    # its address (e.g. a fleet host it booted), or None for a made-up TEST-NET-3 address.
-    on_create: Callable[[dict[str, Any]], str | None] | None = None
+    # its address, a Future of it (e.g. a fleet host booting), or None for a made-up
+    # TEST-NET-3 address.
+    on_create: Callable[[dict[str, Any]], str | Future | None] | None = None
     # Called when an instance is deleted (e.g. to stop the fleet host).
     on_delete: Callable[[dict[str, Any]], None] | None = None
     instances: dict[str, FakeInstance] = field(default_factory=dict)
@@ -91,10 +102,11 @@ class VultrFake:
     def _view(self, inst: FakeInstance) -> dict[str, Any]:
         age = time.monotonic() - inst.created
         body = dict(inst.body)
-        if age >= self.ip_after_s and inst.ip is not None:
-            body["main_ip"] = inst.ip
+        address = inst.address()
+        if age >= self.ip_after_s and address is not None:
+            body["main_ip"] = address
         body["status"] = "active" if age >= self.active_after_s else "pending"
-        if age >= self.ok_after_s:
+        if age >= self.ok_after_s and (address is not None or inst.ip is None):
             body["server_status"] = "ok"
         elif age >= self.active_after_s:
             body["server_status"] = "installingbooting"
