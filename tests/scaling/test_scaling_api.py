@@ -241,3 +241,56 @@ def test_killed_mid_scale_up_the_orphan_is_deleted_after_restart(tmp_path, cloud
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def test_scheduled_check_sweeps_orphans_and_acts_only_when_enabled(tmp_path, cloud):
+    """The scheduled job with an injected clock: disabled, it only deletes orphans; enabled,
+    CPU held above the threshold for the window scales up (through the gate, as codeb); a
+    failed scale-up counts for the cooldown, so it is not retried at the next check."""
+    import datetime as dt
+
+    from codeb.clock import FrozenClock
+    from codeb.features.scaling import service as scaling
+    from codeb.providers.cloud import AUTOSCALED_TAG, CODEB_TAG, InstanceSpec, Vultr
+    from codeb.scaling.models import ScalingSample
+
+    fake, url = cloud
+    clock = FrozenClock(dt.datetime(2026, 11, 30, 12, 0, 0))
+    with live_api(tmp_path, clock=clock) as api, api.client() as c:
+        deps = api.deps
+        assert configure(c, url, ready_timeout_s=1).status_code == 200
+        lost = Vultr(KEY, base_url=url).create_instance(
+            InstanceSpec(label="codeb-app-lost", hostname="x", region="ams", plan="p",
+                         os_id=1, tags=(CODEB_TAG, AUTOSCALED_TAG))
+        )  # fmt: skip
+        mine = Vultr(KEY, base_url=url).create_instance(
+            InstanceSpec(label="not-autoscaled", hostname="y", region="ams", plan="p", os_id=1)
+        )
+        with deps.db.connection_context():
+            out = scaling._scheduled_check(deps)
+        assert out["skipped"] == "autoscaling is disabled", out
+        assert out["orphans"]["deleted"] == [lost.id], out
+        assert [i["id"] for i in fake.live()] == [mine.id]  # not codeb-autoscaled: untouched
+        # Hot for 4 minutes (a sample every 30 s), then enabled: the next check scales up.
+        now = clock.now()
+        with deps.db.connection_context():
+            for i in range(9):
+                ScalingSample.create(at=now - dt.timedelta(seconds=30 * i), cpu_pct=92.0,
+                                     mem_pct=40.0, servers={})  # fmt: skip
+        r = c.put("/api/scaling/policy", json={"enabled": True})
+        assert r.status_code == 200 and r.json()["policy"]["enabled"] is True, r.text
+        with deps.db.connection_context():
+            out = scaling._scheduled_check(deps)
+        assert out.get("acted") == "up", out
+        up = c.get("/api/scaling/history", params={"kind": "up"}).json()["events"][0]
+        assert up["trigger"] == "scheduled" and up["decision"]["action"] == "up"
+        op = wait_operation(c, up["operation_id"], timeout=120)
+        assert op["status"] == "failed" and "wait_ready" in op["error"]
+        check = c.get("/api/scaling/history", params={"kind": "check"}).json()["events"][0]
+        assert check["trigger"] == "scheduled" and "92" in json.dumps(check["decision"])
+        clock.advance(seconds=30)
+        with deps.db.connection_context():
+            ScalingSample.create(at=clock.now(), cpu_pct=95.0, mem_pct=40.0, servers={})
+            out = scaling._scheduled_check(deps)
+        assert "acted" not in out and "cooling down" in " ".join(out["decision"]["reasons"])
+    assert [i["id"] for i in fake.live()] == [mine.id]

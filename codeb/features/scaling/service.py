@@ -187,9 +187,15 @@ def app_servers() -> list[Server]:
 
 
 def _last(kind: str) -> dt.datetime | None:
+    """When the last scale of this kind ended: succeeded, or failed (a failing scale-up is not
+    retried every 30 s, buying and deleting an instance each time)."""
     row = (
         ScalingEvent.select()
-        .where((ScalingEvent.kind == kind) & (ScalingEvent.status == "succeeded"))
+        .where(
+            (ScalingEvent.kind == kind)
+            & ScalingEvent.status.in_(["succeeded", "failed"])
+            & ScalingEvent.finished_at.is_null(False)
+        )
         .order_by(ScalingEvent.finished_at.desc())
         .first()
     )
