@@ -225,3 +225,28 @@ def test_in_place_restore_goes_through_the_queue_without_a_cooldown(tmp_path):
         assert set(result["operation"]["targets"]) == {"storage7", "db7", "app7"}
         assert "cooldown_24h" not in RULES["backup_restore"].requirements
         assert "backup_exists" in RULES["backup_restore"].requirements
+
+
+def test_catalogue_sync_reports_an_invalidated_slot_and_keeps_failed_backups_failed(store):
+    """A slot max_slot_wal_keep_size invalidated (wal_status lost) is reported on the target
+    (once); a backup that failed here (its process killed) stays failed while Barman lists it
+    STARTED, and turns completed only when Barman says DONE."""
+    _, project, target = store
+    killed = _backup(project, target, "bk_killed", status="failed")
+    killed.error, killed.barman_id = "killed", None
+    killed.save()
+    started = {**SHOW_BACKUP, "backup_name": "bk_killed", "status": "STARTED"}
+    entry = {
+        "backups": [started],
+        "wal": {},
+        "slot": {"slot_name": "codeb_barman", "wal_status": "lost", "active": False},
+    }
+    backups._sync_target(_Deps(), target, entry)
+    assert Backup.get_by_id("bk_killed").status == "failed"
+    t = BackupTarget.get_by_id(target.id)
+    assert t.last_error.startswith(backups.SLOT_LOST) and "wal_removed" in t.last_error
+    first = t.last_error
+    backups._sync_target(_Deps(), t, entry)
+    assert BackupTarget.get_by_id(target.id).last_error == first  # reported once
+    backups._sync_target(_Deps(), t, {**entry, "backups": [{**started, "status": "DONE"}]})
+    assert Backup.get_by_id("bk_killed").status == "completed"

@@ -969,6 +969,18 @@ def _sync_target(deps: Deps, t: BackupTarget, entry: dict[str, Any]) -> tuple[in
             b.status, b.deleted_at, b.error = "deleted", now, "removed by the retention policy"
             b.save()
             updated += 1
+    slot = entry.get("slot") or {}
+    if slot.get("wal_status") == "lost":
+        # max_slot_wal_keep_size gave up on a receiver that was away too long: the db host's
+        # disk is safe, but WAL since the receiver's position is gone (a gap in the window).
+        if not (t.last_error or "").startswith(SLOT_LOST):
+            reason = slot.get("invalidation_reason") or "wal_removed"
+            t.last_error = (
+                f"{SLOT_LOST} (noticed {_iso(now)}, {reason}): WAL the storage server had not "
+                "received is gone; the recoverable window has a gap until the next base "
+                "backup, and the slot must be dropped and created again"
+            )
+            log.warning("backup target %s: %s", t.name, t.last_error)
     wal = entry.get("wal") or {}
     t.wal_first, t.wal_last = wal.get("first"), wal.get("last")
     if wal.get("last_time"):
@@ -992,6 +1004,7 @@ def _required_str(body: dict[str, Any], field: str) -> str:
 
 
 RETRY_AFTER_FAILURE = dt.timedelta(minutes=10)
+SLOT_LOST = "the replication slot was invalidated by max_slot_wal_keep_size"
 
 
 def ensure_streaming(deps: Deps) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 """Reads Barman's catalogue of the named servers (read-only): every backup's details
-(`barman -f json show-backup`), and the WAL this server holds (first and last segment, the
-newest one's time, whether the receiver streams now)."""
+(`barman -f json show-backup`), the WAL this server holds (first and last segment, the
+newest one's time, whether the receiver streams now), and the db's replication slot
+(pg_replication_slots: wal_status `lost` when max_slot_wal_keep_size invalidated it)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,25 @@ def wal_state(home: str, name: str) -> dict:
     }
 
 
+def slot_state(name: str) -> dict | None:
+    """The db's replication slot as PostgreSQL sees it (wal_status `lost` once
+    max_slot_wal_keep_size invalidated it), read over Barman's own connection; None when the
+    db cannot be reached (the receiver's state says more then)."""
+    server = barman("show-servers", name).get(name, {})
+    conninfo, slot = server.get("conninfo"), server.get("slot_name")
+    if not conninfo or not slot:
+        return None
+    out = subprocess.run(
+        ["runuser", "-u", "barman", "--", "psql", conninfo, "-XtA", "-v", f"slot={slot}"],
+        input="SELECT row_to_json(s) FROM pg_replication_slots s WHERE slot_name = :'slot';\n",
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    if out.returncode != 0:
+        return None
+    row = out.stdout.strip()
+    return json.loads(row) if row else {"slot_name": slot, "missing": True}
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -71,7 +91,11 @@ def main() -> None:
         for name in module.params["names"]:
             listed = barman("list-backups", name).get(name, [])
             backups = [barman("show-backup", name, b["backup_id"]).get(name, {}) for b in listed]
-            catalogue[name] = {"backups": backups, "wal": wal_state(module.params["home"], name)}
+            catalogue[name] = {
+                "backups": backups,
+                "wal": wal_state(module.params["home"], name),
+                "slot": slot_state(name),
+            }
     except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, catalogue=catalogue)
