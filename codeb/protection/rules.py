@@ -181,6 +181,8 @@ _TABLE: tuple[Rule, ...] = (
          "Scaling down drains an autoscaled app server and destroys it (never one holding data)."),
     Rule("scaling_configure", L.LOW, (),
          "Changes the autoscaling policy, its cloud settings or the stored Vultr API key."),
+    Rule("scaling_check", L.SAFE, (),
+         "Reads the app pool's load and answers the autoscaling decision; acts on nothing."),
     Rule("api_key_create", L.LOW, (), "Creates a non-admin API key for the caller's principal."),
     Rule("api_key_grant", L.MEDIUM, ("admin_approval",),
          "An admin key, or a key for another principal, needs another admin's approval."),

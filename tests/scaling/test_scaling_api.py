@@ -119,8 +119,11 @@ def test_refused_without_configuration_or_beyond_limits(api, cloud):
         r = c.post("/api/scaling/up")
         assert r.status_code == 409 and "cap" in r.text, r.text
         # Nothing to remove: no server was added by autoscaling.
-        r = c.post("/api/scaling/down", json={})
-        assert r.status_code == 409, r.text
+        r = c.post("/api/scaling/down", json={})  # MEDIUM: asked first, refused once confirmed
+        assert r.status_code == 202 and r.json()["status"] == "confirmation_required", r.text
+        r = c.post("/api/scaling/down", json={},
+                   headers={"X-Confirm-Token": r.json()["confirm_token"]})  # fmt: skip
+        assert r.status_code == 409 and "none may be removed" in r.text, r.text
     assert fake.live() == [] and not any(m == "POST" for m, _ in fake.requests)
 
 

@@ -41,9 +41,10 @@ def includeme(config: Configurator) -> None:
         api.Check,
         post=Op(
             "Evaluate the policy on live stats of the app pool: the decision with its inputs "
-            "and reasons (acts on nothing; recorded in the history)",
-            {200: answer(schemas.CheckAnswer, "the decision")},
-            (503,),
+            "and reasons (scaling_check, SAFE: acts on nothing; recorded in the history)",
+            {200: answer(schemas.CheckAnswer, "the decision"), 202: PENDING},
+            (403, 410, 503),
+            guarded=True,
         ),
     )
     config.add_route(

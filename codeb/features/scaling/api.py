@@ -23,7 +23,7 @@ class Policy(Resource):
 
 class Check(Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = scaling.check(self.deps, req.context.actor)
+        respond(resp, scaling.check(self.deps, req.context.actor, confirmation_from(req)))
 
 
 class Up(Resource):

@@ -228,7 +228,6 @@ def _scaling_environments(names: tuple[str, ...]) -> list[tuple[Project, Environ
 def place_on(ctx: RunContext, server: Server, names: tuple[str, ...]) -> dict[str, Any]:
     """Deploy the image each scaling environment runs, with its app on `server` too."""
     from codeb.features.containers import service as containers
-    from codeb.render.units import plan_environment  # noqa: F401 - same import as deploys
 
     deps = ctx.deps
     placed = []

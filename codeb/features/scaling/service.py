@@ -271,33 +271,58 @@ def samples_for(policy: Policy, now: dt.datetime) -> list[Sample]:
     return [Sample(r.at, r.cpu_pct, r.mem_pct) for r in rows]
 
 
-def check(deps: Deps, actor: Actor) -> dict[str, Any]:
-    """The decision now, with its inputs and reasons; acts on nothing (SAFE). Recorded in
-    the history."""
+POOL = Target("scaling", "app-pool", "app pool")
+
+
+def check(deps: Deps, actor: Actor, confirmation: gate.Confirmation | None = None) -> gate.Answer:
+    """The decision now, with its inputs and reasons; acts on nothing (`scaling_check`,
+    SAFE). The gate records the request; then the pool's stats are read (outside any
+    transaction) and the decision is recorded in the history."""
+    answer = gate.guard(
+        deps,
+        actor,
+        "scaling_check",
+        POOL,
+        {},
+        effect="Reads the app pool's load and answers the autoscaling policy's decision.",
+        confirmation=confirmation,
+    )
+    result = answer.body.get("result", answer.body)
+    if not answer.executed or not isinstance(result, dict) or "event" not in result:
+        return answer  # a confirm token or a queue entry (a raised rule)
+    event_id = result["event"]["id"]
     policy, _, _ = current(deps)
-    if app_servers():
-        sample_now(deps)  # a check on demand reads the pool even while disabled
+    try:
+        if app_servers():
+            sample_now(deps)  # a check on demand reads the pool even while disabled
+    except ServiceUnavailable as exc:
+        with deps.write():
+            ScalingEvent.update(status="failed", error=str(exc),
+                                finished_at=deps.clock.now()).where(
+                ScalingEvent.id == event_id).execute()  # fmt: skip
+        raise
     now = deps.clock.now()
     # What the policy says, also while it is disabled (then the scheduler would not act).
     effective = dataclasses.replace(policy, enabled=True)
     decision = decide(effective, samples_for(policy, now), pool(policy), now)
+    reasons = decision.reasons
     if not policy.enabled:
-        decision = Decision(decision.action,
-                            (*decision.reasons, "autoscaling is disabled: nothing acts on it"),
-                            decision.inputs)  # fmt: skip
-    decision = Decision(decision.action, decision.reasons, {**decision.inputs,
-                                                            "policy": policy.view()})  # fmt: skip
+        reasons = (*reasons, "autoscaling is disabled: nothing acts on it")
+    decision = Decision(decision.action, reasons, {**decision.inputs, "policy": policy.view()})
     with deps.write():
-        event = ScalingEvent.create(
-            kind="check",
-            trigger="api",
-            requested_by=actor.who,
-            status="decided",
-            decision=decision.view(),
-            started_at=now,
-            finished_at=deps.clock.now(),
-        )
-    return {"decision": decision.view(), "event": event_view(event)}
+        ScalingEvent.update(status="decided", decision=decision.view(),
+                            finished_at=deps.clock.now()).where(
+            ScalingEvent.id == event_id).execute()  # fmt: skip
+    event = ScalingEvent.get_by_id(event_id)
+    return gate.Answer(200, {"decision": decision.view(), "event": event_view(event)})
+
+
+def _execute_check(
+    deps: Deps, actor: Actor, target: Target, params: dict[str, Any]
+) -> dict[str, Any]:
+    event = ScalingEvent.create(kind="check", trigger="api", requested_by=actor.who,
+                                status="running", started_at=deps.clock.now())  # fmt: skip
+    return {"event": event_view(event)}
 
 
 # -- history -----------------------------------------------------------------------------
@@ -365,15 +390,13 @@ def scale_up(
     confirmation: gate.Confirmation | None = None,
 ) -> gate.Answer:
     """Add one app server (`scale_up`, LOW by default), within the policy's limits."""
-    policy, cloud, has_key = current(deps)
-    _require_configured(cloud, has_key)
-    _require_within_limits(policy)
-    _require_idle()
+    policy, cloud, _ = current(deps)
+    # The limits are checked by the applier (after the gate: a raised rule queues first).
     return gate.guard(
         deps,
         actor,
         SCALE_UP,
-        Target("scaling", "app-pool", "app pool"),
+        POOL,
         {"trigger": trigger, "decision": decision},
         effect=(
             f"Creates a {cloud.plan} server in {cloud.region} at Vultr (about "
@@ -491,23 +514,23 @@ def scale_down(
 ) -> gate.Answer:
     """Remove one app server autoscaling added (`scale_down`, MEDIUM by default): drained,
     its containers stopped, its instance deleted, unregistered. Anything else is refused,
-    whatever the rule says."""
-    policy, cloud, has_key = current(deps)
-    _require_configured(cloud, has_key)
-    chosen = _pick_server(server)
-    _refuse_unremovable(chosen, policy)
-    _require_idle()
-    return gate.guard(
-        deps,
-        actor,
-        SCALE_DOWN,
-        Target("server", str(chosen.id), chosen.name, server_ip=chosen.ip),
-        {"trigger": trigger, "decision": decision},
-        effect=(
+    whatever the rule says (by the applier, after the gate)."""
+    try:
+        chosen: Server | None = _pick_server(server)
+    except (Conflict, NotFound):
+        chosen = None  # the applier says why, once the gate let the request through
+    params = {"trigger": trigger, "decision": decision,
+              "server": chosen.name if chosen else server}  # fmt: skip
+    if chosen is None:
+        target, effect = POOL, "Removes an autoscaled app server (none matches now)."
+    else:
+        target = Target("server", str(chosen.id), chosen.name, server_ip=chosen.ip)
+        effect = (
             f"Drains {chosen.name} ({chosen.ip}) from the proxies, stops its app containers, "
             "deletes its Vultr instance and removes it from the registry."
-        ),
-        confirmation=confirmation,
+        )
+    return gate.guard(
+        deps, actor, SCALE_DOWN, target, params, effect=effect, confirmation=confirmation
     )
 
 
@@ -530,10 +553,14 @@ def _refuse_unremovable(server: Server, policy: Policy) -> None:
 def _execute_scale_down(
     deps: Deps, actor: Actor, target: Target, params: dict[str, Any]
 ) -> dict[str, Any]:
-    policy, _, _ = current(deps)
-    server = Server.get_or_none((Server.id == int(target.ref)) & (Server.status != "deleted"))
-    if server is None:
-        raise NotFound("the server no longer exists", {"server": target.name})
+    policy, cloud, has_key = current(deps)
+    _require_configured(cloud, has_key)
+    if target.kind == "server":
+        server = Server.get_or_none((Server.id == int(target.ref)) & (Server.status != "deleted"))
+        if server is None:
+            raise NotFound("the server no longer exists", {"server": target.name})
+    else:
+        server = _pick_server(params.get("server"))
     _refuse_unremovable(server, policy)
     _require_idle()
     event = ScalingEvent.create(
@@ -636,6 +663,7 @@ SCHEDULES = (
 
 APPLIERS: dict[str, gate.Applier] = {
     "scaling_configure": _execute_configure,
+    "scaling_check": _execute_check,
     SCALE_UP: _execute_scale_up,
     SCALE_DOWN: _execute_scale_down,
 }
