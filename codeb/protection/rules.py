@@ -173,6 +173,12 @@ _TABLE: tuple[Rule, ...] = (
     Rule("backup_verify", L.LOW, (),
          "A restore drill: restores a backup into a scratch container on the storage server, "
          "checks it and removes it; nothing live is touched."),
+    Rule("redis_copy_create", L.LOW, (),
+         "Copies a cache component's Redis data (a completed BGSAVE) to the storage server."),
+    Rule("redis_restore_new", L.LOW, (),
+         "Restores a Redis copy into a new Redis container; the live cache is not touched."),
+    Rule("redis_verify", L.LOW, (),
+         "A restore drill of a Redis copy in a scratch container on the storage server."),
     Rule("server_register", L.LOW, (), "Adds a server to the registry."),
     Rule("server_update", L.LOW, (), "Changes a server's registry entry."),
     Rule("server_delete", L.CRITICAL, (), "Deleting a server removes everything on it."),

@@ -50,9 +50,9 @@ def test_receiver_states():
     stopped = {"unit": "inactive", "failing": {"receive-wal running": "FAILED"}, "check_rc": 1}
     receiver, detail = status.receiver_of(stopped)
     assert receiver == "stopped" and "codeb-barman-receive-wal is inactive" in detail
-    failed = {"unit": "failed", "failing": {"receive-wal running": "x", "replication slot": "y"}}
+    failed = {"unit": "failed", "failing": {"receive_wal_running": "x", "replication_slot": "y"}}
     receiver, detail = status.receiver_of(failed)
-    assert receiver == "failed" and "replication slot" in detail
+    assert receiver == "failed" and "replication_slot" in detail
     # barman cron runs one while the unit is down: WAL still ships.
     assert status.receiver_of({**ok, "unit": "activating"})[0] == "streaming"
     gap = status.receiver_of({**ok, "gaps": ["000000010000000000000007"]})

@@ -5,7 +5,7 @@ container or in place (HIGH), delete (HIGH). Use cases in codeb.features.backups
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer, paging, path, query
-from codeb.features.backups import drills, metrics, schemas, status
+from codeb.features.backups import drills, metrics, redis, schemas, status
 from codeb.features.backups import service as backups
 from codeb.features.protection.schemas import NOT_YET, ProtectionExecuted
 from codeb.services.ports import ENVIRONMENTS
@@ -29,6 +29,10 @@ def includeme(config: Configurator) -> None:
     config.add_appliers(drills.APPLIERS)
     config.add_runner_jobs(drills.JOBS)
     config.add_schedules((*drills.SCHEDULES, *status.SCHEDULES))
+    # Redis copies (issue 11).
+    config.add_appliers(redis.APPLIERS)
+    config.add_runner_jobs(redis.JOBS)
+    config.add_schedules(redis.SCHEDULES)
     config.add_metrics(metrics.METRICS)
     config.add_route(
         "/api/backups",
@@ -63,6 +67,55 @@ def includeme(config: Configurator) -> None:
             {200: answer(schemas.BackupStatus, "the status of every backed-up component")},
             (404, 422),
             params=(query("project", maxLength=100),),
+        ),
+    )
+    copy = path("copy_id")
+    config.add_route(
+        "/api/backups/redis",
+        api.RedisCopies,
+        get=Op(
+            "Copies of cache components' Redis data on the storage server, newest first",
+            {200: answer(schemas.RedisCopyList, "copies and their total")},
+            (404, 422),
+            params=(
+                query("project", maxLength=100),
+                query("environment", enum=list(ENVIRONMENTS)),
+                *paging(),
+            ),
+        ),
+        post=Op(
+            "Copy an environment's Redis data (a completed BGSAVE and a canary key) to the "
+            "storage server now (redis_copy_create, LOW)",
+            {202: STARTED},
+            (403, 404, 409, 422),
+            body=schemas.RedisCopyRequest,
+            guarded=True,
+        ),
+    )
+    config.add_route(
+        "/api/backups/redis/{copy_id}/restore",
+        api.RedisCopyRestore,
+        params=(copy,),
+        post=Op(
+            "Restore a Redis copy into a new Redis container on the storage server "
+            "(redis_restore_new, LOW; loaded with appendonly no, then the AOF turned on); "
+            "in_place is not available yet (409)",
+            {202: STARTED},
+            (403, 404, 409, 422),
+            body=schemas.RedisRestoreRequest,
+            guarded=True,
+        ),
+    )
+    config.add_route(
+        "/api/backups/redis/{copy_id}/verify",
+        api.RedisCopyVerify,
+        params=(copy,),
+        post=Op(
+            "A restore drill of a Redis copy (redis_verify, LOW): a scratch container on the "
+            "storage server, DBSIZE and the canary key compared; a pass sets verified_at",
+            {202: STARTED},
+            (403, 404, 409),
+            guarded=True,
         ),
     )
     config.add_route(

@@ -8,7 +8,7 @@ import falcon
 from codeb.api.body import query_choice, query_int, query_text, read_json
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
-from codeb.features.backups import drills, schemas, status
+from codeb.features.backups import drills, redis, schemas, status
 from codeb.features.backups import service as backups
 from codeb.services.ports import ENVIRONMENTS
 
@@ -69,3 +69,33 @@ class BackupDrills(Resource):
 class BackupsStatus(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = status.backup_status(self.deps, project=query_text(req, "project", 100))
+
+
+class RedisCopies(Resource):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = redis.list_copies(
+            project=query_text(req, "project", 100),
+            environment=query_choice(req, "environment", ENVIRONMENTS),
+            limit=query_int(req, "limit", 50, 1, 500),
+            offset=query_int(req, "offset", 0, 0, 2**31),
+        )
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, schemas.RedisCopyRequest)
+        respond(resp, redis.create_copy(self.deps, req.context.actor, body, confirmation_from(req)))
+
+
+class RedisCopyRestore(Resource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response, copy_id: str) -> None:
+        body = read_json(req, schemas.RedisRestoreRequest)
+        respond(
+            resp,
+            redis.restore_copy(self.deps, req.context.actor, copy_id, body, confirmation_from(req)),
+        )
+
+
+class RedisCopyVerify(Resource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response, copy_id: str) -> None:
+        respond(
+            resp, redis.verify_copy(self.deps, req.context.actor, copy_id, confirmation_from(req))
+        )

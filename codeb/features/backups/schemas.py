@@ -12,7 +12,8 @@ class BackupCreateRequest(Request):
     project: Annotated[str, Meta(min_length=1, max_length=100)]
     environment: EnvironmentName
     component: Literal["db"] | UnsetType = UNSET
-    type: Literal["full"] | UnsetType = UNSET
+    # incremental: PostgreSQL 17 block-level, on the latest backup (a full one must exist).
+    type: Literal["full", "incremental"] | UnsetType = UNSET
 
     example = {"project": "shop", "environment": "production", "component": "db"}
 
@@ -131,3 +132,42 @@ class BackupStatus(Shape):
     alarms: int
     warnings: int
     environments: list[StatusEnvironment]
+
+
+class RedisCopyRequest(Request):
+    project: Annotated[str, Meta(min_length=1, max_length=100)]
+    environment: EnvironmentName
+
+    example = {"project": "shop", "environment": "production"}
+
+
+class RedisRestoreRequest(Request):
+    into: Literal["new", "in_place"] | UnsetType = UNSET
+
+    example = {"into": "new"}
+
+
+class RedisCopy(Shape):
+    id: str
+    project_id: str
+    environment: str
+    component: str
+    source: str
+    source_server: str
+    storage_server: str
+    kind: str
+    format: str | None
+    status: Literal["running", "completed", "failed", "deleted"]
+    size_bytes: int | None
+    keys: int | None
+    canary: str | None
+    started_at: NULLABLE_TIME
+    finished_at: NULLABLE_TIME
+    verified_at: NULLABLE_TIME
+    error: str | None
+    operation_id: str | None
+
+
+class RedisCopyList(Shape):
+    copies: list[RedisCopy]
+    total: int

@@ -289,7 +289,13 @@ def backup_status(deps: Deps, project: str | None = None) -> dict[str, Any]:
 # -- the WAL check -----------------------------------------------------------------------------
 
 
-RECEIVER_CHECK = "receive-wal running"
+# barman check's name for "is pg_receivewal running" (the JSON output says
+# receive_wal_running, the text output "receive-wal running").
+RECEIVER_CHECK = "receive_wal_running"
+
+
+def _check_name(name: str) -> str:
+    return name.replace("-", "_").replace(" ", "_").lower()
 
 
 def receiver_of(state: dict[str, Any]) -> tuple[str, str | None]:
@@ -297,7 +303,7 @@ def receiver_of(state: dict[str, Any]) -> tuple[str, str | None]:
     pg_receivewal runs is what `barman check` says (barman cron may run it too); the
     supervised unit's state says why not."""
     unit = str(state.get("unit") or "unknown")
-    failing = dict(state.get("failing") or {})
+    failing = {_check_name(k): v for k, v in (state.get("failing") or {}).items()}
     gaps = state.get("gaps") or []
     if RECEIVER_CHECK in failing or (unit != "active" and not state.get("check_rc") == 0):
         failing.pop(RECEIVER_CHECK, None)
