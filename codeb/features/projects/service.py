@@ -28,7 +28,9 @@ UPDATABLE_FIELDS = ("type", "git_repo")
 
 
 def db_user_for(project_name: str) -> str:
-    return project_name.replace("-", "_")
+    # A deleted project's name carries `~<id>` (deleted_project_name); its database and
+    # user keep the name it had, which restores of its retained backups need.
+    return project_name.split("~", 1)[0].replace("-", "_")
 
 
 def db_name_for(project_name: str, environment: str) -> str:
