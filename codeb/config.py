@@ -165,6 +165,11 @@ class Settings:
     replica_max_lag_s: int = 60
     # Status warns when the recovery bundle (codeb recovery export) is older than this.
     recovery_bundle_max_age_days: int = 90
+    # PostgreSQL base backups per environment, run by the storage server's own timers
+    # (systemd OnCalendar expressions, or "off"): {"production": {"full": "weekly",
+    # "incremental": "daily"}}; an environment or kind not named keeps the default
+    # (full weekly, incremental daily: PostgreSQL 17 block-level incrementals via Barman).
+    backup_schedules: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for name, (low, high) in BOUNDS.items():
@@ -204,6 +209,20 @@ class Settings:
             )
         if not re.fullmatch(r"https://[^\s\"';\\{}]+", self.acme_directory):
             raise SettingError(f"{env_name('acme_directory')} must be an https:// URL")
+        for env, kinds in self.backup_schedules.items():
+            if not isinstance(kinds, dict) or not set(kinds) <= {"full", "incremental"}:
+                raise SettingError(
+                    f"{env_name('backup_schedules')}: {env} must be a table of full and/or "
+                    "incremental"
+                )
+            for kind, when in kinds.items():
+                if not isinstance(when, str) or not re.fullmatch(
+                    r"off|[A-Za-z0-9 :*/,.~-]{1,64}", when
+                ):
+                    raise SettingError(
+                        f"{env_name('backup_schedules')}: {env}.{kind} must be a systemd "
+                        "OnCalendar expression (e.g. daily, Sun *-*-* 03:00) or off"
+                    )
         # Job names are checked when the scheduler starts (jobs are declared by features).
         for job, value in self.schedules.items():
             try:
@@ -265,6 +284,7 @@ _CASTS: dict[str, Any] = {
     "stats_cache_s": int,
     "scheduler_tick_s": int,
     "schedules": _json_table,
+    "backup_schedules": _json_table,
     "replica_credentials_file": Path,
     "replica_max_lag_s": int,
     "recovery_bundle_max_age_days": int,

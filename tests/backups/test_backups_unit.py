@@ -12,12 +12,21 @@ from urllib.parse import urlsplit
 import pytest
 
 from codeb.clock import FrozenClock
+from codeb.config import SettingError, load_settings
 from codeb.errors import Conflict, NotFound, ValidationFailed
 from codeb.features.backups import service as backups
 from codeb.protection.rules import RULES
 from codeb.services.context import SYSTEM
 from codeb.store.db import open_database
-from codeb.store.models import ALL_MODELS, Backup, BackupTarget, Container, Project, Server
+from codeb.store.models import (
+    ALL_MODELS,
+    Backup,
+    BackupTarget,
+    Container,
+    Environment,
+    Project,
+    Server,
+)
 from tests.protection.helpers import confirm
 from tests.support import live_api
 
@@ -250,3 +259,42 @@ def test_catalogue_sync_reports_an_invalidated_slot_and_keeps_failed_backups_fai
     assert BackupTarget.get_by_id(target.id).last_error == first  # reported once
     backups._sync_target(_Deps(), t, {**entry, "backups": [{**started, "status": "DONE"}]})
     assert Backup.get_by_id("bk_killed").status == "completed"
+
+
+def test_schedules_per_environment():
+    """Defaults: full weekly, incremental daily; CODEB_BACKUP_SCHEDULES replaces either per
+    environment; the cadence (what a backup's age is held against) is the more frequent."""
+    default = load_settings({})
+    expected = {"full": "weekly", "incremental": "daily"}
+    assert backups.schedules_for(default, "production") == expected
+    table = '{"staging": {"full": "Sun *-*-* 03:00", "incremental": "off"}}'
+    s = load_settings({"CODEB_BACKUP_SCHEDULES": table})
+    assert backups.schedules_for(s, "staging") == {"full": "Sun *-*-* 03:00", "incremental": "off"}
+    assert backups.cadence(backups.schedules_for(s, "staging")) == "Sun *-*-* 03:00"
+    assert backups.cadence(backups.schedules_for(s, "production")) == "daily"
+    for bad in ('{"staging": {"hourly": "daily"}}', '{"staging": {"full": "$(reboot)"}}',
+                '{"staging": "daily"}'):  # fmt: skip
+        with pytest.raises(SettingError):
+            load_settings({"CODEB_BACKUP_SCHEDULES": bad})
+
+
+def test_incremental_needs_a_completed_backup_to_build_on(store):
+    _, project, _target = store
+    Environment.create(id="env_s", project=project.id, name="staging", db_password="x",
+                       redis_password="x")  # fmt: skip
+    Container.create(
+        id="ct_db", project=project.id, environment="staging", server_type="db",
+        server_ip="127.0.0.8", container_name="shop-staging-db", image="postgres:17",
+        status="running",
+    )  # fmt: skip
+    Server.create(name="storage", ip="127.0.0.9", role="storage", status="ready")
+    with pytest.raises(ValidationFailed):
+        backups.create_backup(_Deps(), SYSTEM, {"project": "shop", "environment": "staging",
+                                                "type": "differential"})  # fmt: skip
+    with pytest.raises(Conflict) as info:
+        backups.create_backup(_Deps(), SYSTEM, {"project": "shop", "environment": "staging",
+                                                "type": "incremental"})  # fmt: skip
+    assert "full one first" in info.value.message
+    b = Backup(id="bk_i")
+    backups._apply_barman(b, {**SHOW_BACKUP, "backup_type": "incremental"})
+    assert b.type == "incremental" and b.status == "completed"

@@ -49,6 +49,25 @@ from codeb.store.models import (
 log = logging.getLogger(__name__)
 REPLICATION_ROLE = "codeb_backup"
 DEFAULT_SCHEDULE = "daily"
+# Base backups the storage server's timers take, per environment (CODEB_BACKUP_SCHEDULES
+# replaces either): full weekly, a PostgreSQL 17 block-level incremental daily.
+DEFAULT_SCHEDULES = {"full": "weekly", "incremental": "daily"}
+TYPES = ("full", "incremental")
+
+
+def schedules_for(settings: Any, environment: str) -> dict[str, str]:
+    """The full and incremental schedules of an environment (OnCalendar expressions or off)."""
+    configured = (getattr(settings, "backup_schedules", None) or {}).get(environment) or {}
+    return {**DEFAULT_SCHEDULES, **configured}
+
+
+def cadence(schedules: dict[str, str]) -> str:
+    """How often some base backup is taken (what the backup age is held against)."""
+    if schedules["incremental"] != "off":
+        return schedules["incremental"]
+    return schedules["full"] if schedules["full"] != "off" else DEFAULT_SCHEDULE
+
+
 # The image restores run in: the same major version as the db component's.
 POSTGRES_IMAGE = "docker.io/library/postgres:17"
 STATUSES = ("running", "completed", "failed", "deleted")
@@ -256,7 +275,7 @@ def ensure_target(deps: Deps, project: Project, env: Environment) -> BackupTarge
             db_server=db_server.name,
             db_port=c.port_external or env.db_port,
             replication_password=deps.box.encrypt(generate_password()),
-            schedule=DEFAULT_SCHEDULE,
+            schedule=cadence(schedules_for(deps.settings, env.name)),
             created_at=deps.clock.now(),
         )
     elif (t.db_server, t.db_port) != (db_server.name, c.port_external or env.db_port):
@@ -285,8 +304,24 @@ def create_backup(
     unknown = sorted(set(body) - {"project", "environment", "component", "type"})
     if unknown:
         raise ValidationFailed(f"unknown fields: {', '.join(unknown)}", {"fields": unknown})
-    if body.get("type", "full") != "full":
-        raise ValidationFailed("type must be 'full'", {"type": body.get("type")})
+    backup_type = body.get("type", "full")
+    if backup_type not in TYPES:
+        raise ValidationFailed("type must be 'full' or 'incremental'", {"type": backup_type})
+    if backup_type == "incremental":
+        t = BackupTarget.get_or_none(
+            (BackupTarget.project == project.id) & (BackupTarget.environment == env.name)
+        )
+        parent = t and (
+            Backup.select()
+            .where((Backup.target_id == t.id) & (Backup.status == "completed"))
+            .exists()
+        )
+        if not parent or t.status != "enabled":
+            raise Conflict(
+                "an incremental backup needs a completed backup of the streaming db to build "
+                "on: take a full one first",
+                {"type": backup_type},
+            )
     _db_container(project, env.name)
     _storage_server()
     return gate.guard(
@@ -294,7 +329,7 @@ def create_backup(
         actor,
         "backup_create",
         Target("environment", env.id, f"{project.name}/{env.name}", project.id, env.name),
-        {"project_id": project.id, "environment": env.name, "kind": kind},
+        {"project_id": project.id, "environment": env.name, "kind": kind, "type": backup_type},
         effect=f"Takes a base backup of the db of {project.name}/{env.name} on the storage "
         "server (and sets up its WAL streaming the first time).",
         confirmation=confirmation,
@@ -305,16 +340,23 @@ def create_backup(
 def _execute_create(deps: Deps, actor: Actor, target: Target, params: dict) -> dict:
     project = Project.get_by_id(params["project_id"])
     env = projects.find_environment(project, params["environment"])
-    return start_backup(deps, actor, project, env, params.get("kind", "manual"))
+    return start_backup(
+        deps, actor, project, env, params.get("kind", "manual"), params.get("type", "full")
+    )
 
 
 def start_backup(
-    deps: Deps, actor: Actor, project: Project, env: Environment, kind: str
+    deps: Deps,
+    actor: Actor,
+    project: Project,
+    env: Environment,
+    kind: str,
+    backup_type: str = "full",
 ) -> dict[str, Any]:
     """Record a running backup and start its operation (inside the caller's transaction;
     the caller dispatches it after commit, as the gate does)."""
     t = ensure_target(deps, project, env)
-    b = new_backup_row(deps, t, kind)
+    b = new_backup_row(deps, t, kind, backup_type)
     op = operations.create_operation(
         deps,
         actor,
@@ -328,7 +370,7 @@ def start_backup(
     return {"backup": backup_view(b), "operation": operations.operation_view(op)}
 
 
-def new_backup_row(deps: Deps, t: BackupTarget, kind: str) -> Backup:
+def new_backup_row(deps: Deps, t: BackupTarget, kind: str, backup_type: str = "full") -> Backup:
     """A running backup of a target, with the canary token codeb writes into the database's
     `codeb_canary` table just before the base backup starts (inside a write transaction)."""
     now = deps.clock.now()
@@ -337,7 +379,7 @@ def new_backup_row(deps: Deps, t: BackupTarget, kind: str) -> Backup:
         project=t.project_id,
         environment=t.environment,
         component="db",
-        type="full",
+        type=backup_type,
         kind=kind,
         status="running",
         location=f"{t.storage_server}:{t.name}",
@@ -354,6 +396,7 @@ def _enable_run(deps: Deps, t: BackupTarget) -> PlaybookRun:
     project = Project.get_by_id(t.project_id)
     storage = Server.get(Server.name == t.storage_server)
     db_server = Server.get(Server.name == t.db_server)
+    schedules = schedules_for(deps.settings, t.environment)
     return PlaybookRun(
         "backup_enable.yml",
         fleet.hosts_for(deps, sorted({t.db_server, t.storage_server})),
@@ -370,7 +413,8 @@ def _enable_run(deps: Deps, t: BackupTarget) -> PlaybookRun:
                     "port": t.db_port,
                     "password": password,
                     "description": f"codeb {project.name} {t.environment} db",
-                    "schedule": t.schedule,
+                    "schedule": schedules["full"],
+                    "incremental": schedules["incremental"],
                 }
             ],
         },
@@ -401,6 +445,8 @@ def _apply_barman(b: Backup, info: dict[str, Any]) -> None:
     """What Barman's show-backup says about a backup, onto its row."""
     base = info.get("base_backup_information") or {}
     b.barman_id = info.get("backup_id") or b.barman_id
+    if info.get("backup_type") in TYPES:
+        b.type = info["backup_type"]
     b.size_bytes = base.get("backup_size_with_wals_bytes") or base.get("backup_size_bytes")
     b.begin_wal, b.end_wal = base.get("begin_wal"), base.get("end_wal")
     b.begin_time = _parse_barman_time(base.get("begin_time"))
@@ -435,6 +481,7 @@ class BackupJob:
                 return JobResult("failed", f"WAL streaming could not be set up: {error}", {})
             with deps.write():
                 t.status, t.last_error, t.enabled_at = "enabled", None, deps.clock.now()
+                t.schedule = cadence(schedules_for(deps.settings, t.environment))
                 t.save()
         b = take_backup(ctx, t, b)
         if b.status != "completed":
@@ -460,6 +507,7 @@ def take_backup(ctx: RunContext, t: BackupTarget, b: Backup) -> Backup:
                 "codeb_backup_source_superuser": projects.db_user_for(project.name),
                 "codeb_backup_source_database": projects.db_name_for(project.name, t.environment),
                 "codeb_backup_source_canary": b.canary or "",
+                "codeb_backup_storage_incremental": b.type == "incremental",
             },
             timeout_s=3600,
         )
