@@ -4,9 +4,12 @@ Caddy's message, and the running config read back names every site."""
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
+import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -21,9 +24,10 @@ from codeb.providers.proxy import (
     hosts_in_config,
     render_caddyfile,
 )
-from codeb.providers.proxy.caddy import upstream
+from codeb.providers.proxy.caddy import issuance_errors, upstream
 from codeb.providers.proxy.probe import http_get, tls_certificate
 from tests.domains.servers import Caddy, caddy
+from tests.support import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is not installed")
 TEMPLATES = REPO_ROOT / "templates"
@@ -122,3 +126,44 @@ def test_names_and_upstreams_are_checked_again_before_rendering(proxy: Caddy) ->
             render_caddyfile(TEMPLATES, [site], options(proxy))
     with pytest.raises(ValueError):
         render_caddyfile(TEMPLATES, [], CaddyOptions(admin="0.0.0.0:2019", tls="internal"))
+
+
+def test_last_issuance_error_read_from_caddys_log(tmp_path) -> None:
+    """A real Caddy whose CA does not answer: its log says why it has no certificate, and
+    issuance_errors reads the name, the message and when (what status reports per proxy)."""
+    closed = free_port()  # nothing listens there
+    with caddy(tmp_path / "acme-caddy") as c:
+        text = (
+            "{\n"
+            f"\tadmin {c.admin}\n\thttp_port {c.http_port}\n\thttps_port {c.https_port}\n"
+            f"\tacme_ca https://127.0.0.1:{closed}/dir\n\temail ops@example.test\n}}\n"
+            'acme.example.test {\n\trespond "hi"\n}\n'
+        )
+        started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        LocalCaddy(c.config, c.admin, c.env).apply(text)
+        log = c.home / "caddy.log"
+        deadline = time.monotonic() + 30
+        errors: dict = {}
+        while time.monotonic() < deadline:
+            errors = issuance_errors(log.read_text().splitlines())
+            if "acme.example.test" in errors:
+                break
+            time.sleep(0.2)
+    error = errors["acme.example.test"]
+    assert "connection refused" in error["error"] and f"127.0.0.1:{closed}" in error["error"]
+    at = dt.datetime.fromisoformat(error["at"].rstrip("Z"))
+    assert started - dt.timedelta(seconds=5) <= at <= started + dt.timedelta(seconds=60)
+    # A certificate obtained later clears it; shutdown cancellations are not errors.
+    later = error["ts"] + 5
+    ok = json.dumps(
+        {"level": "info", "ts": later, "logger": "tls.obtain",
+         "msg": "certificate obtained successfully", "identifier": "acme.example.test"},
+        separators=(",", ":"),  # as Caddy writes them
+    )  # fmt: skip
+    canceled = json.dumps(
+        {"level": "error", "ts": later, "logger": "tls", "msg": "job failed",
+         "error": "other.example.test: obtaining certificate: context canceled"},
+        separators=(",", ":"),
+    )  # fmt: skip
+    lines = [*log.read_text().splitlines(), ok, canceled]
+    assert issuance_errors(lines) == {}

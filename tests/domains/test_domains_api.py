@@ -48,7 +48,7 @@ BAD = {
     "evil.test\n": 422,
     "a..b": 422,
     ".".join(["a" * 63] * 4)[:254]: 422,
-    "*.x.example.test": 422,
+    "*.x.example.test": 409,  # valid, but this installation has no DNS-01 issuer
     "{{x}}.test": 422,
     "shop.example.test:443": 422,
 }
@@ -63,7 +63,8 @@ def test_bad_names_are_refused_before_anything(shop: LiveApi) -> None:
                 "/api/domains", json={"domain": name, "project": "shop", "environment": "staging"}
             )
             assert r.status_code == status, (name, r.text)
-            assert r.json()["error"]["code"] == "validation_failed"
+            code = "validation_failed" if status == 422 else "conflict"
+            assert r.json()["error"]["code"] == code, r.text
         r = c.post("/api/domains", json={"domain": "x.test", "project": "shop",
                                           "environment": "staging", "extra": 1})  # fmt: skip
         assert r.status_code == 422
@@ -170,3 +171,70 @@ def test_certificate_warning_in_the_list_and_in_metrics(shop: LiveApi) -> None:
     }
     active = [s for s in families["codeb_domains"].samples if s.labels["status"] == "active"]
     assert active[0].value == 3
+
+
+def test_preview_plan_hash_applies_only_the_previewed_plan(shop: LiveApi) -> None:
+    from codeb.store.models import Project
+
+    servers(shop)
+    body = {"domain": "next.example.test", "project": "shop", "environment": "staging"}
+    with shop.client() as c:
+        first = c.post("/api/domains", json=body, params={"preview": "true"})
+        assert first.status_code == 200, first.text
+        plan = first.json()["plan_hash"]
+        assert len(plan) == 64
+        again = c.post("/api/domains", json=body, params={"preview": "true"}).json()
+        assert again["plan_hash"] == plan  # nothing moved: the same plan
+        # Malformed: refused before anything is read.
+        r = c.post("/api/domains", json=body, headers={"X-Plan-Hash": "nope"})
+        assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "X-Plan-Hash"
+    # Another domain lands in between: the Caddyfile it would place is not the previewed one.
+    with shop.deps.db.connection_context(), shop.deps.write():
+        zone = DnsZone.create(name="example.test")
+        Domain.create(id="dom_other", name="other.example.test", zone=zone.id,
+                      project=Project.get(Project.name == "blog").id, environment="staging",
+                      status="active")  # fmt: skip
+    before = counts(shop)
+    with shop.client() as c:
+        r = c.post("/api/domains", json=body, headers={"X-Plan-Hash": plan})
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "plan_changed"
+        fresh = r.json()["error"]["details"]["current_plan_hash"]
+        assert counts(shop) == before
+        preview = c.post("/api/domains", json=body, params={"preview": "true"}).json()
+        assert preview["plan_hash"] == fresh
+        assert "+other.example.test {" in preview["caddyfile"][0]["diff"]
+        # A delete is previewed and bound the same way (stale: 409 before any confirm token).
+        gone = c.delete("/api/domains/other.example.test", params={"preview": "true"}).json()
+        r = c.delete("/api/domains/other.example.test", headers={"X-Plan-Hash": "0" * 64})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "plan_changed"
+        r = c.delete("/api/domains/other.example.test", headers={"X-Plan-Hash": gone["plan_hash"]})
+        assert r.status_code == 202 and r.json()["status"] == "confirmation_required", r.text
+        # The fresh plan applies.
+        r = c.post("/api/domains", json=body, headers={"X-Plan-Hash": fresh})
+        assert r.status_code == 202, r.text
+    with shop.deps.db.connection_context():
+        assert Domain.get(Domain.name == "next.example.test").status in ("pending", "failed")
+
+
+def test_wildcard_with_the_dns01_issuer_is_previewed_with_its_certificate(tmp_path) -> None:
+    with live_api(tmp_path / "data", tls="internal", acme_dns_provider="powerdns") as api:
+        with api.client() as c:
+            r = c.post("/api/projects", json={"name": "shop", "type": "nodejs"})
+            assert r.status_code == 201, r.text
+        servers(api)
+        with api.client() as c:
+            r = c.post(
+                "/api/domains",
+                json={"domain": "*.Wild.example.test", "project": "shop", "environment": "staging"},
+                params={"preview": "true"},
+            )
+        assert r.status_code == 200, r.text
+        preview = r.json()
+        assert preview["domain"] == "*.wild.example.test"
+        assert preview["certificate"]["issuer_kind"] == "codeb_dns01"
+        # No certificate yet: the site is not in the Caddyfile until one is issued; its
+        # records are (the CA's lookups need them first).
+        assert "*.wild.example.test" not in preview["caddyfile"][0]["diff"]
+        names = {ch.get("name") for ch in preview["rrsets"][0]["changes"]}
+        assert "*.wild.example.test." in names

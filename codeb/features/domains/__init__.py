@@ -4,7 +4,7 @@ world in codeb.providers.dns and codeb.providers.proxy."""
 
 from __future__ import annotations
 
-from codeb.api.declare import Op, answer, path, query
+from codeb.api.declare import Op, answer, header, path, query
 from codeb.features.domains import schemas
 from codeb.features.domains import service as domains
 from codeb.features.protection.schemas import NOT_YET, ProtectionExecuted
@@ -12,6 +12,14 @@ from codeb.wiring import Configurator
 
 DOMAIN = path("domain", "the domain (as punycode, or Unicode)", maxLength=1024)
 PREVIEW = query("preview", enum=["true", "false", "1", "0"])
+PLAN = {
+    **header(
+        "X-Plan-Hash",
+        "apply exactly the previewed plan (409 plan_changed if the proxies, zones or domains "
+        "moved)",
+    ),
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+}
 STARTED = answer(
     (schemas.DomainStarted, ProtectionExecuted, *NOT_YET),
     "a domain_apply operation started (LOW, or confirmed), or not executed yet (a confirm "
@@ -43,7 +51,7 @@ def includeme(config: Configurator) -> None:
             {200: PREVIEWED, 202: STARTED},
             (403, 404, 409, 410, 422),
             body=schemas.DomainRequest,
-            params=(PREVIEW,),
+            params=(PREVIEW, PLAN),
             guarded=True,
         ),
     )
@@ -56,7 +64,7 @@ def includeme(config: Configurator) -> None:
             "Take a domain offline (MEDIUM: confirm token): its site and its records go",
             {200: PREVIEWED, 202: STARTED},
             (403, 404, 409, 410, 422),
-            params=(PREVIEW,),
+            params=(PREVIEW, PLAN),
             guarded=True,
         ),
     )

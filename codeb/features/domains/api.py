@@ -11,6 +11,8 @@ from codeb.api.resources import Resource
 from codeb.features.domains import schemas
 from codeb.features.domains import service as domains
 
+PLAN_HEADER = "X-Plan-Hash"
+
 
 def _preview(req: falcon.Request) -> bool:
     return query_choice(req, "preview", ("true", "false", "1", "0")) in ("true", "1")
@@ -30,6 +32,7 @@ class Domains(Resource):
                 body,
                 preview=_preview(req),
                 confirmation=confirmation_from(req),
+                expected_plan=req.get_header(PLAN_HEADER),
             ),
         )
 
@@ -47,6 +50,7 @@ class DomainItem(Resource):
                 domain,
                 preview=_preview(req),
                 confirmation=confirmation_from(req),
+                expected_plan=req.get_header(PLAN_HEADER),
             ),
         )
 

@@ -12,9 +12,10 @@ HEALTH = Literal["ok", "degraded", "down"]
 
 # The ASCII form of a host name (Unicode names travel as punycode: `codeb domains add`
 # converts them): LDH labels of 1-63, at least two, the last starting with a letter, an
-# optional final dot. Wildcards are not part of it: Debian's Caddy has no DNS-01 module.
+# optional final dot; a `*.` in front asks for a wildcard (served only when codeb's DNS-01
+# issuer is configured: Debian's Caddy has no DNS-01 module; 422 otherwise).
 DOMAIN_PATTERN = (
-    r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
     r"[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$"
 )
 
@@ -88,6 +89,17 @@ class DomainPreview(Shape):
         list[dict[str, Any]],
         Meta(description="per dns server: the rrset changes against its live zone"),
     ]
+    plan_hash: Annotated[
+        str,
+        Meta(
+            description="send as X-Plan-Hash with the real request to apply exactly this "
+            "plan (409 plan_changed when the proxies, the zones or the domains moved)"
+        ),
+    ]
+    certificate: Annotated[
+        dict[str, Any] | None,
+        Meta(description="a wildcard: the certificate codeb would order (ACME DNS-01)"),
+    ] = None
 
 
 class DomainStatus(Shape):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import json
 import re
 import secrets
 import socket
@@ -46,22 +47,26 @@ from codeb.metrics import FeatureCollector
 from codeb.protection.tokens import Target
 from codeb.providers.dns import DnsError, PowerDns, RRset, Soa
 from codeb.providers.dns.base import absolute
+from codeb.providers.dns.challenge import Authoritative, PowerDnsTxt
 from codeb.providers.proxy import (
     CaddyOptions,
     Site,
+    acme,
     caddyfile_diff,
     hosts_in_config,
     render_caddyfile,
 )
-from codeb.providers.proxy.caddy import upstream
+from codeb.providers.proxy.caddy import issuance_errors, upstream
 from codeb.providers.proxy.probe import http_get, tls_certificate
 from codeb.services import gate, operations, scheduler
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.services.validation import CONTROL_CHARACTERS
 from codeb.store.models import (
+    AcmeAccount,
     Container,
     DnsZone,
     Domain,
+    DomainCertificate,
     DomainServer,
     Operation,
     Project,
@@ -80,6 +85,15 @@ MAX_NAME = 253
 # at two thirds), ACME certificates 90 days (renewed 30 days before).
 WARN_INTERNAL = dt.timedelta(hours=3)
 WARN_ACME = dt.timedelta(days=14)
+# Certificates codeb obtains itself (DNS-01, wildcards): renewed this long before they expire
+# (or at two thirds of a shorter life), retried after a failure with a growing pause.
+DNS01_PROVIDER = "powerdns"
+RENEW_BEFORE = dt.timedelta(days=30)
+RETRY_FIRST = dt.timedelta(minutes=5)
+RETRY_MAX = dt.timedelta(hours=6)
+# Where a proxy keeps them (roles/codeb_proxy: the key readable by the caddy group only).
+CERT_DIR = "/etc/caddy/codeb-certs"
+PLAN_HASH = re.compile(r"[0-9a-f]{64}")  # fullmatch only
 _LDH = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # Characters that are never part of a host name, before IDNA (templates, paths, ports, ...).
 _NEVER = re.compile(r"[\s{}%<>\"'`\\/:;,@#?&|$()\[\]!=+^~]")
@@ -111,8 +125,8 @@ def validate_domain(value: object, *, wildcard_allowed: bool = False) -> str:
     if wildcard:
         if not wildcard_allowed:
             raise ValidationFailed(
-                "wildcard domains need a DNS-01 issuer (CODEB_ACME_DNS_PROVIDER); Debian's "
-                "Caddy has no DNS provider module",
+                "wildcard domains need the DNS-01 issuer (CODEB_ACME_DNS_PROVIDER=powerdns); "
+                "Debian's Caddy has no DNS provider module",
                 {"field": "domain", "reason": "wildcard_without_dns01"},
             )
         name = name[2:]
@@ -232,16 +246,42 @@ def _sites(extra: Domain | None = None, without: str | None = None) -> list[Site
     ]
     if extra is not None:
         rows.append(extra)
-    return [
-        Site(
-            domain=d.name,
-            project=d.project.name,
-            environment=d.environment,
-            upstreams=tuple(app_upstreams(d.project, d.environment)),
-            health_path=HEALTH_PATH,
+    certs = {c.name: c for c in DomainCertificate.select() if c.fullchain}
+    sites = []
+    for d in rows:
+        files: dict[str, str] = {}
+        if is_wildcard(d.name):
+            # Served only with a certificate codeb obtained (DNS-01): Caddy cannot order one.
+            cert = certs.get(d.name)
+            if cert is None:
+                continue
+            files = dict(zip(("cert_file", "key_file"), certificate_paths(cert), strict=True))
+        sites.append(
+            Site(
+                domain=d.name,
+                project=d.project.name,
+                environment=d.environment,
+                upstreams=tuple(app_upstreams(d.project, d.environment)),
+                health_path=HEALTH_PATH,
+                **files,
+            )
         )
-        for d in rows
-    ]
+    return sites
+
+
+def is_wildcard(name: str) -> bool:
+    return name.startswith("*.")
+
+
+def dns01_enabled(deps: Deps) -> bool:
+    return deps.settings.acme_dns_provider == DNS01_PROVIDER
+
+
+def certificate_paths(cert: DomainCertificate) -> tuple[str, str]:
+    """The files on the proxies; named by the certificate's serial, so a renewed one is a
+    new file (and a changed Caddyfile: the proxies are applied again, Caddy loads it)."""
+    base = f"{CERT_DIR}/{cert.name.replace('*.', 'wildcard.')}-{(cert.serial or '0')[:16]}"
+    return base + ".crt", base + ".key"
 
 
 def caddy_options(deps: Deps) -> CaddyOptions:
@@ -443,17 +483,25 @@ def create_domain(
     *,
     preview: bool = False,
     confirmation: gate.Confirmation | None = None,
+    expected_plan: str | None = None,
 ) -> gate.Answer:
     """Point a domain at an environment (`domain_set`, LOW): validated before anything, then
-    rows written and a `domain_apply` operation started (202)."""
+    rows written and a `domain_apply` operation started (202). With `expected_plan` (a
+    preview's plan_hash) only if it would still do exactly what was previewed."""
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object")
     unknown = sorted(set(body) - {"domain", "project", "environment", "zone"})
     if unknown:
         raise ValidationFailed(f"unknown fields: {', '.join(unknown)}", {"fields": unknown})
-    name = validate_domain(
-        body.get("domain"), wildcard_allowed=bool(deps.settings.acme_dns_provider)
-    )
+    name = validate_domain(body.get("domain"), wildcard_allowed=True)
+    if is_wildcard(name) and not dns01_enabled(deps):
+        # A valid name (the API's schema accepts it) that this installation cannot serve:
+        # Debian's Caddy cannot order a wildcard certificate; codeb's DNS-01 issuer can.
+        raise Conflict(
+            "wildcard domains need the DNS-01 issuer (CODEB_ACME_DNS_PROVIDER=powerdns); "
+            "Debian's Caddy has no DNS provider module",
+            {"field": "domain", "reason": "wildcard_without_dns01"},
+        )
     explicit_zone = None
     if body.get("zone") is not None:
         explicit_zone = validate_domain(body.get("zone"))
@@ -470,6 +518,7 @@ def create_domain(
         raise ValidationFailed("environment is required", {"field": "environment"})
     project = find_project(project_ref)
     find_environment(project, env_name)
+    _check_plan(expected_plan)
     _refuse_taken(name, project)
     zone = zone_for(name, [z.name for z in DnsZone.select()], explicit_zone)
     proxies, dns = _require_servers()
@@ -477,6 +526,10 @@ def create_domain(
     if preview:
         pending = Domain(name=name, project=project, environment=env_name, status="pending")
         return gate.Answer(200, _preview(deps, name, zone, _sites(extra=pending), add=True))
+    if expected_plan:
+        _require_plan(deps, expected_plan, name, zone, add=True, project=project,
+                      environment=env_name)  # fmt: skip
+        params["plan_hash"] = expected_plan
     answer = gate.guard(
         deps,
         actor,
@@ -533,6 +586,8 @@ def _execute_create(deps: Deps, actor: Actor, target: Target, params: dict[str, 
     find_environment(project, params["environment"])
     _refuse_taken(params["domain"], project)
     _require_servers()
+    _require_plan(deps, params.get("plan_hash"), params["domain"], params["zone"], add=True,
+                  project=project, environment=params["environment"])  # fmt: skip
     if deps.settings.tls == "acme" and not deps.settings.acme_email:
         raise Conflict(
             "ACME certificates need CODEB_ACME_EMAIL (or CODEB_TLS=internal)",
@@ -572,20 +627,27 @@ def delete_domain(
     *,
     preview: bool = False,
     confirmation: gate.Confirmation | None = None,
+    expected_plan: str | None = None,
 ) -> gate.Answer:
-    """Take a domain offline (`domain_delete`, MEDIUM): its site and its records go."""
+    """Take a domain offline (`domain_delete`, MEDIUM): its site and its records go. With
+    `expected_plan`, only if that is still exactly what the preview showed."""
+    _check_plan(expected_plan)
     domain = find_domain(name)
     if preview:
         return gate.Answer(
             200,
             _preview(deps, domain.name, domain.zone.name, _sites(without=domain.name), add=False),
         )
+    params: dict[str, Any] = {"domain": domain.name}
+    if expected_plan:
+        _require_plan(deps, expected_plan, domain.name, domain.zone.name, add=False)
+        params["plan_hash"] = expected_plan
     answer = gate.guard(
         deps,
         actor,
         "domain_delete",
         _target(domain.name, domain.project, domain.environment),
-        {"domain": domain.name},
+        params,
         effect=(
             f"Takes {domain.name} offline: removes its site from the proxies and its records "
             f"from the dns servers ({domain.project.name}/{domain.environment})."
@@ -599,6 +661,7 @@ def _execute_delete(deps: Deps, actor: Actor, target: Target, params: dict[str, 
     domain = Domain.get_or_none(Domain.name == params["domain"])
     if domain is None:
         raise NotFound(f"domain {params['domain']!r} not found", {"domain": params["domain"]})
+    _require_plan(deps, params.get("plan_hash"), domain.name, domain.zone.name, add=False)
     op = operations.create_operation(
         deps, actor, APPLY, _apply_targets(), {"domain": domain.name, "action": "delete"},
         project_id=domain.project_id,
@@ -739,13 +802,238 @@ def _preview(deps: Deps, name: str, zone_name: str, sites: list[Site], *, add: b
         except DnsError as exc:
             entry["error"] = exc.message
         records.append(entry)
-    return {
+    out: dict[str, Any] = {
         "preview": True,
         "action": "add" if add else "delete",
         "domain": name,
         "zone": zone_name,
         "caddyfile": proxies,
         "rrsets": records,
+    }
+    if add and is_wildcard(name):
+        out["certificate"] = {
+            "issuer_kind": "codeb_dns01",
+            "directory": deps.settings.acme_directory,
+            "names": [name],
+            "note": "ordered after the records are published; the site is served once "
+            "the certificate is issued",
+        }
+    # The plan: the file every proxy would get and what each proxy and zone holds now.
+    state = {
+        "out": out,
+        "config": new,
+        "applied": {
+            s.name: (st.applied_hash if st else None)
+            for s in proxy_servers()
+            for st in [DomainServer.get_or_none(DomainServer.server == s.id)]
+        },
+    }
+    out["plan_hash"] = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+    return out
+
+
+class PlanChanged(Conflict):
+    code = "plan_changed"
+
+    def __init__(self, current: str) -> None:
+        super().__init__(
+            "the proxies, the zones or the domains changed since the preview: preview again",
+            {"current_plan_hash": current},
+        )
+
+
+def _check_plan(expected: str | None) -> None:
+    if expected and not PLAN_HASH.fullmatch(expected):
+        raise ValidationFailed(
+            "X-Plan-Hash must be the plan_hash a preview answered", {"field": "X-Plan-Hash"}
+        )
+
+
+def _require_plan(
+    deps: Deps,
+    expected: str | None,
+    name: str,
+    zone: str,
+    *,
+    add: bool,
+    project: Project | None = None,
+    environment: str | None = None,
+) -> None:
+    """With X-Plan-Hash: the change applies only if it would do exactly what was previewed."""
+    if not expected:
+        return
+    if add:
+        pending = Domain(name=name, project=project, environment=environment, status="pending")
+        current = _preview(deps, name, zone, _sites(extra=pending), add=True)["plan_hash"]
+    else:
+        current = _preview(deps, name, zone, _sites(without=name), add=False)["plan_hash"]
+    if current != expected:
+        raise PlanChanged(current)
+
+
+# -- certificates codeb obtains itself (ACME DNS-01, wildcards) ------------------------------
+
+
+def _renew_window(cert: DomainCertificate) -> dt.timedelta:
+    if cert.not_before is None or cert.not_after is None:
+        return RENEW_BEFORE
+    return min(RENEW_BEFORE, (cert.not_after - cert.not_before) / 3)
+
+
+def certificate_due(cert: DomainCertificate | None, now: dt.datetime) -> bool:
+    """Whether an order is due now: no certificate yet or inside the renewal window, and not
+    waiting out the pause after a failed attempt."""
+    if cert is not None and cert.fullchain and cert.not_after is not None:
+        if cert.not_after - now > _renew_window(cert):
+            return False
+    return cert is None or cert.next_attempt_at is None or cert.next_attempt_at <= now
+
+
+def _dns01_domains() -> list[Domain]:
+    return [
+        d
+        for d in Domain.select().where(Domain.status != "deleting").order_by(Domain.name)
+        if is_wildcard(d.name)
+    ]
+
+
+def certificates_due(deps: Deps) -> list[str]:
+    if not dns01_enabled(deps):
+        return []
+    now = deps.clock.now()
+    certs = {c.name: c for c in DomainCertificate.select()}
+    return [d.name for d in _dns01_domains() if certificate_due(certs.get(d.name), now)]
+
+
+def _acme_account(deps: Deps) -> AcmeAccount:
+    directory = deps.settings.acme_directory
+    account = AcmeAccount.get_or_none(AcmeAccount.directory == directory)
+    if account is None:
+        with deps.write():
+            account = AcmeAccount.get_or_none(AcmeAccount.directory == directory)
+            if account is None:
+                account = AcmeAccount.create(
+                    directory=directory,
+                    account_key=deps.box.encrypt(acme.new_account_key()),
+                    email=deps.settings.acme_email or None,
+                    created_at=deps.clock.now(),
+                )
+    return account
+
+
+def challenge_publisher(deps: Deps, dns: list[Server]) -> PowerDnsTxt:
+    servers = []
+    for server in dns:
+        state = _dns_state(deps, server)
+        servers.append(
+            Authoritative(
+                server.name,
+                server.ip,
+                state.dns_port,
+                lambda server=server, state=state: dns_client(deps, server, state),
+            )
+        )
+    return PowerDnsTxt(servers, [z.name for z in DnsZone.select()])
+
+
+def obtain_certificates(deps: Deps, dns: list[Server]) -> dict[str, Any]:
+    """Order every due certificate (records are already published: the CA's lookups and the
+    challenge records go to codeb's own authoritative servers). Each outcome is recorded on
+    its row: the certificate, or the error with when it happened and when to try again."""
+    due = certificates_due(deps)
+    if not due:
+        return {}
+    account = _acme_account(deps)
+    publisher = challenge_publisher(deps, dns)
+    bundle = deps.settings.acme_ca_bundle
+    out: dict[str, Any] = {}
+    for name in due:
+        started = time.monotonic()
+        try:
+            issued = acme.issue(
+                deps.settings.acme_directory,
+                [name],
+                publisher,
+                account_key_pem=deps.box.decrypt(account.account_key),
+                email=deps.settings.acme_email,
+                ca_bundle=str(bundle) if bundle else None,
+            )
+        except acme.AcmeError as exc:
+            _record_issuance(deps, name, error=exc.message)
+            out[name] = {"issued": False, "error": exc.message}
+            continue
+        _record_issuance(deps, name, issued=issued)
+        if account.uri != issued.account_uri:
+            with deps.write():
+                AcmeAccount.update(uri=issued.account_uri).where(
+                    AcmeAccount.directory == account.directory
+                ).execute()
+        out[name] = {
+            "issued": True,
+            "issuer": issued.issuer,
+            "not_after": _iso(issued.not_after),
+            "seconds": round(time.monotonic() - started, 2),
+        }
+    return out
+
+
+def _record_issuance(
+    deps: Deps, name: str, *, issued: acme.Issued | None = None, error: str | None = None
+) -> None:
+    now = deps.clock.now()
+    with deps.write():
+        cert = DomainCertificate.get_or_none(DomainCertificate.name == name)
+        new = cert is None
+        if cert is None:
+            cert = DomainCertificate(name=name, names=json.dumps([name]), attempts=0)
+        if issued is not None:
+            cert.fullchain = issued.fullchain_pem
+            cert.private_key = deps.box.encrypt(issued.key_pem)
+            cert.issuer = issued.issuer[:300]
+            cert.serial = acme.serial_of(issued.fullchain_pem)
+            cert.not_before, cert.not_after = issued.not_before, issued.not_after
+            cert.issued_at, cert.attempts, cert.next_attempt_at = now, 0, None
+        else:
+            cert.attempts = (cert.attempts or 0) + 1
+            cert.last_error = (error or "unknown error")[:2000]
+            cert.last_error_at = now
+            pause = min(RETRY_MAX, RETRY_FIRST * (2 ** min(cert.attempts - 1, 10)))
+            cert.next_attempt_at = now + pause
+        cert.updated_at = now
+        cert.save(force_insert=new)
+
+
+def certificate_files(deps: Deps, sites: list[Site]) -> list[dict[str, str]]:
+    """What the proxies need besides the Caddyfile: each served certificate's files."""
+    certs = {c.name: c for c in DomainCertificate.select() if c.fullchain}
+    out = []
+    for site in sites:
+        if site.cert_file and site.domain in certs:
+            cert = certs[site.domain]
+            out.append(
+                {
+                    "cert_file": site.cert_file,
+                    "key_file": site.key_file or "",
+                    "cert": cert.fullchain,
+                    "key": deps.box.decrypt(cert.private_key),
+                }
+            )
+    return out
+
+
+def _issuance_view(cert: DomainCertificate | None, now: dt.datetime) -> dict[str, Any]:
+    if cert is None:
+        return {"issuer_kind": "codeb_dns01", "state": "not ordered yet"}
+    return {
+        "issuer_kind": "codeb_dns01",
+        "issuer": cert.issuer,
+        "issued_at": _iso(cert.issued_at),
+        "not_after": _iso(cert.not_after),
+        "renew_after": _iso(cert.not_after - _renew_window(cert)) if cert.not_after else None,
+        "last_error": cert.last_error,
+        "last_error_at": _iso(cert.last_error_at),
+        "attempts_since_success": cert.attempts,
+        "next_attempt_at": _iso(cert.next_attempt_at),
     }
 
 
@@ -774,9 +1062,23 @@ class DomainApplyJob:
             result["dns"] = self._publish(deps, dns, [s.ip for s in proxies])
             timings["dns_publish"] = round(time.monotonic() - started, 2)
             started = time.monotonic()
-            caddyfile = render_config(deps, _sites())
-            result["proxy"] = self._apply_proxies(ctx, proxies, caddyfile)
+            # Wildcards: codeb orders their certificates itself (DNS-01), after the records
+            # and before Caddy; a failed order leaves that one site out, not the others.
+            result["certificates"] = obtain_certificates(deps, dns)
+            timings["certificates"] = round(time.monotonic() - started, 2)
+            started = time.monotonic()
+            sites = _sites()
+            caddyfile = render_config(deps, sites)
+            result["proxy"] = self._apply_proxies(
+                ctx, proxies, caddyfile, certificate_files(deps, sites)
+            )
             timings["proxy"] = round(time.monotonic() - started, 2)
+            served = {site.domain for site in sites}
+            unserved = {
+                d.id: d.name
+                for d in Domain.select().where(Domain.id.in_(rendered_ids))
+                if d.name not in served
+            }
         except (JobFailed, CodebError) as exc:
             message = exc.message if isinstance(exc, CodebError) else str(exc)
             with deps.write():
@@ -786,8 +1088,17 @@ class DomainApplyJob:
             return JobResult("canceled" if ctx.canceled else "failed", message, result)
         now = deps.clock.now()
         with deps.write():
+            for domain_id, name in unserved.items():
+                cert = DomainCertificate.get_or_none(DomainCertificate.name == name)
+                reason = (cert.last_error if cert else None) or "not ordered yet"
+                Domain.update(
+                    status="failed",
+                    last_error=f"no certificate for {name} (DNS-01): {reason}"[:2000],
+                    updated_at=now,
+                ).where(Domain.id == domain_id).execute()
+            served_ids = [i for i in rendered_ids if i not in unserved]
             Domain.update(status="active", last_error=None, applied_at=now, updated_at=now).where(
-                Domain.id.in_(rendered_ids) & (Domain.status.in_(["pending", "failed", "active"]))
+                Domain.id.in_(served_ids) & (Domain.status.in_(["pending", "failed", "active"]))
             ).execute()
             Domain.delete().where(
                 Domain.id.in_(deleting_ids) & (Domain.status == "deleting")
@@ -875,7 +1186,11 @@ class DomainApplyJob:
         return out
 
     def _apply_proxies(
-        self, ctx: RunContext, proxies: list[Server], caddyfile: str
+        self,
+        ctx: RunContext,
+        proxies: list[Server],
+        caddyfile: str,
+        certificates: list[dict[str, str]] | None = None,
     ) -> dict[str, Any]:
         deps = ctx.deps
         digest = hashlib.sha256(caddyfile.encode()).hexdigest()
@@ -890,7 +1205,11 @@ class DomainApplyJob:
                 playbook="domains_apply.yml",
                 targets=targets_of(deps, todo),
                 limit=",".join(todo),
-                extravars={"codeb_proxy_caddyfile": caddyfile},
+                extravars={
+                    "codeb_proxy_caddyfile": caddyfile,
+                    "codeb_proxy_certificates": certificates or [],
+                },
+                secrets=tuple(_key_secrets(certificates or [])),
                 timeout_s=300,
             )
         )
@@ -912,6 +1231,16 @@ class DomainApplyJob:
                 else:
                     DomainServer.update(**fields).where(DomainServer.server == server.id).execute()
         return {"changed": todo, "unchanged": [s.name for s in proxies if s.name not in todo]}
+
+
+def _key_secrets(certificates: list[dict[str, str]]) -> list[str]:
+    """Every private key, whole and line by line (scrubbed from the run's stored events)."""
+    out = []
+    for cert in certificates:
+        key = cert.get("key") or ""
+        out += [key, key.strip()]
+        out += [line for line in key.splitlines() if len(line) >= 16 and "PRIVATE" not in line]
+    return out
 
 
 def _wait_api(deps: Deps, server: Server, state: DomainServer, timeout_s: float = 20) -> None:
@@ -1094,10 +1423,43 @@ def check_tls(deps: Deps, domain: Domain, proxies: list[Server], found: dict) ->
         if expiring:
             reasons.append(f"{server.name}: the certificate expires in {entry['days_left']} days")
         servers.append(entry)
+    issuance = _last_issuance(domain, proxies, found, now)
+    for entry in servers:
+        failed = issuance["by_server"].get(entry["server"])
+        if failed:
+            entry["last_issuance_error"] = failed
+    if issuance.get("last_error") and not [e for e in servers if "error" not in e]:
+        reasons.append(f"last issuance error ({issuance['last_error_at']}): "
+                       f"{issuance['last_error']}"[:500])  # fmt: skip
     good = [e for e in servers if "error" not in e]
     status = "down" if not good else ("degraded" if reasons else "ok")
+    issuance.pop("by_server")
     return {"status": status, "checked_at": _now_iso(deps), "sni": sni, "servers": servers,
-            "reasons": reasons}  # fmt: skip
+            "issuance": issuance, "reasons": reasons}  # fmt: skip
+
+
+def _last_issuance(
+    domain: Domain, proxies: list[Server], found: dict, now: dt.datetime
+) -> dict[str, Any]:
+    """The last issuance error and when: codeb's own order for a wildcard (DNS-01), else
+    Caddy's certificate automation as each proxy's journal tells it."""
+    if is_wildcard(domain.name):
+        cert = DomainCertificate.get_or_none(DomainCertificate.name == domain.name)
+        return {**_issuance_view(cert, now), "by_server": {}}
+    by_server: dict[str, dict[str, Any]] = {}
+    for server in proxies:
+        lines = (found.get(server.name) or {}).get("tls_log") or []
+        error = issuance_errors(lines).get(domain.name)
+        if error:
+            by_server[server.name] = {k: v for k, v in error.items() if k != "ts"}
+    latest = max(by_server.items(), key=lambda kv: kv[1]["at"], default=None)
+    return {
+        "issuer_kind": "caddy",
+        "last_error": latest[1]["error"] if latest else None,
+        "last_error_at": latest[1]["at"] if latest else None,
+        "last_error_server": latest[0] if latest else None,
+        "by_server": by_server,
+    }
 
 
 def check_http(deps: Deps, domain: Domain, proxies: list[Server]) -> dict:
@@ -1167,9 +1529,17 @@ def sync_reason(deps: Deps) -> str | None:
     proxies, dns_list = proxy_servers(), dns_servers()
     if not proxies or not dns_list or not Domain.select().exists():
         return None
-    waiting = Domain.select().where(Domain.status.in_(["pending", "deleting", "failed"])).count()
+    due = certificates_due(deps)
+    if due:
+        return f"certificate of {due[0]} due (DNS-01)"
+    waiting = [
+        d
+        for d in Domain.select().where(Domain.status.in_(["pending", "deleting", "failed"]))
+        # A wildcard waiting for its certificate comes back when its next attempt is due.
+        if not (d.status == "failed" and is_wildcard(d.name))
+    ]
     if waiting:
-        return f"{waiting} domain(s) waiting to be applied"
+        return f"{len(waiting)} domain(s) waiting to be applied"
     digest = hashlib.sha256(render_config(deps, _sites()).encode()).hexdigest()
     states = {st.server_id: st for st in DomainServer.select()}
     for server in proxies:

@@ -99,6 +99,11 @@ def certificate_facts(fullchain_pem: str) -> tuple[dt.datetime, dt.datetime, lis
     )
 
 
+def serial_of(fullchain_pem: str) -> str:
+    """The leaf's serial number in hex (names the files a proxy serves it from)."""
+    return format(x509.load_pem_x509_certificates(fullchain_pem.encode())[0].serial_number, "x")
+
+
 def challenge_name(identifier: str) -> str:
     """`_acme-challenge.<name>.` for a name or a wildcard (RFC 8555 8.4: the `*.` goes)."""
     bare = identifier[2:] if identifier.startswith("*.") else identifier

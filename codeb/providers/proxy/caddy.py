@@ -4,8 +4,10 @@ and the running config read through the admin API (loopback only)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import ipaddress
+import json
 import os
 import re
 import subprocess
@@ -223,3 +225,55 @@ def caddy_message(stderr: str) -> str:
         if line.startswith("Error:"):
             return line[len("Error:") :].strip()[:1000]
     return (lines[-1] if lines else "no message")[:1000]
+
+
+_ISSUANCE_FAILED = ("could not get certificate from issuer", "will retry", "job failed")
+_BRACKETED = re.compile(r"^\[([^\]\s]+)\] ")
+_PREFIXED = re.compile(r"^([a-z0-9*.-]+): obtaining certificate")
+
+
+def issuance_errors(lines: list[str]) -> dict[str, dict[str, Any]]:
+    """From Caddy's JSON log lines (its journal, or its stderr): per name the last error of
+    its certificate automation (the CA's or the network's message, when, the attempt and when
+    Caddy tries again), unless a certificate was obtained for it after that. Shutdown
+    cancellations are not errors."""
+    out: dict[str, dict[str, Any]] = {}
+    obtained: dict[str, float] = {}
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("{") or '"logger":"tls' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict):
+            continue
+        ts = entry.get("ts")
+        if not isinstance(ts, int | float):
+            continue
+        msg, error = str(entry.get("msg", "")), str(entry.get("error", ""))
+        name = entry.get("identifier")
+        if not isinstance(name, str):
+            found = _BRACKETED.match(error) or _PREFIXED.match(error)
+            name = found.group(1) if found else None
+        if not name:
+            continue
+        if msg == "certificate obtained successfully":
+            obtained[name] = max(ts, obtained.get(name, 0))
+            continue
+        if entry.get("level") != "error" or msg not in _ISSUANCE_FAILED:
+            continue
+        if error.endswith("context canceled"):
+            continue
+        if name in out and out[name]["ts"] > ts:
+            continue
+        out[name] = {
+            "ts": ts,
+            "at": dt.datetime.fromtimestamp(ts, dt.UTC).replace(tzinfo=None).isoformat() + "Z",
+            "error": error[:1000],
+            "issuer": entry.get("issuer") or (out.get(name) or {}).get("issuer"),
+            "attempt": entry.get("attempt"),
+            "retrying_in_s": entry.get("retrying_in"),
+        }
+    return {name: e for name, e in out.items() if obtained.get(name, 0) < e["ts"]}

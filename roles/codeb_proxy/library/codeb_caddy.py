@@ -9,9 +9,15 @@ on loopback (or started, when it was not running). A file Caddy refuses, at vali
 reload, leaves the old file in place and serving, and fails with Caddy's own message.
 Check mode reports the diff and changes nothing.
 
-inspect: the running configuration (JSON, from the admin API) and the internal CA's root
-certificate (public). Read-only."""
+Certificates codeb obtained itself (DNS-01, for wildcards) are written before validation
+(the new file names them): the chain 0644, the key 0640 root:caddy, in a directory only root
+and the caddy group can enter; files no longer named are removed after a successful reload.
 
+inspect: the running configuration (JSON, from the admin API), the internal CA's root
+certificate (public), and the recent log lines of Caddy's certificate automation (errors
+and successes, from the journal) for the last issuance error. Read-only."""
+
+import grp
 import json
 import os
 import shutil
@@ -46,6 +52,15 @@ options:
     description: Where the internal CA's root certificate is (inspect).
     type: str
     default: /var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt
+  certificates:
+    description: Certificates to serve from files (cert_file, key_file, cert, key).
+    type: list
+    elements: dict
+    default: []
+  cert_dir:
+    description: The directory those files live in (nothing else is kept there).
+    type: str
+    default: /etc/caddy/codeb-certs
 """
 
 SERVICE = "caddy.service"
@@ -88,10 +103,61 @@ def running_config(admin, attempts=20):
     raise RuntimeError(f"Caddy's admin API at {admin} does not answer: {last}")
 
 
+def place_certificates(module):
+    """Write the certificate files the new Caddyfile names; returns (changed, wanted paths)."""
+    cert_dir = module.params["cert_dir"].rstrip("/")
+    certs = module.params["certificates"] or []
+    wanted, changed = set(), False
+    for cert in certs:
+        for key in ("cert_file", "key_file", "cert", "key"):
+            if not isinstance(cert.get(key), str) or not cert[key]:
+                module.fail_json(msg=f"certificate entry without {key}")
+        for name in ("cert_file", "key_file"):
+            if os.path.dirname(cert[name]) != cert_dir or ".." in cert[name]:
+                module.fail_json(msg=f"certificate files must be in {cert_dir}")
+        wanted |= {cert["cert_file"], cert["key_file"]}
+        changed |= read(cert["cert_file"]) != cert["cert"] or read(cert["key_file"]) != cert["key"]
+    if module.check_mode or not certs:
+        return changed, wanted
+    try:
+        gid = grp.getgrnam("caddy").gr_gid
+    except KeyError:
+        gid = 0
+    os.makedirs(cert_dir, mode=0o750, exist_ok=True)
+    os.chown(cert_dir, 0, gid)
+    os.chmod(cert_dir, 0o750)  # noqa: S103 -- root and the caddy group only, no others
+    for cert in certs:
+        for name, body, mode in (
+            (cert["cert_file"], cert["cert"], 0o644),
+            (cert["key_file"], cert["key"], 0o640),
+        ):
+            if read(name) == body:
+                continue
+            tmp = name + ".codeb-tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(body)
+            os.chown(tmp, 0, gid)
+            os.chmod(tmp, mode)
+            os.replace(tmp, name)
+    return changed, wanted
+
+
+def prune_certificates(module, wanted):
+    cert_dir = module.params["cert_dir"].rstrip("/")
+    if module.check_mode or not os.path.isdir(cert_dir):
+        return
+    for name in os.listdir(cert_dir):
+        path = os.path.join(cert_dir, name)
+        if path not in wanted and os.path.isfile(path):
+            os.unlink(path)
+
+
 def apply(module, caddy):
     path, content, admin = module.params["path"], module.params["content"], module.params["admin"]
     if content is None:
         module.fail_json(msg="content is required to apply")
+    certs_changed, wanted = place_certificates(module)
     current = read(path)
     candidate = path + ".codeb-new"
     write(candidate, content)
@@ -118,8 +184,9 @@ def apply(module, caddy):
         subprocess.run(["systemctl", "is-active", "--quiet", SERVICE], check=False).returncode == 0
     )
     diff = {"before": current or "", "after": content, "before_header": path, "after_header": path}
-    if current == content and active:
+    if current == content and active and not certs_changed:
         os.unlink(candidate)
+        prune_certificates(module, wanted)
         module.exit_json(changed=False)
     if module.check_mode:
         os.unlink(candidate)
@@ -158,7 +225,29 @@ def apply(module, caddy):
             msg="Caddy refused to load the configuration (the running one keeps "
             "serving): " + caddy_message(done.stderr)
         )
+    prune_certificates(module, wanted)
     module.exit_json(changed=True, diff=diff, action=action)
+
+
+def tls_log(limit=300):
+    """Caddy's recent certificate automation lines (errors and successes) from its journal."""
+    try:
+        done = subprocess.run(
+            ["journalctl", "-u", SERVICE, "-o", "cat", "--no-pager", "-n", "20000"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    lines = [
+        line
+        for line in done.stdout.splitlines()
+        if '"logger":"tls' in line
+        and ('"level":"error"' in line or "obtained successfully" in line)
+    ]
+    return lines[-limit:]
 
 
 def inspect(module):
@@ -167,7 +256,7 @@ def inspect(module):
     except RuntimeError as exc:
         module.fail_json(msg=str(exc))
     root = read(module.params["root_ca"]) or ""
-    module.exit_json(changed=False, config=config, root_ca=root)
+    module.exit_json(changed=False, config=config, root_ca=root, tls_log=tls_log())
 
 
 def main():
@@ -181,6 +270,8 @@ def main():
                 "type": "str",
                 "default": "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt",
             },
+            "certificates": {"type": "list", "elements": "dict", "default": [], "no_log": True},
+            "cert_dir": {"type": "str", "default": "/etc/caddy/codeb-certs"},
         },
         supports_check_mode=True,
     )
