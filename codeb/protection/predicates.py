@@ -10,7 +10,7 @@ from peewee import Expression
 
 from codeb.protection.rules import STATE_REQUIREMENTS
 from codeb.protection.tokens import Target
-from codeb.store.models import Backup, Container, Project
+from codeb.store.models import Backup, BackupTarget, Container, Project, RedisCopy
 
 RUNNING = ("running",)
 
@@ -37,7 +37,22 @@ def _backup_where(target: Target, project_id: str) -> Expression:
     return where
 
 
+def _redis_container(target: Target) -> Container | None:
+    if target.kind != "container":
+        return None
+    c = Container.get_or_none(Container.id == target.ref)
+    return c if c is not None and c.server_type == "redis" else None
+
+
 def backup_exists(target: Target, params: dict[str, Any]) -> bool:
+    cache = _redis_container(target)
+    if cache is not None:
+        # A Redis volume's backup is a copy of that Redis's data, not the db's backup.
+        return (
+            RedisCopy.select()
+            .where((RedisCopy.source == cache.container_name) & (RedisCopy.status == "completed"))
+            .exists()
+        )
     projects = _projects_of(target)
     if not projects:
         # A server with nothing on it has nothing to lose; a project target always has one.
@@ -45,10 +60,47 @@ def backup_exists(target: Target, params: dict[str, Any]) -> bool:
     return all(Backup.select().where(_backup_where(target, p)).exists() for p in projects)
 
 
+def _databases_of(target: Target) -> list[Container]:
+    """The db containers a target concerns: its project's (or environment's), or those on
+    its server (every one of them must have a verified backup)."""
+    where = (Container.server_type == "db") & (Container.status != "removed")
+    if target.project_id:
+        where &= Container.project == target.project_id
+        if target.environment and target.kind != "project":
+            where &= Container.environment == target.environment
+    elif target.server_ip:
+        where &= Container.server_ip == target.server_ip
+    else:
+        return []
+    return list(Container.select().where(where))
+
+
 def backup_verified(target: Target, params: dict[str, Any]) -> bool:
+    """A backup that a restore drill verified, for every database the target concerns (by
+    the db component's own backups); a project with no db container yet: one of the
+    project's (environment's) backups."""
     projects = _projects_of(target)
     if not projects:
         return target.project_id is None and target.server_ip is not None
+    databases = _databases_of(target)
+    if databases:
+        targets = {
+            t.name: t.id
+            for t in BackupTarget.select().where(
+                BackupTarget.name.in_([c.container_name for c in databases])
+            )
+        }
+        return all(
+            c.container_name in targets
+            and Backup.select()
+            .where(
+                (Backup.target_id == targets[c.container_name])
+                & (Backup.status == "completed")
+                & Backup.verified_at.is_null(False)
+            )
+            .exists()
+            for c in databases
+        )
     return all(
         Backup.select().where(_backup_where(target, p) & Backup.verified_at.is_null(False)).exists()
         for p in projects

@@ -5,19 +5,26 @@ backup, tables and rows) and sets verified_at; the scratch container and data ar
 afterwards and nothing ran on the db host; the WAL receiver stopped is an alarm at the next
 check naming why, started again it is ok with no gap in the WAL (rows written while it was
 stopped restore); a backup damaged in the repository fails its drill with the reason,
-leaves verified_at unset and puts status in alarm.
+leaves verified_at unset and puts status in alarm. Redis: keys written, copied (a completed
+BGSAVE), drilled, the container and its volume removed through the queue (the volume delete
+is HIGH: two confirmations and 24 h, the clock moved), restored into a new container: the
+same keys and values, still there after a restart (the AOF was turned on after loading).
+Project delete (CRITICAL, clock moved 48 h): refused at the end while no backup of its db is
+verified, executed once a drill verified one and another admin approved; its backups are
+listed with ?deleted=true and one of them restores.
 
 Through the HTTP API, except the scheduled jobs (backup_wal_check), called as their tick."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
 import pytest
 
 from codeb.features.backups import status as backup_status
-from codeb.store.models import Backup
+from codeb.store.models import Backup, Project
 from tests.backups.test_backups_fleet import env_var, psql, stack, start  # noqa: F401
 from tests.executor.helpers import wait_operation
 
@@ -130,4 +137,194 @@ def test_drills_and_alarms(stack, fleet):  # noqa: F811
             "podman ps -a --filter label=codeb.component=db-drill -q; ls /var/lib/barman/drills"
         ).stdout.strip()
         assert left == "", left
+
+
+class _Shift:
+    """The stack's clock, moved forward by hand (cooldowns without sleeping)."""
+
+    def __init__(self, deps) -> None:
+        self.real = type(deps.clock).now.__get__(deps.clock)
+        self.offset = dt.timedelta()
+        deps.clock.now = lambda: self.real() + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += dt.timedelta(**delta)
+
+
+def _clock(deps) -> _Shift:
+    shift = getattr(deps, "_drills_shift", None)
+    if shift is None:
+        shift = _Shift(deps)
+        object.__setattr__(deps, "_drills_shift", shift)
+    return shift
+
+
+def redis_cli(host, container: str, conf: str, commands: str) -> str:
+    """Commands on redis-cli's stdin, AUTH read from the config on the host (never argv)."""
+    out = host.ssh(
+        f"{{ sed -n 's/^requirepass /AUTH /p' {conf}; cat; }} | "
+        f"podman exec -i {container} redis-cli --no-auth-warning",
+        input=commands,
+        check=True,
+    ).stdout
+    return out.split("\n", 1)[1] if out.startswith("OK") else out
+
+
+def confirm(c, token: str, typed_name: str | None = None):
+    body = {"token": token} if typed_name is None else {"token": token, "typed_name": typed_name}
+    return c.post("/api/protection/confirm", json=body)
+
+
+def medium(c, r) -> dict:
+    """A MEDIUM request confirmed with its token; the operation it started, finished."""
+    assert r.status_code == 202 and r.json()["status"] == "confirmation_required", r.text
+    done = confirm(c, r.json()["confirm_token"])
+    assert done.status_code == 202, done.text
+    op = wait_operation(c, done.json()["result"]["operation"]["id"], timeout=600)
+    assert op["status"] == "succeeded", op.get("error")
+    return op
+
+
+def test_redis_copy_remove_and_restore(stack, fleet):  # noqa: F811
+    api, deps, _created, storage, _deployed = stack
+    shift = _clock(deps)
+    cache = fleet["cache"]
+    with api.client() as c, deps.db.connection_context():
+        rows = c.get("/api/containers", params={"project": "shop", "environment": "staging"})
+        (redis_row,) = [x for x in rows.json()["containers"] if x["server_type"] == "redis"]
+        name, volume = redis_row["container_name"], redis_row["volume"]
+        conf = f"/etc/codeb/redis/{name}.conf"
+        sets = "".join(f"SET order:{i} v{i * 7}\n" for i in range(1, 501))
+        redis_cli(cache, name, conf, sets + "HSET cart:1 a 1 b 2\nRPUSH queue x y z\n")
+        dump = "KEYS *\n"
+        before = sorted(redis_cli(cache, name, conf, dump).split())
+        assert len(before) == 502, len(before)
+
+        # 1. A copy (LOW): canary, a completed BGSAVE, the RDB on the storage server.
+        t0 = time.monotonic()
+        r = c.post("/api/backups/redis", json={"project": "shop", "environment": "staging"})
+        op = wait_operation(c, start(r), timeout=900)
+        FIGURES["redis_copy_s"] = time.monotonic() - t0
+        assert op["status"] == "succeeded", op.get("error")
+        copy = op["result"]["copy"]
+        assert copy["status"] == "completed" and copy["keys"] == 503, copy  # + the canary
+        mode = storage.ssh(f"stat -c '%a %U' /var/lib/codeb/redis-copies/{name}/{copy['id']}/"
+                           "dump.rdb", check=True).stdout.split()  # fmt: skip
+        assert mode == ["600", "root"]
+        listed = c.get("/api/backups/redis", params={"project": "shop"}).json()
+        assert listed["copies"][0]["id"] == copy["id"]
+
+        # 2. Its drill: a scratch Redis on the storage server, DBSIZE and the canary compared.
+        r = c.post(f"/api/backups/redis/{copy['id']}/verify")
+        op = wait_operation(c, start(r), timeout=900)
+        assert op["status"] == "succeeded", op.get("error")
+        drill = op["result"]["drill"]
+        assert drill["status"] == "passed" and drill["canary"]["found"] == copy["canary"], drill
+        assert storage.ssh("podman ps -a --filter label=codeb.component=redis-load -q").stdout == ""
+
+        # 3. The container and its volume removed through the Protection Layer.
+        medium(c, c.post(f"/api/containers/{redis_row['id']}/stop"))
+        medium(c, c.delete(f"/api/containers/{redis_row['id']}"))
+        r = c.delete(f"/api/containers/{redis_row['id']}/volume")
+        assert r.status_code == 202 and r.json()["status"] == "queued", r.text
+        token = r.json()["confirm_token"]
+        assert confirm(c, token).status_code == 202
+        waiting = confirm(c, token, name)
+        assert waiting.status_code == 202, waiting.text
+        assert waiting.json()["status"] == "confirmation_recorded", waiting.text
+        shift.advance(hours=24, minutes=1)
+        done = confirm(c, token, name)
+        assert done.status_code == 202 and done.json()["status"] == "executed", done.text
+        op = wait_operation(c, done.json()["result"]["operation"]["id"], timeout=600)
+        assert op["status"] == "succeeded", op.get("error")
+        assert cache.ssh(f"podman volume exists {volume}").returncode != 0
+
+        # 4. Restored into a new container (LOW): the same keys and values.
+        t0 = time.monotonic()
+        r = c.post(f"/api/backups/redis/{copy['id']}/restore", json={"into": "new"})
+        op = wait_operation(c, start(r), timeout=900)
+        FIGURES["redis_restore_s"] = time.monotonic() - t0
+        assert op["status"] == "succeeded", op.get("error")
+        restored = op["result"]["restore"]
+        assert restored["keys"] == 503 and restored["canary_matches"], restored
+        new, new_conf = (
+            restored["container"],
+            f"/etc/codeb/redis-restores/{restored['container']}.conf",
+        )
+        after = sorted(k for k in redis_cli(storage, new, new_conf, dump).split()
+                       if k != "codeb:canary")  # fmt: skip
+        assert after == before
+        values = "".join(f"GET order:{i}\n" for i in (1, 250, 500))
+        assert redis_cli(storage, new, new_conf, values).split() == ["v7", "v1750", "v3500"]
+        assert redis_cli(storage, new, new_conf, "LRANGE queue 0 -1\n").split() == ["x", "y", "z"]
+        # The AOF is on: a restart keeps every key (an RDB-only start with AOF on is empty).
+        storage.ssh(f"systemctl restart {new}.service", check=True)
+        deadline = time.monotonic() + 60
+        size = ""
+        while time.monotonic() < deadline:
+            size = storage.ssh(
+                f"{{ sed -n 's/^requirepass /AUTH /p' {new_conf}; echo DBSIZE; }} | "
+                f"podman exec -i {new} redis-cli --no-auth-warning"
+            ).stdout.split()
+            if size[-1:] == ["503"]:
+                break
+            time.sleep(1)
+        assert size[-1:] == ["503"], size
+        # The password lives only in the 0600 config, never in the unit or an argv.
+        assert storage.ssh(f"stat -c '%a' {new_conf}", check=True).stdout.strip() == "600"
+        unit = storage.ssh(f"cat /etc/containers/systemd/{new}.container", check=True).stdout
+        secret = redis_cli(storage, new, new_conf, "CONFIG GET requirepass\n").split()[-1]
+        assert secret and secret not in unit
+        assert secret not in storage.ssh("ps -eo args", check=True).stdout
+
+
+def test_project_delete_keeps_its_backups(stack, fleet):  # noqa: F811
+    api, deps, created, storage, _deployed = stack
+    shift = _clock(deps)
+    second = api.new_key("ops-two", "admin")  # another principal, before the request
+    with api.client() as c, api.client(second) as c2, deps.db.connection_context():
+        project = Project.get(Project.name == "shop")
+        good = (
+            Backup.select()
+            .where((Backup.project == project.id) & (Backup.status == "completed"))
+            .order_by(Backup.end_time)
+            .first()
+        )
+        # As before any drill: no verified backup of shop's db.
+        Backup.update(verified_at=None).where(Backup.project == project.id).execute()
+        r = c.delete("/api/projects/shop")
+        assert r.status_code == 202 and r.json()["status"] == "queued", r.text
+        body = r.json()
+        token, entry_id = body["confirm_token"], body["entry"]["id"]
+        assert confirm(c, token).status_code == 202
+        assert confirm(c, token, "shop").status_code == 202
+        approved = c2.post("/api/protection/approve", json={"id": entry_id})
+        assert approved.status_code in (200, 202), approved.text
+        shift.advance(hours=48, minutes=1)
+        refused = confirm(c, token, "shop")
+        assert refused.status_code in (409, 422), refused.text
+        assert "backup_verified" in refused.text, refused.text
+        # A drill verifies a backup of the db: now it runs.
+        r = c.post(f"/api/backups/{good.id}/verify")
+        op = wait_operation(c, start(r), timeout=900)
+        assert op["status"] == "succeeded", op.get("error")
+        done = confirm(c, token, "shop")
+        assert done.status_code in (200, 202) and done.json()["status"] == "executed", done.text
+        assert Project.get_by_id(project.id).status == "deleted"
+        # Its backups are kept and listed; one restores.
+        kept = c.get("/api/backups", params={"deleted": "true"}).json()
+        ids = {b["id"] for b in kept["backups"]}
+        assert good.id in ids, kept
+        (row,) = [b for b in kept["backups"] if b["id"] == good.id]
+        assert row["project"] == "shop" and row["retained_until"], row
+        r = c.post(f"/api/backups/{good.id}/restore", json={"into": "new"})
+        op = wait_operation(c, start(r), timeout=900)
+        assert op["status"] == "succeeded", op.get("error")
+        restored = op["result"]["restore"]
+        url = env_var(created["env_files"]["staging"], "DATABASE_URL")
+        user = url.split("//", 1)[1].split(":", 1)[0]
+        pw = url.split("//", 1)[1].split(":", 1)[1].split("@", 1)[0]
+        dbname = url.rsplit("/", 1)[1]
+        restored_url = f"postgresql://{user}:{pw}@{storage.ip}:{restored['port']}/{dbname}"
+        assert int(psql(restored_url, "SELECT count(*) FROM drill_rows")) >= 300
     print("drill figures:", json.dumps(FIGURES, sort_keys=True))

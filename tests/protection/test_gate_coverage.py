@@ -27,6 +27,7 @@ from codeb.store.models import (
     OperationLog,
     Project,
     ProtectionQueue,
+    RedisCopy,
     Server,
 )
 from tests.protection.helpers import confirm, request_shapes
@@ -50,6 +51,7 @@ BODIES = {
     "BackupCreateRequest": {"project": "shop", "environment": "staging"},
     "RestoreRequest": {"into": "new"},
     "DomainRequest": {"domain": "new.example.test", "project": "shop", "environment": "staging"},
+    "RedisCopyRequest": {"project": "shop", "environment": "staging"},
 }
 
 
@@ -107,6 +109,17 @@ def _seed(api: LiveApi) -> dict[str, str]:
             barman_id="20261130T150000", end_time=api.deps.clock.now(),
             created_at=api.deps.clock.now(),
         )  # fmt: skip
+        # A running Redis with a completed copy on the storage server (Redis copies).
+        Container.create(
+            id=f"ct_{secrets.token_hex(6)}", project=project.id, environment="staging",
+            server_type="redis", server_ip="127.0.0.10", container_name="shop-staging-redis",
+            image="docker.io/library/redis:8", status="running", volume="shop-staging-redis-data",
+        )  # fmt: skip
+        RedisCopy.create(
+            id="rc_0123456789abcdef", project=project.id, environment="staging",
+            source="shop-staging-redis", source_server="cache7", storage_server="storage7",
+            status="completed", keys=1, canary="cn_gate", created_at=api.deps.clock.now(),
+        )  # fmt: skip
         # A domain the proxy serves (domains: delete).
         zone = DnsZone.create(name="example.test")
         Domain.create(
@@ -116,6 +129,7 @@ def _seed(api: LiveApi) -> dict[str, str]:
     return {
         "domain": "shop.example.test",
         "backup_id": backup.id,
+        "copy_id": "rc_0123456789abcdef",
         "project": "shop",
         "env": "staging",
         "ip": "127.0.0.7",

@@ -5,7 +5,7 @@ container or in place (HIGH), delete (HIGH). Use cases in codeb.features.backups
 from __future__ import annotations
 
 from codeb.api.declare import Op, answer, paging, path, query
-from codeb.features.backups import drills, metrics, redis, schemas, status
+from codeb.features.backups import drills, metrics, redis, retention, schemas, status
 from codeb.features.backups import service as backups
 from codeb.features.protection.schemas import NOT_YET, ProtectionExecuted
 from codeb.services.ports import ENVIRONMENTS
@@ -33,6 +33,9 @@ def includeme(config: Configurator) -> None:
     config.add_appliers(redis.APPLIERS)
     config.add_runner_jobs(redis.JOBS)
     config.add_schedules(redis.SCHEDULES)
+    # A deleted project's backups are kept for the retention period, then removed.
+    config.add_runner_jobs(retention.JOBS)
+    config.add_schedules(retention.SCHEDULES)
     config.add_metrics(metrics.METRICS)
     config.add_route(
         "/api/backups",
@@ -45,6 +48,12 @@ def includeme(config: Configurator) -> None:
                 query("project", maxLength=100),
                 query("environment", enum=list(ENVIRONMENTS)),
                 query("status", enum=list(backups.STATUSES)),
+                query(
+                    "deleted",
+                    enum=["true", "false"],
+                    description="true: the backups of deleted projects, kept for the "
+                    "retention period (30 days), each with retained_until",
+                ),
                 *paging(),
             ),
         ),

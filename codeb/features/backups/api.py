@@ -8,13 +8,20 @@ import falcon
 from codeb.api.body import query_choice, query_int, query_text, read_json
 from codeb.api.confirm import confirmation_from, respond
 from codeb.api.resources import Resource
-from codeb.features.backups import drills, redis, schemas, status
+from codeb.features.backups import drills, redis, retention, schemas, status
 from codeb.features.backups import service as backups
 from codeb.services.ports import ENVIRONMENTS
 
 
 class Backups(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if query_choice(req, "deleted", ("true", "false")) == "true":
+            resp.media = retention.retained_backups(
+                self.deps,
+                limit=query_int(req, "limit", 50, 1, 500),
+                offset=query_int(req, "offset", 0, 0, 2**31),
+            )
+            return
         resp.media = backups.list_backups(
             project=query_text(req, "project", 100),
             environment=query_choice(req, "environment", ENVIRONMENTS),

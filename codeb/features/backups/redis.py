@@ -452,6 +452,32 @@ class DrillJob:
         return JobResult("succeeded", None, {"drill": drills.drill_view(d)})
 
 
+class DeleteJob:
+    """Removes a copy from the storage server (the retention of a deleted project's data)."""
+
+    def run(self, ctx: RunContext) -> JobResult:
+        deps = ctx.deps
+        copy = RedisCopy.get_by_id(ctx.operation.params["copy_id"])
+        outcome, records = ctx.run(
+            PlaybookRun(
+                "redis_storage.yml",
+                fleet.hosts_for(deps, [copy.storage_server]),
+                extravars={
+                    "codeb_redis_backup_action": "delete",
+                    "codeb_redis_backup_copy_id": copy.id,
+                    "codeb_redis_backup_source": copy.source,
+                },
+                timeout_s=600,
+            )
+        )
+        if outcome.status != "successful":
+            return JobResult("failed", describe_failure(outcome, records), {})
+        with deps.write():
+            copy.status, copy.deleted_at = "deleted", deps.clock.now()
+            copy.save()
+        return JobResult("succeeded", None, {"copy": copy_view(copy)})
+
+
 # -- the schedule ------------------------------------------------------------------------------
 
 

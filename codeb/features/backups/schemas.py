@@ -70,6 +70,10 @@ class Backup(Shape):
     canary: Canary | None = None
     recoverable_window: Window | UnsetType = UNSET
     target: dict[str, Any] | UnsetType | None = UNSET
+    # ?deleted=true: a deleted project's backup, kept until retained_until.
+    project: str | UnsetType = UNSET
+    project_deleted_at: NULLABLE_TIME | UnsetType = UNSET
+    retained_until: NULLABLE_TIME | UnsetType = UNSET
 
 
 class BackupList(Shape):
