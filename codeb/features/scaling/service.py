@@ -519,6 +519,10 @@ def scale_down(
         chosen: Server | None = _pick_server(server)
     except (Conflict, NotFound):
         chosen = None  # the applier says why, once the gate let the request through
+    if chosen is not None:
+        # Refused at once, whatever the rule says: not made by autoscaling, or holds data.
+        policy, _, _ = current(deps)
+        _refuse_unremovable(chosen, policy)
     params = {"trigger": trigger, "decision": decision,
               "server": chosen.name if chosen else server}  # fmt: skip
     if chosen is None:
