@@ -55,7 +55,8 @@ class Pdns:
 
 
 @contextmanager
-def powerdns(work: Path) -> Iterator[Pdns]:
+def powerdns(work: Path, address: str = "127.0.0.1") -> Iterator[Pdns]:
+    """PowerDNS on `address` (a loopback address: 127.0.0.2 for a second server)."""
     work.mkdir(parents=True, exist_ok=True)
     db = work / "pdns.sqlite3"
     with sqlite3.connect(db) as conn:
@@ -67,7 +68,7 @@ def powerdns(work: Path) -> Iterator[Pdns]:
             [
                 "launch=gsqlite3",
                 f"gsqlite3-database={db}",
-                "local-address=127.0.0.1",
+                f"local-address={address}",
                 f"local-port={dns_port}",
                 f"socket-dir={work}",
                 "daemon=no",
@@ -77,9 +78,9 @@ def powerdns(work: Path) -> Iterator[Pdns]:
                 "api=yes",
                 f"api-key={key}",
                 "webserver=yes",
-                "webserver-address=127.0.0.1",
+                f"webserver-address={address}",
                 f"webserver-port={api_port}",
-                "webserver-allow-from=127.0.0.1,::1",
+                "webserver-allow-from=127.0.0.0/8,::1",
                 "",
             ]
         )
@@ -93,7 +94,7 @@ def powerdns(work: Path) -> Iterator[Pdns]:
             stderr=subprocess.STDOUT,
         )
     try:
-        url = f"http://127.0.0.1:{api_port}"
+        url = f"http://{address}:{api_port}"
         _wait_http(f"{url}/api/v1/servers", proc, "pdns_server")
         yield Pdns(url, key, dns_port, proc.pid, log)
     finally:

@@ -1279,6 +1279,9 @@ def check_dns(deps: Deps, domain: Domain, dns: list[Server], expected: list[str]
     and the zone's SOA serial; whether they agree and point at the proxies."""
     qname = absolute(_probe_name(domain.name))
     want_v4 = sorted(a for a in expected if ipaddress.ip_address(a).version == 4)
+    want_v6 = sorted(
+        ipaddress.ip_address(a).compressed for a in expected if ipaddress.ip_address(a).version == 6
+    )
     servers, reasons = [], []
     for server in dns:
         state = DomainServer.get_or_none(DomainServer.server == server.id)
@@ -1295,6 +1298,12 @@ def check_dns(deps: Deps, domain: Domain, dns: list[Server], expected: list[str]
                 port=port,
                 timeout=2,
             )
+            # AAAA only asked when a proxy has an IPv6 address (else NODATA is expected).
+            answer6 = (
+                dnsquery.udp(dnsmessage.make_query(qname, "AAAA"), server.ip, port=port, timeout=2)
+                if want_v6
+                else None
+            )
         except (dnsexception.DNSException, OSError) as exc:
             entry["error"] = f"did not answer: {type(exc).__name__}"
             reasons.append(f"authoritative server {server.name} ({server.ip}) did not answer")
@@ -1303,6 +1312,12 @@ def check_dns(deps: Deps, domain: Domain, dns: list[Server], expected: list[str]
         entry["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
         addresses = sorted(
             r.address for rrset in answer.answer if rrset.rdtype == dnsrdatatype.A for r in rrset
+        )
+        addresses_v6 = sorted(
+            ipaddress.ip_address(r.address).compressed
+            for rrset in (answer6.answer if answer6 is not None else [])
+            if rrset.rdtype == dnsrdatatype.AAAA
+            for r in rrset
         )
         ttls = [rrset.ttl for rrset in answer.answer if rrset.rdtype == dnsrdatatype.A]
         serials = [
@@ -1315,17 +1330,22 @@ def check_dns(deps: Deps, domain: Domain, dns: list[Server], expected: list[str]
             addresses=addresses,
             ttl=ttls[0] if ttls else None,
             soa_serial=serials[0] if serials else None,
-            matches_expected=addresses == want_v4,
+            matches_expected=addresses == want_v4 and addresses_v6 == want_v6,
         )
+        if want_v6:
+            entry["addresses_v6"] = addresses_v6
         if not entry["aa"]:
             reasons.append(f"{server.name} answered without the AA flag (not authoritative)")
         elif not entry["matches_expected"]:
+            got = addresses + (addresses_v6 if want_v6 else [])
             reasons.append(
-                f"{server.name} answers {addresses or entry['rcode']}, expected {want_v4}"
+                f"{server.name} answers {got or entry['rcode']}, expected {want_v4 + want_v6}"
             )
         servers.append(entry)
     answered = [e for e in servers if e["answered"]]
-    agree = len({(tuple(e["addresses"]), e["soa_serial"]) for e in answered}) <= 1
+    # Agreement is about the answers: each server holds its own copy of the zone (codeb
+    # writes every one), so their SOA serials may differ without anything being wrong.
+    agree = len({(tuple(e["addresses"]), tuple(e.get("addresses_v6", ()))) for e in answered}) <= 1
     good = [e for e in answered if e["aa"] and e["matches_expected"]]
     if not good:
         status = "down"
@@ -1341,8 +1361,9 @@ def check_dns(deps: Deps, domain: Domain, dns: list[Server], expected: list[str]
         "status": status,
         "checked_at": _now_iso(deps),
         "query": qname,
-        "expected": want_v4,
+        "expected": want_v4 + want_v6,
         "agree": agree,
+        "same_soa_serial": len({e["soa_serial"] for e in answered}) <= 1,
         "servers": servers,
         "reasons": reasons,
     }
@@ -1394,7 +1415,11 @@ def check_tls(deps: Deps, domain: Domain, proxies: list[Server], found: dict) ->
         try:
             with tempfile.NamedTemporaryFile("w", suffix=".crt") as ca:
                 cafile = None
-                if deps.settings.tls == "internal" and root.startswith("-----BEGIN"):
+                if is_wildcard(domain.name) and deps.settings.acme_ca_bundle:
+                    # codeb's own DNS-01 certificate from a CA the system does not know (a
+                    # test CA): the bundle configured for it holds its roots.
+                    cafile = str(deps.settings.acme_ca_bundle)
+                elif deps.settings.tls == "internal" and root.startswith("-----BEGIN"):
                     ca.write(root)
                     ca.flush()
                     cafile = ca.name
