@@ -1,8 +1,9 @@
 """`codeb domains ...`: add, list, status, remove (and `codeb domains zones`).
 
 `add` and `remove` take `--preview`: the API answers the Caddyfile diff of each proxy and the
-rrset changes on each dns server, and nothing changes. `remove` takes a site offline: it asks
-(MEDIUM) unless `--yes`. `status` checks every part live and exits 1 when the domain is not
+rrset changes on each dns server, and nothing changes; `--plan-hash HASH` (the preview's
+plan) applies only that plan (refused with plan_changed if anything moved in between).
+`remove` takes a site offline: it asks (MEDIUM) unless `--yes`. `status` checks every part live and exits 1 when the domain is not
 `ok` (degraded or down), so scripts and monitors can use it."""
 
 from __future__ import annotations
@@ -51,6 +52,15 @@ def show_preview(sess: Session, plan: Json) -> None:
             records = " ".join(change.get("records") or [])
             out.say(f"    {change['changetype']} {change.get('name', change['zone'])} "
                     f"{change.get('type', '')} {records}".rstrip())  # fmt: skip
+    cert = plan.get("certificate")
+    if cert:
+        out.say(f"certificate: ordered by codeb (ACME DNS-01) from {cert.get('directory')}")
+    if plan.get("plan_hash"):
+        out.say(f"apply exactly this plan: --plan-hash {plan['plan_hash']}")
+
+
+def _plan_header(args: argparse.Namespace) -> dict[str, str] | None:
+    return {"X-Plan-Hash": args.plan_hash} if getattr(args, "plan_hash", None) else None
 
 
 def ascii_name(name: str) -> str:
@@ -71,7 +81,9 @@ def domains_add(args: argparse.Namespace, sess: Session) -> int:
         "environment": args.environment,
     }
     params = {"preview": "true"} if args.preview else None
-    answer = sess.client.request("POST", "/api/domains", json=body, params=params)
+    answer = sess.client.request(
+        "POST", "/api/domains", json=body, params=params, headers=_plan_header(args)
+    )
     if args.preview:
         if sess.out.json_mode:
             sess.out.data(answer)
@@ -83,7 +95,9 @@ def domains_add(args: argparse.Namespace, sess: Session) -> int:
 
 def domains_remove(args: argparse.Namespace, sess: Session) -> int:
     params = {"preview": "true"} if args.preview else None
-    answer = sess.client.request("DELETE", _path(ascii_name(args.domain)), params=params)
+    answer = sess.client.request(
+        "DELETE", _path(ascii_name(args.domain)), params=params, headers=_plan_header(args)
+    )
     if args.preview:
         if sess.out.json_mode:
             sess.out.data(answer)
@@ -135,6 +149,10 @@ def domains_status(args: argparse.Namespace, sess: Session) -> int:
                     f"        [{server.get('server')}] "
                     + ", ".join(f"{k}={v}" for k, v in shown.items())
                 )
+        issuance = (body.get("tls") or {}).get("issuance") or {}
+        if issuance.get("last_error"):
+            out.say(f"  last issuance error ({issuance.get('last_error_at')}): "
+                    f"{issuance['last_error']}")  # fmt: skip
         for reason in body.get("reasons") or []:
             out.say(f"  - {reason}")
     return OK if body.get("status") == "ok" else FAILED
@@ -152,6 +170,7 @@ def register(sub: argparse._SubParsersAction, p: Parents) -> None:
     c.add_argument("project", help="the project's id or name")
     c.add_argument("environment", help="staging, production, ...")
     c.add_argument("--preview", action="store_true", help="show what would change; change nothing")
+    c.add_argument("--plan-hash", help="apply only the plan a preview showed (its plan_hash)")
     c.set_defaults(remote=domains_add)
     c = cmds.add_parser("list", parents=[p.json], help="list domains")
     c.add_argument("--project")
@@ -162,6 +181,7 @@ def register(sub: argparse._SubParsersAction, p: Parents) -> None:
     c = cmds.add_parser("remove", parents=[p.json, p.act], help="take a domain offline (MEDIUM)")
     c.add_argument("domain")
     c.add_argument("--preview", action="store_true", help="show what would change; change nothing")
+    c.add_argument("--plan-hash", help="apply only the plan a preview showed (its plan_hash)")
     c.set_defaults(remote=domains_remove)
     c = cmds.add_parser("zones", parents=[p.json], help="the DNS zones codeb holds")
     c.set_defaults(remote=domains_zones)
