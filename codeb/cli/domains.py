@@ -3,8 +3,9 @@
 `add` and `remove` take `--preview`: the API answers the Caddyfile diff of each proxy and the
 rrset changes on each dns server, and nothing changes; `--plan-hash HASH` (the preview's
 plan) applies only that plan (refused with plan_changed if anything moved in between).
-`remove` takes a site offline: it asks (MEDIUM) unless `--yes`. `status` checks every part live and exits 1 when the domain is not
-`ok` (degraded or down), so scripts and monitors can use it."""
+`remove` takes a site offline: it asks (MEDIUM) unless `--yes`. `status` checks every part
+live and exits 1 when the domain is not `ok` (degraded or down), so scripts and monitors can
+use it."""
 
 from __future__ import annotations
 
