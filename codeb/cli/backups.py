@@ -43,6 +43,8 @@ def _path(backup_id: str) -> str:
 
 def backups_create(args: argparse.Namespace, sess: Session) -> int:
     body = {"project": args.project, "environment": args.environment}
+    if args.type != "full":
+        body["type"] = args.type
     return sess.finish(sess.client.request("POST", "/api/backups", json=body))
 
 
@@ -129,6 +131,12 @@ def register(sub: argparse._SubParsersAction, p: Parents) -> None:
     c = cmds.add_parser("create", parents=[p.json, p.act], help="take a base backup now")
     c.add_argument("project", help="the project's id or name")
     c.add_argument("environment", choices=ENVIRONMENTS)
+    c.add_argument(
+        "--type",
+        choices=("full", "incremental"),
+        default="full",
+        help="incremental: PostgreSQL 17 block-level, on the latest backup",
+    )
     c.set_defaults(remote=backups_create)
     c = cmds.add_parser("list", parents=[p.json], help="list backups, newest first")
     c.add_argument("--project")
@@ -139,7 +147,9 @@ def register(sub: argparse._SubParsersAction, p: Parents) -> None:
     c.add_argument("backup")
     c.set_defaults(remote=backups_show)
     c = cmds.add_parser(
-        "restore", parents=[p.json, p.act], help="restore a backup (to a time) into a new db"
+        "restore",
+        parents=[p.json, p.act],
+        help="restore a backup (to a time) into a new db, or in place (HIGH: queued)",
     )
     c.add_argument("backup")
     c.add_argument("--target-time", help="UTC to the second, e.g. 2026-11-30T15:18:42Z")
