@@ -1100,9 +1100,17 @@ class DomainApplyJob:
             Domain.update(status="active", last_error=None, applied_at=now, updated_at=now).where(
                 Domain.id.in_(served_ids) & (Domain.status.in_(["pending", "failed", "active"]))
             ).execute()
+            gone = [
+                d.name
+                for d in Domain.select(Domain.name).where(
+                    Domain.id.in_(deleting_ids) & (Domain.status == "deleting")
+                )
+            ]
             Domain.delete().where(
                 Domain.id.in_(deleting_ids) & (Domain.status == "deleting")
             ).execute()
+            # A removed wildcard's certificate and key go with it (no longer on any proxy).
+            DomainCertificate.delete().where(DomainCertificate.name.in_(gone)).execute()
         return JobResult("succeeded", None, result)
 
     def _configure_dns(self, ctx: RunContext, dns: list[Server]) -> list[str]:
