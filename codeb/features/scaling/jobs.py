@@ -17,6 +17,7 @@ flight accounts for (codeb was killed mid scale-up) is deleted, never left billi
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 import threading
@@ -181,8 +182,18 @@ def run_sub(ctx: RunContext, kind: str, targets: list[str], params: dict, **kw: 
     deps = ctx.deps
     with deps.write():
         op = operations.create_operation(deps, SYSTEM, kind, targets, params, **kw)
-    operations.dispatch(deps, op.id)
+    dispatch(ctx, op.id)
     return wait_operation(ctx, op.id)
+
+
+def _worker(ctx: RunContext) -> Any:
+    # The worker's own deps predate it (start_runtime adds the worker to a copy): the job
+    # reaches the worker running it.
+    return ctx.deps.worker or ctx._worker
+
+
+def dispatch(ctx: RunContext, op_id: str) -> None:
+    operations.dispatch(dataclasses.replace(ctx.deps, worker=_worker(ctx)), op_id)
 
 
 def wait_operation(ctx: RunContext, op_id: str) -> Operation:
@@ -192,7 +203,7 @@ def wait_operation(ctx: RunContext, op_id: str) -> Operation:
         if op.status in FINAL:
             return op
         if ctx.canceled:
-            ctx.deps.worker.cancel(op_id)
+            _worker(ctx).cancel(op_id)
         ctx.cancel.wait(0.5) if not ctx.canceled else time.sleep(0.5)
     raise StepFailed(f"operation {op_id} did not end in time")
 
@@ -246,7 +257,7 @@ def place_on(ctx: RunContext, server: Server, names: tuple[str, ...]) -> dict[st
                  "plan_hash": None, "from_state": None},
                 project_id=project.id,
             )  # fmt: skip
-        operations.dispatch(deps, op.id)
+        dispatch(ctx, op.id)
         done = wait_operation(ctx, op.id)
         if done.status != "succeeded":
             raise StepFailed(
