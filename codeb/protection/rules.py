@@ -177,6 +177,9 @@ _TABLE: tuple[Rule, ...] = (
          "Copies a cache component's Redis data (a completed BGSAVE) to the storage server."),
     Rule("redis_restore_new", L.LOW, (),
          "Restores a Redis copy into a new Redis container; the live cache is not touched."),
+    Rule("redis_restore", L.HIGH, (),
+         "Restoring a Redis copy in place replaces the live cache's data; no cooldown: an "
+         "incident can't wait.", waives=("cooldown_24h",)),
     Rule("redis_verify", L.LOW, (),
          "A restore drill of a Redis copy in a scratch container on the storage server."),
     Rule("server_register", L.LOW, (), "Adds a server to the registry."),

@@ -82,23 +82,33 @@ def test_drills_and_alarms(stack, fleet):  # noqa: F811
         # 2. Status: ok once the receivers were read.
         backup_status.check_wal(deps)
         comp = _db_component(c)
-        assert comp["wal"]["status"] == "ok", comp
-        assert comp["backup"]["status"] == "ok" and comp["drill"]["status"] == "ok", comp
+        assert comp["wal"]["status"] == "ok", json.dumps(comp)
+        assert comp["backup"]["status"] == "ok", json.dumps(comp)
+        assert comp["drill"]["status"] == "ok", json.dumps(comp)
 
         # 3. The WAL receiver stopped: alarm at the next check (one minute), saying why.
-        storage.ssh("systemctl stop codeb-barman-receive-wal@shop-staging-db", check=True)
+        # Barman's cron (every minute) starts a receiver of its own when none runs, so the
+        # receiver is stopped for good with the maintenance timer held too.
+        storage.ssh(
+            "systemctl stop codeb-barman-cron.timer codeb-barman-receive-wal@shop-staging-db "
+            "&& runuser -u barman -- barman receive-wal --stop shop-staging-db; true",
+            check=True,
+        )
         psql(url, "INSERT INTO drill_rows SELECT g, 'while stopped' FROM "
              "generate_series(1001, 1100) g")  # fmt: skip
         psql(url, "SELECT pg_switch_wal()")
         backup_status.check_wal(deps)
         comp = _db_component(c)
-        assert comp["status"] == "alarm" and comp["overall"] == "alarm", comp
+        assert comp["status"] == "alarm" and comp["overall"] == "alarm", json.dumps(comp)
         assert comp["wal"]["status"] == "alarm"
         reason = comp["wal"]["reason"]
         assert "pg_receivewal is not running" in reason, comp
         assert "codeb-barman-receive-wal is inactive" in reason or "is failed" in reason, comp
         # Started again: it catches up from its slot, no gap.
-        storage.ssh("systemctl start codeb-barman-receive-wal@shop-staging-db", check=True)
+        storage.ssh(
+            "systemctl start codeb-barman-receive-wal@shop-staging-db codeb-barman-cron.timer",
+            check=True,
+        )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             backup_status.check_wal(deps)
@@ -225,7 +235,33 @@ def test_redis_copy_remove_and_restore(stack, fleet):  # noqa: F811
         assert drill["status"] == "passed" and drill["canary"]["found"] == copy["canary"], drill
         assert storage.ssh("podman ps -a --filter label=codeb.component=redis-load -q").stdout == ""
 
-        # 3. The container and its volume removed through the Protection Layer.
+        # 3. In place (HIGH: queued, two confirmations typing the name, no cooldown): keys
+        # written after the copy are gone, the copy's are back.
+        redis_cli(cache, name, conf, "".join(f"SET later:{i} x\n" for i in range(50)))
+        redis_cli(cache, name, conf, "DEL order:1\n")
+        r = c.post(f"/api/backups/redis/{copy['id']}/restore", json={"into": "in_place"})
+        assert r.status_code == 202 and r.json()["status"] == "queued", r.text
+        token = r.json()["confirm_token"]
+        assert confirm(c, token).status_code == 202
+        done = confirm(c, token, name)
+        assert done.status_code == 202 and done.json()["status"] == "executed", done.text
+        t0 = time.monotonic()
+        op = wait_operation(c, done.json()["result"]["operation"]["id"], timeout=900)
+        FIGURES["redis_in_place_s"] = time.monotonic() - t0
+        assert op["status"] == "succeeded", op.get("error")
+        assert op["result"]["restore"]["canary_matches"], op["result"]
+        now_keys = sorted(k for k in redis_cli(cache, name, conf, dump).split()
+                          if k != "codeb:canary")  # fmt: skip
+        assert now_keys == before
+        assert (
+            cache.ssh(
+                f"test -d \"$(podman volume inspect --format '{{{{.Mountpoint}}}}' {volume})"
+                '/appendonlydir"'
+            ).returncode
+            == 0
+        )  # the live config's AOF is back on, with the data in it
+
+        # 4. The container and its volume removed through the Protection Layer.
         medium(c, c.post(f"/api/containers/{redis_row['id']}/stop"))
         medium(c, c.delete(f"/api/containers/{redis_row['id']}"))
         r = c.delete(f"/api/containers/{redis_row['id']}/volume")
@@ -242,7 +278,7 @@ def test_redis_copy_remove_and_restore(stack, fleet):  # noqa: F811
         assert op["status"] == "succeeded", op.get("error")
         assert cache.ssh(f"podman volume exists {volume}").returncode != 0
 
-        # 4. Restored into a new container (LOW): the same keys and values.
+        # 5. Restored into a new container (LOW): the same keys and values.
         t0 = time.monotonic()
         r = c.post(f"/api/backups/redis/{copy['id']}/restore", json={"into": "new"})
         op = wait_operation(c, start(r), timeout=900)

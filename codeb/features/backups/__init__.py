@@ -106,9 +106,10 @@ def includeme(config: Configurator) -> None:
         api.RedisCopyRestore,
         params=(copy,),
         post=Op(
-            "Restore a Redis copy into a new Redis container on the storage server "
-            "(redis_restore_new, LOW; loaded with appendonly no, then the AOF turned on); "
-            "in_place is not available yet (409)",
+            "Restore a Redis copy: into a new Redis container on the storage server "
+            "(redis_restore_new, LOW; loaded with appendonly no, then the AOF turned on), or "
+            "in_place over the live cache (redis_restore, HIGH: queued, two confirmations "
+            "typing the container's name, no cooldown)",
             {202: STARTED},
             (403, 404, 409, 422),
             body=schemas.RedisRestoreRequest,

@@ -244,9 +244,11 @@ def restore_copy(
     body: dict[str, Any],
     confirmation: gate.Confirmation | None = None,
 ) -> gate.Answer:
-    """`POST /api/backups/redis/:id/restore {into?: new}` (redis_restore_new, LOW): a new
-    Redis container on the storage server, with the environment's password and a port from
-    its Redis range; the live cache is not touched."""
+    """`POST /api/backups/redis/:id/restore {into?: new|in_place}`. `new` (redis_restore_new,
+    LOW): a new Redis container on the storage server, with the environment's password and a
+    port from its Redis range; the live cache is not touched. `in_place` (redis_restore,
+    HIGH: two confirmations typing the container's name, a copy of it must exist; no
+    cooldown, an incident can't wait): the live cache's data replaced by the copy."""
     copy = find_copy(copy_id)
     unknown = sorted(set(body) - {"into"})
     if unknown:
@@ -254,13 +256,10 @@ def restore_copy(
     into = body.get("into", "new")
     if into not in ("new", "in_place"):
         raise ValidationFailed("into must be 'new' or 'in_place'", {"into": into})
-    if into == "in_place":
-        raise Conflict(
-            "an in-place Redis restore is not available yet: restore into a new container",
-            {"into": into},
-        )
     if copy.status != "completed":
         raise Conflict(f"copy {copy.id} is {copy.status}, not completed", {"status": copy.status})
+    if into == "in_place":
+        return _restore_in_place(deps, actor, copy, confirmation)
     return gate.guard(
         deps,
         actor,
@@ -286,6 +285,103 @@ def _execute_restore(deps: Deps, actor: Actor, target: Target, params: dict) -> 
         "restore": {"copy_id": copy.id, "container": name, "port": port},
         "operation": operations.operation_view(op),
     }
+
+
+def _live_cache(copy: RedisCopy) -> Container:
+    c = (
+        Container.select()
+        .where(
+            (Container.container_name == copy.source)
+            & (Container.server_type == "redis")
+            & (Container.status != "removed")
+        )
+        .first()
+    )
+    if c is None or not c.volume:
+        raise Conflict(
+            f"{copy.source} is not deployed (removed, or no volume): restore into a new "
+            "container, or deploy the environment first",
+            {"source": copy.source},
+        )
+    return c
+
+
+def _restore_in_place(
+    deps: Deps, actor: Actor, copy: RedisCopy, confirmation: gate.Confirmation | None
+) -> gate.Answer:
+    c = _live_cache(copy)
+    return gate.guard(
+        deps,
+        actor,
+        "redis_restore",
+        Target("container", c.id, c.container_name, project_id=c.project_id,
+               environment=c.environment, server_ip=c.server_ip),
+        {"copy_id": copy.id},
+        effect=f"Replaces the live data of {c.container_name} with Redis copy {copy.id} (taken "
+        f"{_iso(copy.finished_at)}); every key written since is lost. The cache is stopped "
+        "while the copy loads.",
+        confirmation=confirmation,
+        success_status=202,
+    )  # fmt: skip
+
+
+def _execute_restore_in_place(deps: Deps, actor: Actor, target: Target, params: dict) -> dict:
+    copy = find_copy(params["copy_id"])
+    c = _live_cache(copy)
+    server = fleet.container_server(c)
+    op = operations.create_operation(
+        deps, actor, "redis_restore_in_place", sorted({server.name, copy.storage_server}),
+        {"copy_id": copy.id, "container_id": c.id}, project_id=copy.project_id,
+    )  # fmt: skip
+    return {
+        "restore": {"copy_id": copy.id, "container": c.container_name, "mode": "in_place"},
+        "operation": operations.operation_view(op),
+    }
+
+
+class InPlaceRestoreJob:
+    def run(self, ctx: RunContext) -> JobResult:
+        deps, params = ctx.deps, ctx.operation.params
+        copy = RedisCopy.get_by_id(params["copy_id"])
+        c = Container.get_by_id(params["container_id"])
+        server = fleet.container_server(c)
+        stage = deps.settings.data_dir / "runs" / f"redis-{copy.id}-{ctx.operation.id}"
+        stage.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            outcome, records = ctx.run(
+                PlaybookRun(
+                    "redis_restore_in_place.yml",
+                    fleet.hosts_for(deps, sorted({server.name, copy.storage_server})),
+                    extravars={
+                        "codeb_redis_backup_container": c.container_name,
+                        "codeb_redis_backup_conf": f"/etc/codeb/redis/{c.container_name}.conf",
+                        "codeb_redis_backup_volume": c.volume,
+                        "codeb_redis_backup_stage": str(stage),
+                        "codeb_redis_backup_copy_id": copy.id,
+                        "codeb_redis_backup_source": copy.source,
+                        "codeb_redis_backup_image": REDIS_IMAGE,
+                    },
+                    timeout_s=3600,
+                )
+            )
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        if outcome.status != "successful":
+            return JobResult("failed", describe_failure(outcome, records), {})
+        restored = reported(records, "codeb_redis_restore")
+        return JobResult(
+            "succeeded",
+            None,
+            {
+                "restore": {
+                    "copy_id": copy.id,
+                    "container": c.container_name,
+                    "mode": "in_place",
+                    "keys": int(restored.get("keys") or 0),
+                    "canary_matches": restored.get("canary") == copy.canary,
+                }
+            },
+        )
 
 
 class RestoreJob:
@@ -528,9 +624,15 @@ def scheduled_copies(deps: Deps) -> dict[str, Any]:
 APPLIERS: dict[str, gate.Applier] = {
     "redis_copy_create": _execute_copy,
     "redis_restore_new": _execute_restore,
+    "redis_restore": _execute_restore_in_place,
     "redis_verify": _execute_verify,
 }
-JOBS = {"redis_copy": CopyJob(), "redis_restore": RestoreJob(), "redis_drill": DrillJob()}
+JOBS = {
+    "redis_copy": CopyJob(),
+    "redis_restore": RestoreJob(),
+    "redis_restore_in_place": InPlaceRestoreJob(),
+    "redis_drill": DrillJob(),
+}
 SCHEDULES: tuple[scheduler.Job, ...] = (
     scheduler.Job(
         name="redis_copies",

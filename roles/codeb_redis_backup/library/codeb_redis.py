@@ -35,6 +35,7 @@ options:
   canary_key: {description: The canary key., type: str, default: "codeb:canary"}
   canary: {description: The canary value written before the snapshot., type: str}
   aof: {description: Turn AOF on after loading (load)., type: bool, default: false}
+  replace: {description: Empty the volume first (in place)., type: bool, default: false}
   timeout: {description: Seconds to wait for a save or a load., type: int, default: 600}
 """
 
@@ -141,7 +142,14 @@ def load(p: dict) -> dict:
         raise RuntimeError(f"volume {volume}: {err.strip()}")
     target = mountpoint(volume)
     for entry in os.listdir(target):
-        raise RuntimeError(f"volume {volume} is not empty ({entry})")
+        if not p["replace"]:
+            raise RuntimeError(f"volume {volume} is not empty ({entry})")
+        # In place: the old data goes (its RDB and the whole multi-part appendonlydir/).
+        path = os.path.join(target, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
     shutil.copyfile(p["rdb"], os.path.join(target, "dump.rdb"))
     argv = ["podman", "run", "-d", "--name", name, f"--pull={p['pull']}", "--network", "none",
             "--label", "codeb.component=redis-load", "-v", f"{volume}:/data"]  # fmt: skip
@@ -196,6 +204,7 @@ def main() -> None:
             "canary_key": {"type": "str", "default": "codeb:canary"},
             "canary": {"type": "str", "no_log": False},
             "aof": {"type": "bool", "default": False},
+            "replace": {"type": "bool", "default": False},
             "timeout": {"type": "int", "default": 600},
         },
         supports_check_mode=False,
