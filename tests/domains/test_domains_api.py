@@ -171,6 +171,31 @@ def test_certificate_warning_in_the_list_and_in_metrics(shop: LiveApi) -> None:
     }
     active = [s for s in families["codeb_domains"].samples if s.labels["status"] == "active"]
     assert active[0].value == 3
+    # codeb's own DNS-01 orders: failing since the last success, or fine again.
+    from codeb.store.models import DomainCertificate
+
+    with shop.deps.db.connection_context(), shop.deps.write():
+        DomainCertificate.create(
+            name="*.a.example.test",
+            names="[]",
+            issued_at=now,
+            last_error="boom",
+            last_error_at=now + dt.timedelta(hours=1),
+        )
+        DomainCertificate.create(
+            name="*.b.example.test",
+            names="[]",
+            issued_at=now,
+            last_error="old",
+            last_error_at=now - dt.timedelta(days=1),
+        )
+    with shop.deps.db.connection_context():
+        families = {f.name: f for f in domains.METRICS.collect(shop.deps)}
+    failing = {
+        s.labels["domain"]: s.value
+        for s in families["codeb_domain_certificate_order_failing"].samples
+    }
+    assert failing == {"*.a.example.test": 1.0, "*.b.example.test": 0.0}
 
 
 def test_preview_plan_hash_applies_only_the_previewed_plan(shop: LiveApi) -> None:

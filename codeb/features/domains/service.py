@@ -1693,7 +1693,17 @@ def _collect_metrics(deps: Deps) -> Iterable[Any]:
             )
     for status in ("pending", "active", "failed", "deleting"):
         by_status.add_metric([status], counts.get(status, 0))
-    return [by_status, expiry, expiring]
+    failing = GaugeMetricFamily(
+        "codeb_domain_certificate_order_failing",
+        "1 when codeb's last DNS-01 order for the domain failed (after its last success)",
+        labels=["domain"],
+    )
+    for cert in DomainCertificate.select():
+        failed = cert.last_error_at is not None and (
+            cert.issued_at is None or cert.last_error_at > cert.issued_at
+        )
+        failing.add_metric([cert.name], float(failed))
+    return [by_status, expiry, expiring, failing]
 
 
 # -- declarations --------------------------------------------------------------------------
