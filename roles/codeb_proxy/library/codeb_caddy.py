@@ -229,7 +229,7 @@ def apply(module, caddy):
     module.exit_json(changed=True, diff=diff, action=action)
 
 
-def tls_log(limit=300):
+def tls_log(limit=100):
     """Caddy's recent certificate automation lines (errors and successes) from its journal."""
     try:
         done = subprocess.run(
