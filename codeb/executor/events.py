@@ -20,6 +20,11 @@ KEPT_RESULT_KEYS = (
     "stdout",
     "diff",
     "censored",
+    # codeb_quadlet_apply: the files it placed, the units it restarted and started (names).
+    "placed",
+    "reloaded",
+    "restarted",
+    "started",
 )
 MAX_TEXT = 4000
 

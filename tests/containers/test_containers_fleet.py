@@ -240,7 +240,7 @@ def test_cli_deploy_follow_and_confirm(fleet, stack):
     r = cli(api, "containers", "deploy", "shop", "staging", f"{APP}:v1")
     assert r.returncode == 0, r.stdout + r.stderr
     progress = r.stdout + r.stderr
-    assert "Place the files" in progress or "Restart the units" in progress, progress
+    assert "Place the files, reload systemd and restart what changed" in progress, progress
     assert "succeeded" in progress
     assert "v1" in httpx.get(f"http://{app.ip}:3001/", timeout=5).text
 

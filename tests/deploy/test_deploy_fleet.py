@@ -29,7 +29,8 @@ pytestmark = pytest.mark.fleet
 
 APP_IMAGE = "localhost/codeb-test-app"
 QUADLET = "/usr/libexec/podman/quadlet"
-RESTART_TASK = "Restart the units whose files changed or that run something else"
+# The one task that places the files, reloads systemd and restarts (codeb_quadlet_apply).
+APPLY_TASK = "Place the files, reload systemd and restart what changed"
 TIMINGS_FILE = os.environ.get("CODEB_DEPLOY_TIMINGS")  # where to write the figures, if set
 
 
@@ -291,7 +292,10 @@ def test_first_deploy_serves_app_db_and_redis(fleet, deployer):
     dumped = json.dumps([r.data for r in run.records])
     for secret in v.secrets:
         assert secret not in dumped
-    assert any(r.data.get("censored") for r in run.records)  # secret files: no content
+    # Secret files: named as placed (their contents travel in a no_log parameter, so the
+    # check above found none of them in any event).
+    applied = {r.host: r.data for r in run.records if r.task == APPLY_TASK and r.changed}
+    assert f"/etc/codeb/env/{v.name('db')}.env" in applied["db"]["placed"]
 
     _wait_all_ready(d, "v1")
     assert _psql(d, "create table notes (body text)").returncode == 0
@@ -342,11 +346,11 @@ def test_new_app_image_restarts_only_the_app(deployer):
     d.timings["app_only_deploy_s"] = round(run.seconds, 2)
     assert run.status == "successful"
     assert run.changed("db") == 0 and run.changed("cache") == 0
-    assert run.tasks_changed("app") == [
-        "Place the files",
-        "Reload systemd so Quadlet generates the changed units",
-        RESTART_TASK,
-    ]
+    assert run.tasks_changed("app") == [APPLY_TASK]
+    applied = next(r for r in run.records if r.host == "app" and r.task == APPLY_TASK and r.changed)
+    assert applied.data["placed"] == [f"/etc/containers/systemd/{d.values.name('app')}.container"]
+    assert applied.data["reloaded"] is True
+    assert applied.data["restarted"] == [f"{d.values.name('app')}.service"]
     print("app-only deploy, per task:", run.task_seconds("app"))
     after = d.states()
     assert after["app"] != before["app"]
@@ -388,8 +392,9 @@ def test_check_mode_reports_the_diff_and_changes_nothing(fleet, deployer):
     assert db_changed
     assert proposed.db_password not in json.dumps([r.data for r in run.records])
     # It says which units it would restart.
-    restarts = [r for r in run.records if r.task == RESTART_TASK and r.changed]
+    restarts = [r for r in run.records if r.task == APPLY_TASK and r.data.get("restarted")]
     assert {r.host for r in restarts} == {"app", "db"}
+    assert all(r.data["placed"] for r in restarts)  # ... and which files it would place
     # And nothing moved on the hosts.
     assert fleet["app"].ssh(f"cat {unit}", check=True).stdout == before_file
     assert d.states() == before

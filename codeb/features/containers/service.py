@@ -43,6 +43,12 @@ PLAN_HASH = re.compile(r"[0-9a-f]{64}")  # fullmatch only
 INTERNAL_PORT = {"db": 5432, "redis": 6379}
 ACTIONS = ("start", "stop", "restart")
 HEALTH_DEADLINE_S = 60
+# How often the controller asks a restarted app for /health (and a db or Redis port): the
+# answer usually comes within a few hundred ms of the restart, so a 0.5 s poll cost 0.25 s
+# of every deploy on average; each miss is one refused connection.
+HEALTH_POLL_S = 0.05
+# roles/codeb_quadlet/tasks/main.yml: the one task that places, reloads and restarts.
+APPLY_TASK = "Place the files, reload systemd and restart what changed"
 # How long a probe settling the registry waits for units half-way through a (re)start that a
 # stopped run left to systemd.
 SETTLE_S = 30
@@ -503,8 +509,14 @@ def _settle(
 def _touched_hosts(records: list[EventRecord], hosts: list[str]) -> list[str]:
     """Hosts on which the run changed something, or was stopped in the middle of a task."""
     ran = host_tasks(records)
+    # A task that failed after it changed something (codeb_quadlet_apply placed the files,
+    # then a restart failed) touched its host too.
+    failed_changed = {r.host for r in records if r.task == APPLY_TASK and r.failed and r.changed}
     return [
-        h for h in hosts if any(t["status"] in ("changed", "interrupted") for t in ran.get(h, []))
+        h
+        for h in hosts
+        if h in failed_changed
+        or any(t["status"] in ("changed", "interrupted") for t in ran.get(h, []))
     ]
 
 
@@ -646,7 +658,7 @@ def _wait_healthy(ip: str, port: int, ctx: RunContext) -> bool:
                 return True
         except httpx.HTTPError:
             pass
-        ctx.cancel.wait(0.5)
+        ctx.cancel.wait(HEALTH_POLL_S)
     return False
 
 
@@ -657,7 +669,7 @@ def _wait_listening(ip: str, port: int, ctx: RunContext) -> bool:
             with socket.create_connection((ip, port), timeout=0.8):
                 return True
         except OSError:
-            ctx.cancel.wait(0.5)
+            ctx.cancel.wait(HEALTH_POLL_S)
     return False
 
 
@@ -1000,9 +1012,19 @@ def _preview(
         if rec.event == "runner_on_ok" and (rec.host, rec.task) in looped:
             continue  # a loop's summary repeats its items
         item = rec.data.get("item_label")
-        changes.append(
-            {"host": rec.host, "task": rec.task, "item": item, "diff": rec.data.get("diff")}
-        )
+        diff = rec.data.get("diff")
+        if rec.task == APPLY_TASK:
+            # One module call per host: a change per file it would place (with its diff;
+            # a secret file's content never shown) and per unit it would restart or start.
+            diffs = {d.get("after_header", "").split(" ")[0]: d for d in diff or []}
+            units = [*rec.data.get("restarted", []), *rec.data.get("started", [])]
+            changes.extend(
+                {"host": rec.host, "task": rec.task, "item": path, "diff": diffs.get(path)}
+                for path in [*rec.data.get("placed", []), *units] or [None]
+            )
+            restarts.extend(f"{rec.host}: {unit}" for unit in rec.data.get("restarted", []))
+            continue
+        changes.append({"host": rec.host, "task": rec.task, "item": item, "diff": diff})
         if rec.task and rec.task.startswith("Restart"):
             restarts.append(f"{rec.host}: {item or rec.task}")
     return {
