@@ -8,6 +8,8 @@ first dns host directly, codeb checks the challenge record on both before tellin
 - Status compares the two dns servers and names the one that stops answering.
 - An order that fails (the CA is gone) leaves that wildcard failed with the error and when,
   in the domain and in status, and the other sites serving.
+- Removing a wildcard (previewed, bound to its plan hash, confirmed) takes its certificate
+  out of the database and its files off both proxies.
 
 The tests of this module run in order and build on each other."""
 
@@ -194,3 +196,28 @@ def test_a_failed_order_is_the_domains_error_with_its_time(edge2):
     # The wildcard that has its certificate still serves.
     got = curl(hosts["edge2-proxy-a"].ip, "a.shop.example.test", edge2[3])
     assert got.stdout.strip() == "ok", got.stderr
+
+
+def test_removing_a_wildcard_takes_its_certificate_along(edge2):
+    api, hosts, _, _ = edge2
+    with api.client() as c:
+        preview = c.delete(f"/api/domains/{WILD}", params={"preview": "true"})
+        assert preview.status_code == 200, preview.text
+        plan = {"X-Plan-Hash": preview.json()["plan_hash"]}
+        asked = c.delete(f"/api/domains/{WILD}", headers=plan)
+        assert asked.status_code == 202 and asked.json()["status"] == "confirmation_required"
+        confirmed = c.delete(
+            f"/api/domains/{WILD}",
+            headers={**plan, "X-Confirm-Token": asked.json()["confirm_token"]},
+        )
+        assert confirmed.status_code == 202, confirmed.text
+        body = confirmed.json().get("result", confirmed.json())
+        op = wait_operation(c, body["operation"]["id"], timeout=600)
+    assert op["status"] == "succeeded", op
+    with api.deps.db.connection_context():
+        assert DomainCertificate.get_or_none(DomainCertificate.name == WILD) is None
+    for name in ("edge2-proxy-a", "edge2-proxy-b"):
+        left = hosts[name].ssh("ls /etc/caddy/codeb-certs/", check=True).stdout
+        assert "wildcard.shop.example.test" not in left, (name, left)
+    for name in ("edge2-dns-a", "edge2-dns-b"):
+        assert ask(hosts[name].ip, "a.shop.example.test.").rcode() == 3  # NXDOMAIN
