@@ -309,8 +309,10 @@ def test_redis_copy_remove_and_restore(stack, fleet):  # noqa: F811
                 break
             time.sleep(1)
         assert size[-1:] == ["503"], size
-        # The password lives only in the 0600 config, never in the unit or an argv.
-        assert storage.ssh(f"stat -c '%a' {new_conf}", check=True).stdout.strip() == "600"
+        # The password lives only in the config (0644 in a 0700 directory: the server reads it
+        # after dropping root), never in the unit or an argv.
+        modes = storage.ssh(f"stat -c '%a' {new_conf} /etc/codeb/redis-restores", check=True)
+        assert modes.stdout.split() == ["644", "700"]
         unit = storage.ssh(f"cat /etc/containers/systemd/{new}.container", check=True).stdout
         secret = redis_cli(storage, new, new_conf, "CONFIG GET requirepass\n").split()[-1]
         assert secret and secret not in unit
@@ -323,6 +325,17 @@ def test_project_delete_keeps_its_backups(stack, fleet):  # noqa: F811
     second = api.new_key("ops-two", "admin")  # another principal, before the request
     with api.client() as c, api.client(second) as c2, deps.db.connection_context():
         project = Project.get(Project.name == "shop")
+        url = env_var(created["env_files"]["staging"], "DATABASE_URL")
+        if (
+            not Backup.select()
+            .where((Backup.project == project.id) & (Backup.status == "completed"))
+            .exists()
+        ):  # run alone: rows and a backup of them
+            psql(url, "CREATE TABLE IF NOT EXISTS drill_rows (id int PRIMARY KEY, note text)")
+            psql(url, "INSERT INTO drill_rows SELECT g, 'x' FROM generate_series(1, 300) g "
+                 "ON CONFLICT DO NOTHING")  # fmt: skip
+            r = c.post("/api/backups", json={"project": "shop", "environment": "staging"})
+            assert wait_operation(c, start(r), timeout=900)["status"] == "succeeded"
         good = (
             Backup.select()
             .where((Backup.project == project.id) & (Backup.status == "completed"))
@@ -360,7 +373,6 @@ def test_project_delete_keeps_its_backups(stack, fleet):  # noqa: F811
         op = wait_operation(c, start(r), timeout=900)
         assert op["status"] == "succeeded", op.get("error")
         restored = op["result"]["restore"]
-        url = env_var(created["env_files"]["staging"], "DATABASE_URL")
         user = url.split("//", 1)[1].split(":", 1)[0]
         pw = url.split("//", 1)[1].split(":", 1)[1].split("@", 1)[0]
         dbname = url.rsplit("/", 1)[1]
