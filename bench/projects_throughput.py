@@ -5,8 +5,8 @@ waitress, each in a subprocess on a free 127.0.0.1 port with the same thread cou
 the projects through the HTTP API, then measures both with wrk (16 connections by default),
 alternating bare/codeb for a few rounds, and quotes the median of the rounds.
 
-Targets (issue 15): codeb serves at least 60 % of the bare app's requests per second, with a p99 latency
-of at most 20 ms.
+Targets (issue 15): codeb serves at least 60 % of the bare app's requests per second, with a
+p99 latency of at most 20 ms.
 
     .venv/bin/python bench/projects_throughput.py [--rounds 3] [--duration 5] [--json]
 
