@@ -3,13 +3,17 @@ same restore by hand, and what WAL streaming costs the database.
 
 On the real test fleet (app, db, cache, plus a storage server added and bootstrapped through
 codeb, its Barman installed through the fleet's package proxy), in one run of
-tests/backups/test_backups_fleet.py with CODEB_BACKUP_BENCH=1:
+tests/backups/test_backups_fleet.py -k bench with CODEB_BACKUP_BENCH=1 (the staging db's
+first backup through the API, then both restores of each round side by side):
 
 1. **PITR through codeb ÷ by hand** (target <= 1.2): a restore of the staging db's backup to a
    second just written, into a new container on the storage server: through codeb's backups
    service (request -> operation `succeeded`, i.e. recovery over and the server accepting
    writes) against the same steps over SSH with Barman's own commands (switch-wal --archive,
    recover --target-time --target-action promote, volume, unit, start, wait for promotion).
+   codeb runs the restore as one Ansible module on the storage server
+   (roles/codeb_backup_storage/library/codeb_barman_restore.py: one round trip, not one per
+   step).
 2. **pgbench TPS with WAL streaming on ÷ off** (target >= 0.95): `pgbench -c 4 -j 2 -T N`
    inside the db container with the storage server's WAL receiver running, then stopped.
 
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         run = subprocess.run(
             [sys.executable, "-m", "pytest", "tests/backups/test_backups_fleet.py", "-x", "-q",
-             "-p", "no:cacheprovider"],
+             "-k", "bench", "-p", "no:cacheprovider"],
             cwd=REPO_ROOT, env=env, check=False,
         )  # fmt: skip
         if run.returncode != 0 or not figures_file.exists():

@@ -271,6 +271,9 @@ def test_wal_catches_up_after_a_receiver_outage(stack, fleet):
 BY_HAND_RESTORE = r"""set -eu
 name="$1"; port="$2"; when="$3"; backup="$4"; server="$5"; image="$6"
 b() {{ runuser -u barman -- barman "$@"; }}
+ci="$(b -f json show-servers "$server" | python3 -c \
+      'import json, sys; print(json.load(sys.stdin)[sys.argv[1]]["conninfo"])' "$server")"
+runuser -u barman -- psql "$ci" -XtAq -c 'SELECT txid_current()' >/dev/null
 b switch-wal --force --archive --archive-timeout 60 "$server" >/dev/null
 dir=/var/lib/barman/restores/$name
 b recover --target-time "$when" --target-action promote "$server" "$backup" "$dir" >/dev/null
