@@ -403,6 +403,27 @@ def test_check_mode_reports_the_diff_and_changes_nothing(fleet, deployer):
     assert v.db_password in env
 
 
+def test_a_missing_image_fails_its_pull_before_anything_changes(deployer):
+    """Images are pulled by containers.podman's podman_image, only those the probe found
+    missing: in check mode it reports the pull it would make; for real, a pull that fails
+    stops the deploy on every host before any file or unit changed."""
+    d = deployer
+    before = d.states()
+    missing = replace(d.values, app_image=f"{APP_IMAGE}:never-built")
+    preview = d.deploy(missing, check=True, diff=True)
+    assert preview.status == "successful"
+    pulls = [r for r in preview.records if r.task == "Pull missing images" and r.changed]
+    assert {r.host for r in pulls} == {"app"}
+    assert d.states() == before
+
+    run = d.deploy(missing)
+    assert run.status == "failed"
+    assert {r.task for r in run.records if r.failed} == {"Pull missing images"}
+    assert not [r for r in run.records if r.task == APPLY_TASK and r.event == "runner_on_ok"]
+    assert {h: r["changed"] for h, r in run.recap.items()} == {"app": 0, "db": 0, "cache": 0}
+    assert d.states() == before
+
+
 def test_check_mode_of_a_new_environment_creates_nothing(fleet, deployer):
     values = _environment_values(fleet, f"cbn{secrets.token_hex(3)}")
     run = deployer.deploy(values, check=True, diff=True)
