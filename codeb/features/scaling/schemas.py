@@ -8,6 +8,8 @@ from codeb.api.declare import paging, query
 from codeb.api.shapes import NULLABLE_TIME, Meta, Request, Shape
 
 ACTION = Literal["up", "down", "none"]
+KeyId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
+EnvName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,19}$")]
 
 
 class PolicyChanges(Request):
@@ -36,8 +38,8 @@ class CloudChanges(Request):
     region: Annotated[str, Meta(max_length=40, pattern=r"^[a-z0-9][a-z0-9-]*$")] | None = None
     plan: Annotated[str, Meta(max_length=40, pattern=r"^[a-z0-9][a-z0-9-]*$")] | None = None
     os_id: Annotated[int, Meta(ge=0, le=1_000_000)] | None = None
-    ssh_key_ids: Annotated[list[str], Meta(max_length=10)] | None = None
-    environments: Annotated[list[str], Meta(min_length=1, max_length=10)] | None = None
+    ssh_key_ids: Annotated[list[KeyId], Meta(max_length=10)] | None = None
+    environments: Annotated[list[EnvName], Meta(min_length=1, max_length=10)] | None = None
     label_prefix: Annotated[str, Meta(max_length=31, pattern=r"^[a-z][a-z0-9-]*$")] | None = None
     ssh_port: Annotated[int, Meta(ge=1, le=65535)] | None = None
     ready_timeout_s: Annotated[int, Meta(ge=1, le=7200)] | None = None

@@ -77,15 +77,18 @@ def configure(
     key never enters the gate's parameters (they are logged): its fingerprint binds the
     request, and the key itself reaches the applier within this request only."""
     policy, cloud, _ = current(deps)
-    changes_policy = body.get("policy") or {}
-    changes_cloud = body.get("cloud") or {}
-    if "enabled" in body:
+    # null (or absent) leaves a value as it is.
+    changes_policy = {k: v for k, v in (body.get("policy") or {}).items() if v is not None}
+    changes_cloud = {k: v for k, v in (body.get("cloud") or {}).items() if v is not None}
+    if body.get("enabled") is not None:
         changes_policy = {**changes_policy, "enabled": bool(body["enabled"])}
     try:
         new_policy = merge_policy(policy, changes_policy)
         new_cloud = merge_cloud(cloud, changes_cloud)
     except ValueError as exc:
-        raise ValidationFailed(str(exc)) from None
+        # Each value passed the request's shape: what remains is a contradiction with the
+        # other values (the stored ones included), e.g. scale-in above scale-out.
+        raise Conflict(f"the settings would contradict each other: {exc}") from None
     key = body.get("api_key")
     params: dict[str, Any] = {"policy": new_policy.view(), "cloud": new_cloud.view()}
     if key is not None:
