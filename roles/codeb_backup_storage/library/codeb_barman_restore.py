@@ -48,6 +48,11 @@ NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,120}")
 ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 WHEN = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\+00:00")
 BARMAN = ["runuser", "-u", "barman", "--", "barman"]
+EMPTY_DIRS = (
+    "pg_tblspc", "pg_replslot", "pg_twophase", "pg_snapshots", "pg_commit_ts", "pg_dynshmem",
+    "pg_notify", "pg_serial", "pg_stat", "pg_stat_tmp", "pg_logical/snapshots",
+    "pg_logical/mappings",
+)  # fmt: skip
 
 
 class Failed(Exception):
@@ -110,6 +115,10 @@ def restore(p, timings):
     )  # fmt: skip
     recover = [*BARMAN, "recover", *target, p["server"], p["backup_id"], data]
     step("recover", lambda: run(recover, "barman recover"))
+    # A recovered incremental (combined by pg_combinebackup) lacks the empty directories
+    # PostgreSQL expects (seen: FATAL could not open directory "pg_tblspc"); create them.
+    for empty in EMPTY_DIRS:
+        os.makedirs(os.path.join(data, empty), mode=0o700, exist_ok=True)
     auto = os.path.join(data, "postgresql.auto.conf")
     with open(auto) as f:
         text = f.read()
