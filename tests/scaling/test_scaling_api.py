@@ -107,16 +107,16 @@ def test_check_answers_the_decision_without_acting(api, cloud):
 def test_refused_without_configuration_or_beyond_limits(api, cloud):
     fake, url = cloud
     with api.client() as c:
-        r = c.post("/api/scaling/up")
+        r = c.post("/api/scaling/up", json={})
         assert r.status_code == 409 and "api_key" in r.text, r.text
         assert configure(c, url).status_code == 200
         r = c.put("/api/scaling/policy", json={"policy": {"max_servers": 0, "min_servers": 0}})
         assert r.status_code == 200, r.text
-        r = c.post("/api/scaling/up")
+        r = c.post("/api/scaling/up", json={})
         assert r.status_code == 409 and "maximum" in r.text, r.text
         r = c.put("/api/scaling/policy",
                   json={"policy": {"max_servers": 3, "monthly_cost_cap": 5}})  # fmt: skip
-        r = c.post("/api/scaling/up")
+        r = c.post("/api/scaling/up", json={})
         assert r.status_code == 409 and "cap" in r.text, r.text
         # Nothing to remove: no server was added by autoscaling.
         r = c.post("/api/scaling/down", json={})  # MEDIUM: asked first, refused once confirmed
@@ -128,7 +128,7 @@ def test_refused_without_configuration_or_beyond_limits(api, cloud):
 
 
 def _scale_up(c: httpx.Client) -> dict:
-    r = c.post("/api/scaling/up")
+    r = c.post("/api/scaling/up", json={})
     assert r.status_code == 202, r.text
     return wait_operation(c, r.json()["result"]["operation"]["id"], timeout=120)
 
@@ -209,7 +209,7 @@ def test_killed_mid_scale_up_the_orphan_is_deleted_after_restart(tmp_path, cloud
     try:
         with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
             assert configure(c, url, ready_timeout_s=600).status_code == 200
-            r = c.post("/api/scaling/up")
+            r = c.post("/api/scaling/up", json={})
             assert r.status_code == 202, r.text
             deadline = time.monotonic() + 60
             while not fake.live() and time.monotonic() < deadline:

@@ -214,7 +214,7 @@ def test_scale_up_joins_and_serves_behind_the_proxy(pool, fleet, tmp_path):
         decision = c.post("/api/scaling/check").json()["decision"]
         assert decision["inputs"]["servers"] == 1 and decision["inputs"]["latest"], decision
         t0 = time.monotonic()
-        r = c.post("/api/scaling/up")
+        r = c.post("/api/scaling/up", json={})
         assert r.status_code == 202, r.text
         op = wait_operation(c, started(r.json()), timeout=1200)
         TIMINGS["scale_up_s"] = time.monotonic() - t0
@@ -290,7 +290,7 @@ def test_bootstrap_failure_deletes_the_instance(pool):
     booter.variant = "bare-bookworm"  # Debian 12: bootstrap refuses it
     try:
         with api.client() as c:
-            r = c.post("/api/scaling/up")
+            r = c.post("/api/scaling/up", json={})
             assert r.status_code == 202, r.text
             op = wait_operation(c, started(r.json()), timeout=900)
             assert op["status"] == "failed", op

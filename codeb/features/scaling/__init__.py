@@ -31,7 +31,7 @@ def includeme(config: Configurator) -> None:
             "Change the policy, the cloud settings or the Vultr API key (scaling_configure, "
             "LOW); the key is stored encrypted and never answered",
             {200: answer(schemas.PolicyView, "the settings now"), 202: PENDING},
-            (403, 409, 410),
+            (403, 404, 409, 410),
             body=schemas.ScalingConfigure,
             guarded=True,
         ),
@@ -43,7 +43,7 @@ def includeme(config: Configurator) -> None:
             "Evaluate the policy on live stats of the app pool: the decision with its inputs "
             "and reasons (scaling_check, SAFE: acts on nothing; recorded in the history)",
             {200: answer(schemas.CheckAnswer, "the decision"), 202: PENDING},
-            (403, 410, 503),
+            (403, 404, 410, 503),
             guarded=True,
         ),
     )
@@ -54,7 +54,7 @@ def includeme(config: Configurator) -> None:
             "Add one app server (scale_up, LOW): create, wait ready, pin, bootstrap, place, "
             "proxy, health; a failure deletes the instance",
             {202: pending_or(schemas.Started, "the scale-up operation started")},
-            (403, 409, 410),
+            (403, 404, 409, 410),
             body=schemas.ScaleUp,
             guarded=True,
         ),

@@ -28,8 +28,7 @@ class Check(Resource):
 
 class Up(Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.content_length:
-            read_json(req, schemas.ScaleUp)
+        read_json(req, schemas.ScaleUp)
         respond(
             resp,
             scaling.scale_up(self.deps, req.context.actor, confirmation=confirmation_from(req)),
@@ -38,7 +37,7 @@ class Up(Resource):
 
 class Down(Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, schemas.ScaleDown) if req.content_length else {}
+        body = read_json(req, schemas.ScaleDown)
         respond(
             resp,
             scaling.scale_down(
