@@ -55,6 +55,9 @@ def started_operation(r: httpx.Response) -> str:
 
 
 def deploy(c, env: str, image: str, **kw) -> httpx.Response:
+    # A preview answers only after its check-mode run: at a 1-min load of ~30 on this shared
+    # 2-CPU machine that took over the client's default 30 s.
+    kw.setdefault("timeout", 180)
     return c.post(
         "/api/containers/deploy", json={"project": "shop", "environment": env, "image": image}, **kw
     )
