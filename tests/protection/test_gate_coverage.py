@@ -58,6 +58,13 @@ BODIES = {
 SHAPES = request_shapes()
 
 
+def _body(schema: str | None) -> dict | None:
+    """A valid body for a route: one that names the seeded rows, else the shape's example."""
+    if schema is None:
+        return None
+    return BODIES.get(schema) or getattr(SHAPES[schema], "example", None)
+
+
 def mutating_routes() -> list[tuple[str, str, str | None]]:
     routes = []
     for path, item in wiring().document["paths"].items():
@@ -193,10 +200,7 @@ def test_every_mutating_route_consults_the_gate(strict):
     before = _effects(api)
     with api.client() as c:
         for method, path, schema in mutating_routes():
-            body = (
-                BODIES.get(schema) or getattr(SHAPES[schema], "example", None) if schema else None
-            )
-            r = c.request(method.upper(), _url(path, values), json=body)
+            r = c.request(method.upper(), _url(path, values), json=_body(schema))
             assert r.status_code == 202, (method, path, r.text)
             assert r.json()["status"] == "queued", (method, path, r.text)
     assert _effects(api) == before
@@ -212,7 +216,7 @@ def test_an_agent_key_requests_but_never_confirms_on_any_route(strict):
     before = _effects(api)
     with api.client(key=agent_key) as agent, api.client() as admin:
         for method, path, schema in mutating_routes():
-            url, body = _url(path, values), BODIES.get(schema or "")
+            url, body = _url(path, values), _body(schema)
             # Keys are never an agent's; the operation seeded was started by another key.
             if path.startswith("/api/keys") or path.endswith("/cancel"):
                 r = agent.request(method.upper(), url, json=body)

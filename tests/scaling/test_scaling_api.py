@@ -18,8 +18,7 @@ import httpx
 import pytest
 
 from codeb.clock import SystemClock
-from codeb.scaling.models import ScalingSettings
-from codeb.store.models import OperationEvent, OperationLog
+from codeb.store.models import OperationEvent, OperationLog, ScalingSettings
 from tests.executor.helpers import wait_operation
 from tests.providers.vultr_fake import VultrFake, serve
 from tests.support import free_port, live_api
@@ -255,7 +254,7 @@ def test_scheduled_check_sweeps_orphans_and_acts_only_when_enabled(tmp_path, clo
     from codeb.clock import FrozenClock
     from codeb.features.scaling import service as scaling
     from codeb.providers.cloud import AUTOSCALED_TAG, CODEB_TAG, InstanceSpec, Vultr
-    from codeb.scaling.models import ScalingSample
+    from codeb.store.models import ScalingSample
 
     fake, url = cloud
     clock = FrozenClock(dt.datetime(2026, 11, 30, 12, 0, 0))

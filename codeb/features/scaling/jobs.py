@@ -30,10 +30,9 @@ from codeb.executor.identity import ensure_ssh_key
 from codeb.executor.worker import JobResult, RunContext
 from codeb.features.scaling import service
 from codeb.providers.cloud import AUTOSCALED_TAG, CODEB_TAG, CloudError, Instance, InstanceSpec
-from codeb.scaling.models import ScalingEvent
 from codeb.services import fleet, operations
 from codeb.services.context import SYSTEM, Deps
-from codeb.store.models import Container, Environment, Operation, Project, Server
+from codeb.store.models import Container, Environment, Operation, Project, ScalingEvent, Server
 
 FINAL = ("succeeded", "failed", "canceled", "timeout", "interrupted")
 

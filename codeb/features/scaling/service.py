@@ -19,13 +19,19 @@ from codeb.executor.events import reported
 from codeb.executor.worker import describe_failure
 from codeb.protection.tokens import Target
 from codeb.providers.cloud import CloudProvider, Vultr
-from codeb.scaling.models import ScalingEvent, ScalingSample, ScalingSettings
 from codeb.scaling.policy import Decision, Policy, Pool, Sample, decide
 from codeb.scaling.settings import CloudSettings, cloud_from, merge_cloud, merge_policy, policy_from
 from codeb.services import fleet, gate, operations
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.services.scheduler import Job
-from codeb.store.models import Container, Operation, Server
+from codeb.store.models import (
+    Container,
+    Operation,
+    ScalingEvent,
+    ScalingSample,
+    ScalingSettings,
+    Server,
+)
 
 SCALE_UP, SCALE_DOWN = "scale_up", "scale_down"
 PROVIDER = "vultr"

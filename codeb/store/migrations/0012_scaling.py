@@ -14,6 +14,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "scaling_settings"
 
     class ScalingSample(Model):
@@ -25,6 +26,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "scaling_samples"
 
     class ScalingEvent(Model):
@@ -47,6 +49,7 @@ def up(migrator, db):
 
         class Meta:
             database = db
+            legacy_table_names = False
             table_name = "scaling_events"
 
     db.create_tables([ScalingSettings, ScalingSample, ScalingEvent], safe=True)
