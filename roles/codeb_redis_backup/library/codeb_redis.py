@@ -137,7 +137,10 @@ def snapshot(p: dict) -> dict:
 
 def load(p: dict) -> dict:
     name, volume = p["container"], p["volume"]
-    rc, _, err = run(["podman", "volume", "create", volume])
+    exists = run(["podman", "volume", "exists", volume])[0] == 0
+    rc, _, err = (
+        (0, "", "") if exists and p["replace"] else run(["podman", "volume", "create", volume])
+    )
     if rc != 0:
         raise RuntimeError(f"volume {volume}: {err.strip()}")
     target = mountpoint(volume)
