@@ -101,6 +101,27 @@ def find_container(container_id: str) -> Container:
     return c
 
 
+def _volume_holder(container_id: str) -> Container:
+    """The row a volume delete names: a live container, or a removed one whose volume was kept
+    (removing a container never removes its volume, so this is how that volume goes). Refused
+    while another container on that server uses the same volume (a redeploy took it over)."""
+    c = Container.get_or_none(Container.id == container_id)
+    if c is None or (c.status == "removed" and not c.volume):
+        raise NotFound(f"container {container_id!r} not found", {"container_id": container_id})
+    if c.status == "removed":
+        user = Container.get_or_none(
+            (Container.volume == c.volume)
+            & (Container.server_ip == c.server_ip)
+            & (Container.status != "removed")
+        )
+        if user is not None:
+            raise Conflict(
+                f"the volume {c.volume} is used by {user.container_name}",
+                {"volume": c.volume, "container_id": user.id},
+            )
+    return c
+
+
 def get_container(deps: Deps, container_id: str, live: bool = False) -> dict:
     c = find_container(container_id)
     view = container_view(c)
@@ -799,7 +820,7 @@ def container_action(
 ) -> gate.Answer | dict:
     """start/restart (LOW), stop (MEDIUM), remove (MEDIUM, the container stopped first),
     volume_delete (HIGH). Removing a container never removes its volume."""
-    c = find_container(container_id)
+    c = _volume_holder(container_id) if action == "volume_delete" else find_container(container_id)
     server = fleet.container_server(c)
     extravars = _action_vars(c, server, action)
     state = plan_hash({"action": action, "container": container_view(c), "vars": extravars})
@@ -870,7 +891,8 @@ def _component_files(c: Container) -> list[str]:
 
 
 def _execute_action(deps: Deps, actor: Actor, target: Target, params: dict[str, Any]) -> dict:
-    c = find_container(target.ref)
+    volume_delete = params["action"] == "volume_delete"
+    c = _volume_holder(target.ref) if volume_delete else find_container(target.ref)
     server = fleet.container_server(c)
     extravars = _action_vars(c, server, params["action"])
     if params.get("plan_hash"):
