@@ -394,7 +394,9 @@ def test_project_delete_keeps_its_backups(stack, fleet):  # noqa: F811
         assert approved.status_code in (200, 202), approved.text
         shift.advance(hours=48, minutes=1)
         refused = confirm(c, token, "shop")
-        assert refused.status_code in (409, 422), refused.text
+        # Refused by the Protection Layer (403 protection_refused, as every unmet requirement).
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "protection_refused", refused.text
         assert "backup_verified" in refused.text, refused.text
         # A drill verifies a backup of the db: now it runs.
         r = c.post(f"/api/backups/{good.id}/verify")
