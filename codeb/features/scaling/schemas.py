@@ -8,6 +8,7 @@ from codeb.api.declare import paging, query
 from codeb.api.shapes import NULLABLE_TIME, Meta, Request, Shape
 
 ACTION = Literal["up", "down", "none"]
+API_URL = r"^https?://[^\s@\u0000-\u001f\u007f]+$"
 KeyId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 EnvName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,19}$")]
 
@@ -34,7 +35,8 @@ class PolicyChanges(Request):
 
 
 class CloudChanges(Request):
-    api_url: Annotated[str, Meta(max_length=200, pattern=r"^https?://[^\s@]+$")] | None = None
+    # No control characters (the body check refuses them), so the schema says so too.
+    api_url: Annotated[str, Meta(max_length=200, pattern=API_URL)] | None = None
     region: Annotated[str, Meta(max_length=40, pattern=r"^[a-z0-9][a-z0-9-]*$")] | None = None
     plan: Annotated[str, Meta(max_length=40, pattern=r"^[a-z0-9][a-z0-9-]*$")] | None = None
     os_id: Annotated[int, Meta(ge=0, le=1_000_000)] | None = None
