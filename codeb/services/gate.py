@@ -80,6 +80,14 @@ class Answer:
     def executed(self) -> bool:
         return self.status < 300
 
+    @property
+    def started_operation(self) -> str | None:
+        """The id of the operation an executed applier started, else None (nothing ran: a
+        stricter configured rule asked for a token or queued it)."""
+        result = self.body.get("result", {}) if self.executed else {}
+        operation = result.get("operation") if isinstance(result, dict) else None
+        return operation["id"] if isinstance(operation, dict) else None
+
 
 def applier_for(deps: Deps, operation: str) -> Applier:
     applier = deps.appliers.get(operation)

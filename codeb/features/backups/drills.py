@@ -283,9 +283,8 @@ def scheduled_drills(deps: Deps) -> dict[str, Any]:
         except (Conflict, NotFound, ValidationFailed) as exc:
             skipped.append({"backup": b.id, "reason": exc.message})
             continue
-        operation = answer.body.get("result", {}).get("operation") if answer.executed else None
-        if isinstance(operation, dict):
-            started.append(operation["id"])
+        if answer.started_operation:
+            started.append(answer.started_operation)
         else:
             skipped.append({"backup": b.id, "reason": str(answer.body.get("status"))})
     return {"started": started, "skipped": skipped}

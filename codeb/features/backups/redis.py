@@ -613,9 +613,8 @@ def scheduled_copies(deps: Deps) -> dict[str, Any]:
         except (Conflict, NotFound, ValidationFailed) as exc:
             skipped.append({"cache": c.container_name, "reason": exc.message})
             continue
-        operation = answer.body.get("result", {}).get("operation") if answer.executed else None
-        if isinstance(operation, dict):
-            started.append(operation["id"])
+        if answer.started_operation:
+            started.append(answer.started_operation)
         else:
             skipped.append({"cache": c.container_name, "reason": str(answer.body.get("status"))})
     return {"started": started, "skipped": skipped}

@@ -1108,9 +1108,8 @@ def ensure_streaming(deps: Deps) -> dict[str, Any]:
         except (Conflict, NotFound, ValidationFailed) as exc:
             skipped.append({"db": c.container_name, "reason": exc.message})
             continue
-        operation = answer.body.get("result", {}).get("operation") if answer.executed else None
-        if isinstance(operation, dict):
-            started.append(operation["id"])
+        if answer.started_operation:
+            started.append(answer.started_operation)
         else:
             # A stricter configured rule (a token, a queue entry) is not codeb's to confirm.
             skipped.append({"db": c.container_name, "reason": str(answer.body.get("status"))})

@@ -1105,12 +1105,12 @@ def _scheduled_drift_check(deps: Deps) -> dict[str, Any]:
     if not tracked:
         return {"containers": 0, "note": "nothing to check"}
     answer = drift_check(deps, SYSTEM)
-    operation = answer.body.get("result", {}).get("operation") if answer.executed else None
-    if not isinstance(operation, dict):
+    operation = answer.started_operation
+    if operation is None:
         # A configured stricter rule (a token or a queue entry) is not the scheduler's to
         # confirm: the run fails and says so.
         raise RuntimeError(f"the Protection Layer did not run it: {answer.body.get('status')}")
-    return {"containers": tracked, "operation": operation["id"]}
+    return {"containers": tracked, "operation": operation}
 
 
 # Periodic work of this feature (gathered by its feature package; nothing registers on import).
