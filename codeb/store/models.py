@@ -571,8 +571,8 @@ class RedisCopy(BaseModel):
 
 class ScalingSettings(BaseModel):
     id = AutoField()
-    policy = JSONField()  # codeb.scaling.policy.Policy's fields
-    cloud = JSONField()  # codeb.scaling.settings.CloudSettings' fields (no secret)
+    policy = JSONField()  # codeb.features.scaling.policy.Policy's fields
+    cloud = JSONField()  # codeb.features.scaling.settings.CloudSettings' fields (no secret)
     # Encrypted (Fernet, CODEB_SECRET_KEY_FILE); never answered, logged or put in an error.
     api_key = TextField(null=True)
     updated_at = DateTimeField(default=utcnow)

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from codeb.scaling.policy import Decision, Policy, Pool, Sample, decide
+from codeb.features.scaling.policy import Decision, Policy, Pool, Sample, decide
 
 NOW = dt.datetime(2026, 11, 30, 12, 0, 0)
 ON = Policy(enabled=True, min_servers=1, max_servers=3, monthly_cost_cap=30,

@@ -17,10 +17,16 @@ from typing import Any
 from codeb.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from codeb.executor.events import reported
 from codeb.executor.worker import describe_failure
+from codeb.features.scaling.policy import Decision, Policy, Pool, Sample, decide
+from codeb.features.scaling.settings import (
+    CloudSettings,
+    cloud_from,
+    merge_cloud,
+    merge_policy,
+    policy_from,
+)
 from codeb.protection.tokens import Target
 from codeb.providers.cloud import CloudProvider, Vultr
-from codeb.scaling.policy import Decision, Policy, Pool, Sample, decide
-from codeb.scaling.settings import CloudSettings, cloud_from, merge_cloud, merge_policy, policy_from
 from codeb.services import fleet, gate, operations
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.services.scheduler import Job

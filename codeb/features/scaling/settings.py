@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from codeb.scaling.policy import Policy
+from codeb.features.scaling.policy import Policy
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _ENV = re.compile(r"[a-z][a-z0-9-]{0,19}")
