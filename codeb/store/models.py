@@ -617,6 +617,28 @@ class ScalingEvent(BaseModel):
         table_name = "scaling_events"
 
 
+class ObjectStoreKey(BaseModel):
+    """A key pair of a storage server's S3 store (codeb/features/backups/objectstore.py,
+    migration 0018): `admin` (codeb makes buckets with it), `registry` (codeb's own Litestream
+    replica, bucket `codeb`) or `environment` (that environment's Redis copies, its own
+    bucket and nothing else). The secret is stored encrypted (Fernet)."""
+
+    id = CharField(primary_key=True, max_length=40)
+    server = CharField(max_length=63)
+    scope = CharField(max_length=20)  # admin, registry, environment
+    project_id = CharField(null=True, max_length=40)
+    environment = CharField(null=True, max_length=20)
+    bucket = CharField(null=True, max_length=63)
+    access_key_id = CharField(unique=True, max_length=40)
+    secret = TextField()
+    created_at = DateTimeField(default=utcnow)
+    applied_at = DateTimeField(null=True)  # when the store last took it (identities file)
+
+    class Meta:
+        table_name = "objectstore_keys"
+        indexes = ((("server", "scope", "project_id", "environment"), True),)
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Project,
     Environment,
@@ -645,4 +667,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     ScalingSettings,
     ScalingSample,
     ScalingEvent,
+    ObjectStoreKey,
 )
