@@ -54,6 +54,7 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "scheduler_tick_s": (0, 3600),
     "replica_max_lag_s": (5, 7 * 24 * 3600),
     "recovery_bundle_max_age_days": (1, 3660),
+    "backup_verified_max_age_hours": (1, 24 * 366),
 }
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 # A periodic job runs at most this often and at least this rarely (CODEB_SCHEDULES).
@@ -170,6 +171,9 @@ class Settings:
     # "incremental": "daily"}}; an environment or kind not named keeps the default
     # (full weekly, incremental daily: PostgreSQL 17 block-level incrementals via Barman).
     backup_schedules: dict[str, Any] = field(default_factory=dict, hash=False)
+    # A CRITICAL delete (project, server, production environment, db_drop) needs, for every
+    # database concerned, a drill-verified backup taken no longer ago than this.
+    backup_verified_max_age_hours: int = 168
 
     def __post_init__(self) -> None:
         for name, (low, high) in BOUNDS.items():
@@ -288,6 +292,7 @@ _CASTS: dict[str, Any] = {
     "replica_credentials_file": Path,
     "replica_max_lag_s": int,
     "recovery_bundle_max_age_days": int,
+    "backup_verified_max_age_hours": int,
 }
 
 SETTINGS = tuple(f.name for f in fields(Settings))

@@ -53,11 +53,26 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Fact:
+    """A state fact that says, when unmet, what was found (a verified backup too old: its
+    age and the limit), so the refusal tells more than the requirement. Truthy when met."""
+
+    met: bool
+    found: str = ""
+
+    def __bool__(self) -> bool:
+        return self.met
+
+
+State = Mapping[str, "bool | Fact"]
+
+
+@dataclass(frozen=True)
 class Facts:
     rule: Rule
     now: dt.datetime
     actor: ActorFacts
-    state: Mapping[str, bool] = field(default_factory=dict)  # a missing fact counts as unmet
+    state: State = field(default_factory=dict)  # a missing fact counts as unmet
     attempt: Attempt = Attempt()
     entry: EntryFacts | None = None
 
@@ -103,10 +118,17 @@ def _duration(delta: dt.timedelta) -> str:
     return f"{hours}h {minutes:02d}m"
 
 
+def _satisfy(name: str, state: State) -> str:
+    """What would satisfy a state requirement, and what was found when the fact says."""
+    fact = state.get(name)
+    found = fact.found if isinstance(fact, Fact) else ""
+    return f"{REQUIREMENTS[name]}; found: {found}" if found else REQUIREMENTS[name]
+
+
 def unmet_requirements(
     rule: Rule,
     now: dt.datetime,
-    state: Mapping[str, bool],
+    state: State,
     *,
     confirmations: int,
     approved: bool,
@@ -132,7 +154,9 @@ def unmet_requirements(
                 continue
         else:  # an unknown requirement is never met
             met = False
-        if not met:
+        if not met and name in STATE_REQUIREMENTS:
+            unmet.append(Unmet(name, _satisfy(name, state)))
+        elif not met:
             unmet.append(Unmet(name, REQUIREMENTS.get(name, "unknown requirement")))
     return tuple(unmet)
 
@@ -172,7 +196,7 @@ def decide(facts: Facts) -> Decision:
 
 def _state_unmet(facts: Facts) -> tuple[Unmet, ...]:
     return tuple(
-        Unmet(name, REQUIREMENTS[name])
+        Unmet(name, _satisfy(name, facts.state))
         for name in facts.rule.requirements
         if name in STATE_REQUIREMENTS and not facts.state.get(name)
     )

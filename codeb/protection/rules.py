@@ -26,8 +26,9 @@ class DangerLevel(IntEnum):
 REQUIREMENTS: dict[str, str] = {
     "backup_exists": "a completed backup of the target's project/environment must exist",
     "backup_verified": (
-        "a backup of the target's project/environment must have been restored into a scratch "
-        "instance and checked (backups.verified_at set)"
+        "a backup of every database the target concerns must have been restored into a "
+        "scratch instance and checked (backups.verified_at set: POST /api/backups/:id/verify) "
+        "and be no older than CODEB_BACKUP_VERIFIED_MAX_AGE_HOURS"
     ),
     "container_stopped": "stop the container(s) first",
     "staging_tested": "the same image must be running in the project's staging environment",

@@ -139,6 +139,14 @@ def log_rule_overrides(deps: Deps) -> list[AppliedOverride]:
     return applied
 
 
+def _state(deps: Deps, rule: Rule, target: Target, params: dict[str, Any]) -> dict[str, Any]:
+    """The state facts the rule needs, read at the injected clock's now (a verified
+    backup's age counts against CODEB_BACKUP_VERIFIED_MAX_AGE_HOURS as cooldowns do)."""
+    limit = dt.timedelta(hours=deps.settings.backup_verified_max_age_hours)
+    ctx = predicates.Context(now=deps.clock.now(), verified_max_age=limit)
+    return predicates.evaluate(rule.requirements, target, params, ctx)
+
+
 def _actor_facts(actor: Actor) -> ActorFacts:
     return ActorFacts(
         key_id=actor.key_id,
@@ -235,7 +243,7 @@ def guard(
     binding = binding_hash(operation, target, params)
     if confirmation is not None and confirmation.token:
         return confirm(deps, actor, confirmation.token, confirmation.typed_name, binding)
-    state = predicates.evaluate(rule.requirements, target, params)
+    state = _state(deps, rule, target, params)
     decision = decide(Facts(rule, deps.clock.now(), _actor_facts(actor), state))
     if isinstance(decision, Proceed):
         return _run_now(deps, actor, rule, target, params, success_status)
@@ -375,7 +383,7 @@ def _entry_facts(
 ) -> tuple[Rule, Target, dict[str, Any], Decision]:
     rule = queue.stored_rule(entry, rule_for(deps, entry.operation))
     target, params = queue.entry_target(entry), queue.entry_params(entry)
-    state = predicates.evaluate(rule.requirements, target, params)
+    state = _state(deps, rule, target, params)
     facts = Facts(rule, deps.clock.now(), _actor_facts(actor), state, attempt,
                   queue.entry_facts(entry))  # fmt: skip
     return rule, target, params, decide(facts)
@@ -541,7 +549,7 @@ def _view_with_unmet(deps: Deps, entry: ProtectionQueue) -> dict[str, Any]:
         return queue.entry_view(entry, now)
     rule = queue.stored_rule(entry, rule_for(deps, entry.operation))
     target, params = queue.entry_target(entry), queue.entry_params(entry)
-    state = predicates.evaluate(rule.requirements, target, params)
+    state = _state(deps, rule, target, params)
     unmet = unmet_requirements(
         rule, now, state, confirmations=entry.confirmations,
         approved=entry.approved_key_id is not None, requested_at=entry.created_at,
