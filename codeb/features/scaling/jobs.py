@@ -3,8 +3,9 @@
 Scale up: create the instance (tagged codeb + codeb-autoscaled, user_data authorising codeb's
 SSH key) -> wait until the cloud says it is ready and SSH answers (ready_timeout_s) -> pin its
 host key -> register it (role app) -> bootstrap it (the servers feature's bootstrap run) ->
-place the app of every scaling environment on it (the containers feature's deploy run with the
-app on one more server) -> let the proxies follow (the domains feature's apply) -> health.
+place a replica of what each scaling environment runs on it (`scale_place`, place.py: the
+very image it runs, by id; not a deploy, so not behind a production deploy's staging gate,
+and never a new image) -> let the proxies follow (the domains feature's apply) -> health.
 Any failure deletes the instance it created and unregisters what it registered; the event
 says at which step it failed. Each step is a row of the event's `steps` with its duration.
 
@@ -27,8 +28,8 @@ from typing import Any
 
 from codeb.errors import CodebError
 from codeb.executor.identity import ensure_ssh_key
-from codeb.executor.worker import JobResult, RunContext
-from codeb.features.scaling import service
+from codeb.executor.worker import JobFailed, JobResult, RunContext
+from codeb.features.scaling import place, service
 from codeb.providers.cloud import AUTOSCALED_TAG, CODEB_TAG, CloudError, Instance, InstanceSpec
 from codeb.services import fleet, operations
 from codeb.services.context import SYSTEM, Deps
@@ -89,7 +90,7 @@ class Steps:
 
 
 def _message(exc: BaseException) -> str:
-    if isinstance(exc, StepFailed | CodebError):
+    if isinstance(exc, StepFailed | CodebError | JobFailed):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"[:500]
 
@@ -207,6 +208,17 @@ def wait_operation(ctx: RunContext, op_id: str) -> Operation:
     raise StepFailed(f"operation {op_id} did not end in time")
 
 
+def _wait_for_other(ctx: RunContext, op_id: str) -> None:
+    """Until another's operation ended (a cancel of this run stops the wait, never theirs)."""
+    deadline = time.monotonic() + ctx.deps.settings.run_timeout_s + 120
+    while Operation.get_by_id(op_id).status not in FINAL:
+        if ctx.canceled:
+            raise StepFailed("canceled")
+        if time.monotonic() > deadline:
+            raise StepFailed(f"operation {op_id} did not end in time")
+        ctx.cancel.wait(1)
+
+
 def _require_succeeded(op: Operation, what: str) -> dict[str, Any]:
     if op.status != "succeeded":
         raise StepFailed(f"{what} {op.status} (operation {op.id}): {op.error or 'no reason'}")
@@ -216,55 +228,43 @@ def _require_succeeded(op: Operation, what: str) -> dict[str, Any]:
 # -- scale up --------------------------------------------------------------------------------
 
 
-def _scaling_environments(names: tuple[str, ...]) -> list[tuple[Project, Environment, str]]:
-    """(project, environment, image running) of every active environment named in the
-    settings whose app runs somewhere now."""
-    from codeb.features.containers.service import _running_image
-
-    out = []
+def _scaling_environments(names: tuple[str, ...]) -> list[tuple[Project, Environment]]:
+    """Every active environment named in the settings (the ones whose app runs nowhere are
+    skipped when placing)."""
     envs = (
         Environment.select(Environment, Project)
         .join(Project)
         .where((Environment.name.in_(list(names))) & (Environment.status == "active"))
         .order_by(Project.name, Environment.name)
     )
-    for env in envs:
-        image = _running_image(env.project.id, env.name)
-        if image:
-            out.append((env.project, env, image))
-    return out
+    return [(env.project, env) for env in envs]
 
 
 def place_on(ctx: RunContext, server: Server, names: tuple[str, ...]) -> dict[str, Any]:
-    """Deploy the image each scaling environment runs, with its app on `server` too."""
-    from codeb.features.containers import service as containers
-
-    deps = ctx.deps
+    """A replica of what each scaling environment runs now on `server` (see place.py: never
+    another image, and so not subject to the staging gate of a production deploy). A deploy
+    of the environment under way is waited for first: it may change what runs."""
     placed = []
-    for project, env, image in _scaling_environments(names):
-        current = fleet.placed(env).get("app", [])
-        if server.name in current:
+    for project, env in _scaling_environments(names):
+        for busy in place.deploys_in_flight(project, env):
+            _wait_for_other(ctx, busy.id)
+        source = place.replica_source(project, env)
+        if source is None or server.name in fleet.placed(env).get("app", []):
             continue
-        placement = fleet.resolve(project, env, {"app": sorted([*current, server.name])})
-        fleet.require_ready(placement)
-        units = containers.environment_units(deps, project, env, image, placement)
-        with deps.write():
-            fleet.record(deps, env, placement)
-            op = operations.create_operation(
-                deps, SYSTEM, "deploy", units.servers,
-                {"project_id": project.id, "environment": env.name, "image": image,
-                 "plan_hash": None, "from_state": None},
-                project_id=project.id,
-            )  # fmt: skip
-        dispatch(ctx, op.id)
-        done = wait_operation(ctx, op.id)
-        if done.status != "succeeded":
+        op = run_sub(
+            ctx, place.SCALE_PLACE, [server.name],
+            {"project_id": project.id, "environment": env.name, "server_id": server.id,
+             "image": source.image, "image_id": source.image_id},
+            project_id=project.id,
+        )  # fmt: skip
+        if op.status != "succeeded":
             raise StepFailed(
-                f"the deploy of {project.name}/{env.name} on {server.name} {done.status} "
-                f"(operation {done.id}): {done.error or 'no reason'}"
+                f"placing {project.name}/{env.name} on {server.name} {op.status} "
+                f"(operation {op.id}): {op.error or 'no reason'}"
             )
-        placed.append({"environment": f"{project.name}/{env.name}", "image": image,
-                       "port": env.app_port, "operation": op.id})  # fmt: skip
+        placed.append({"environment": f"{project.name}/{env.name}", "image": source.image,
+                       "image_id": source.image_id, "port": env.app_port,
+                       "operation": op.id})  # fmt: skip
     return {"placed": placed}
 
 
@@ -281,7 +281,7 @@ def proxies_follow(ctx: RunContext) -> dict[str, Any]:
             .first()
         )
         if busy is not None:
-            wait_operation(ctx, busy.id)
+            _wait_for_other(ctx, busy.id)
             continue
         reason = domains.sync_reason(deps)
         if reason is None:
@@ -666,4 +666,4 @@ def start_sweep(deps: Deps) -> _StartupSweep | None:
     return _StartupSweep(deps) if deps.worker is not None else None
 
 
-JOBS = {service.SCALE_UP: ScaleUpJob(), service.SCALE_DOWN: ScaleDownJob()}
+JOBS = {service.SCALE_UP: ScaleUpJob(), service.SCALE_DOWN: ScaleDownJob(), **place.JOBS}
