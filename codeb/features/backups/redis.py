@@ -21,9 +21,10 @@ from codeb.errors import Conflict, NotFound, ValidationFailed
 from codeb.executor.events import reported
 from codeb.executor.runner import PlaybookRun
 from codeb.executor.worker import JobResult, RunContext, describe_failure
-from codeb.features.backups import drills
+from codeb.features.backups import drills, objectstore
 from codeb.features.projects import service as projects
 from codeb.protection.tokens import Target
+from codeb.providers.objectstore import ObjectStoreError
 from codeb.services import fleet, gate, operations, ports, scheduler
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import (
@@ -214,20 +215,30 @@ class CopyJob:
                     timeout_s=3600,
                 )
             )
+            snap = reported(records, "codeb_redis_snapshot")
+            stored = reported(records, "codeb_redis_stored")
+            # The copy of record goes into the storage server's S3 store (its environment's
+            # bucket); the copy is completed only when the object reads back whole.
+            uploaded, upload_error = None, None
+            if outcome.status == "successful" and snap and stored:
+                try:
+                    rdb = stage / f"{copy.id}.rdb"
+                    uploaded = objectstore.put_redis_copy(deps, ctx.run, copy, rdb)
+                except ObjectStoreError as exc:
+                    upload_error = exc.message
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-        snap = reported(records, "codeb_redis_snapshot")
-        stored = reported(records, "codeb_redis_stored")
         with deps.write():
             copy = RedisCopy.get_by_id(copy.id)
             copy.finished_at = deps.clock.now()
-            if outcome.status == "successful" and snap and stored:
+            if uploaded is not None:
                 copy.status, copy.error = "completed", None
                 copy.keys = int(snap.get("keys") or 0)
                 copy.size_bytes = int(snap.get("size") or 0)
-                copy.path = stored.get("path")
+                copy.path = uploaded.url
             else:
-                copy.status, copy.error = "failed", describe_failure(outcome, records)
+                copy.status = "failed"
+                copy.error = upload_error or describe_failure(outcome, records)
             copy.save()
         if copy.status != "completed":
             return JobResult("failed", copy.error, {"copy": copy_view(copy)})
@@ -568,6 +579,10 @@ class DeleteJob:
         )
         if outcome.status != "successful":
             return JobResult("failed", describe_failure(outcome, records), {})
+        try:
+            objectstore.delete_redis_copy(deps, copy)
+        except ObjectStoreError as exc:
+            return JobResult("failed", exc.message, {})
         with deps.write():
             copy.status, copy.deleted_at = "deleted", deps.clock.now()
             copy.save()
