@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
 
 from codeb.providers.objectstore.base import (
     Credentials,
@@ -75,6 +75,11 @@ class S3Store:
                     message, {"endpoint": self.endpoint, "code": exc.code}
                 ) from None
             raise ObjectStoreError(message, {"endpoint": self.endpoint, "code": exc.code}) from None
+        except MinioException as exc:  # a non-S3 answer (a proxy's page, a 5xx, ...)
+            raise ObjectStoreError(
+                f"S3 store {self.endpoint}: {what} failed: {type(exc).__name__}",
+                {"endpoint": self.endpoint},
+            ) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             reason = type(exc).__name__
             inner = getattr(exc, "reason", None)
