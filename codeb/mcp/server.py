@@ -22,6 +22,7 @@ from codeb import __version__
 from codeb.client import ApiError, CodebClient, Json
 from codeb.mcp.hints import annotations_for, default_rules, rules_from_api
 from codeb.mcp.results import error_text, operation_brief, outcome
+from codeb.mcp.scaling import scaling_specs
 from codeb.protection.rules import Rule
 
 log = logging.getLogger(__name__)
@@ -328,6 +329,7 @@ def tool_specs(tools: Tools) -> list[ToolSpec]:
              t.list_protection_queue, "get /api/protection/queue"),
         spec("show_protection_entry", "Show a request's state", None, t.show_protection_entry,
              "get /api/protection/queue/{entry_id}"),
+        *scaling_specs(t, spec),
     ]  # fmt: skip
 
 

@@ -14,6 +14,7 @@ READ_ONLY = {
     "list_projects", "show_project", "preview_deploy", "container_status", "list_operations",
     "show_operation", "operation_log", "follow_operation", "list_protection_queue",
     "show_protection_entry", "list_domains", "domain_status", "list_backups", "backup_status",
+    "scaling_policy", "scaling_history",
 }  # fmt: skip
 # What an assistant must never be able to do through codeb's MCP server.
 FORBIDDEN_WORDS = ("confirm", "approve", "key", "grant", "override", "rule")
