@@ -14,6 +14,9 @@ first backup through the API, then both restores of each round side by side):
    codeb runs the restore as one Ansible module on the storage server
    (roles/codeb_backup_storage/library/codeb_barman_restore.py: one round trip, not one per
    step).
+   Each API restore is split into its parts (request, wait for the worker, ansible-runner's
+   and ansible-playbook's start-up, the module's task and its steps, the run's end, the
+   client's last poll), so what codeb adds beyond the restore itself shows.
 2. **pgbench TPS with WAL streaming on ÷ off** (target >= 0.95): `pgbench -c 4 -j 2 -T N`
    inside the db container with the storage server's WAL receiver running, then stopped.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             "CODEB_BACKUP_FIGURES": str(figures_file),
         }
         run = subprocess.run(
-            [sys.executable, "-m", "pytest", "tests/backups/test_backups_fleet.py", "-x", "-q",
-             "-k", "bench", "-p", "no:cacheprovider"],
+            [sys.executable, "-m", "pytest", "tests/backups/test_restore_bench_fleet.py", "-x",
+             "-q", "-s", "-p", "no:cacheprovider"],
             cwd=REPO_ROOT, env=env, check=False,
         )  # fmt: skip
         if run.returncode != 0 or not figures_file.exists():
@@ -67,7 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pgbench TPS, WAL streaming   {figures['pgbench_tps_wal_on']:7.1f}")
     print(f"pgbench TPS, receiver off    {figures['pgbench_tps_wal_off']:7.1f}")
     print(f"  on / off                   {figures['pgbench_on_over_off']:7.2f}  (target >= 0.95)")
-    print(f"backup on request            {figures.get('backup_on_request_s', 0):7.1f} s")
+    print(f"first backup (sets up WAL)   {figures.get('first_backup_with_setup_s', 0):7.1f} s")
+    print("where an API restore's time goes (median of the rounds):")
+    parts = figures.get("pitr_api_breakdown") or []
+    for key in ("request_s", "queued_s", "runner_start_s", "before_module_s", "module_task_s",
+                "run_end_s", "poll_s"):  # fmt: skip
+        values = [p[key] for p in parts if isinstance(p.get(key), int | float)]
+        if values:
+            print(f"  {key:26} {statistics.median(values):7.2f} s")
+    for p in parts:
+        print(f"  module: {p.get('module_steps')}")
     print(f"load average (1 min)         {figures['loadavg_1m']:7.2f}")
     return 0
 
