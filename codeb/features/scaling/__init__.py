@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from codeb.api.declare import Op, answer
 from codeb.features.protection.schemas import PENDING, pending_or
-from codeb.features.scaling import jobs, schemas, service
+from codeb.features.scaling import jobs, metrics, schemas, service
 from codeb.wiring import Configurator
 
 
@@ -20,6 +20,7 @@ def includeme(config: Configurator) -> None:
     config.add_runner_jobs(jobs.JOBS)
     config.add_schedules(service.SCHEDULES)
     config.add_background("scaling_orphan_sweep", jobs.start_sweep)
+    config.add_metrics(metrics.METRICS)
     config.add_route(
         "/api/scaling/policy",
         api.Policy,

@@ -380,7 +380,7 @@ def history(limit: int = 50, offset: int = 0, kind: str | None = None) -> dict[s
 # -- scale up / down through the gate -------------------------------------------------------
 
 
-def _in_flight() -> ScalingEvent | None:
+def in_flight() -> ScalingEvent | None:
     return (
         ScalingEvent.select()
         .where(ScalingEvent.kind.in_(["up", "down"]) & ScalingEvent.status.in_(IN_FLIGHT))
@@ -389,7 +389,7 @@ def _in_flight() -> ScalingEvent | None:
 
 
 def _require_idle() -> None:
-    busy = _in_flight()
+    busy = in_flight()
     if busy is not None:
         raise Conflict(
             f"a scale {busy.kind} is already {busy.status} (event {busy.id})",
@@ -618,7 +618,7 @@ def _scheduled_check(deps: Deps) -> dict[str, Any]:
         out["orphans"] = jobs.sweep_orphans(deps, trigger="scheduled")
     if not policy.enabled:
         return {**out, "skipped": "autoscaling is disabled"}
-    if _in_flight() is not None:
+    if in_flight() is not None:
         return {**out, "skipped": "a scale up or down is in flight"}
     if app_servers():
         sample_now(deps)
