@@ -133,9 +133,10 @@ def register(sub: argparse._SubParsersAction, p: Parents) -> None:
     c.add_argument("environment", choices=ENVIRONMENTS)
     c.add_argument(
         "--type",
-        choices=("full", "incremental"),
+        choices=("full", "incremental", "differential"),
         default="full",
-        help="incremental: PostgreSQL 17 block-level, on the latest backup",
+        help="incremental: PostgreSQL 17 block-level, on the latest backup; differential: "
+        "the same on the latest full backup",
     )
     c.set_defaults(remote=backups_create)
     c = cmds.add_parser("list", parents=[p.json], help="list backups, newest first")

@@ -290,7 +290,7 @@ def test_incremental_needs_a_completed_backup_to_build_on(store):
     Server.create(name="storage", ip="127.0.0.9", role="storage", status="ready")
     with pytest.raises(ValidationFailed):
         backups.create_backup(_Deps(), SYSTEM, {"project": "shop", "environment": "staging",
-                                                "type": "differential"})  # fmt: skip
+                                                "type": "weekly"})  # fmt: skip
     with pytest.raises(Conflict) as info:
         backups.create_backup(_Deps(), SYSTEM, {"project": "shop", "environment": "staging",
                                                 "type": "incremental"})  # fmt: skip

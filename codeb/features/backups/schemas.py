@@ -12,8 +12,9 @@ class BackupCreateRequest(Request):
     project: Annotated[str, Meta(min_length=1, max_length=100)]
     environment: EnvironmentName
     component: Literal["db"] | UnsetType = UNSET
-    # incremental: PostgreSQL 17 block-level, on the latest backup (a full one must exist).
-    type: Literal["full", "incremental"] | UnsetType = UNSET
+    # incremental: PostgreSQL 17 block-level, on the latest backup (a full one must exist);
+    # differential: the same on the latest full backup (a restore needs only the two).
+    type: Literal["full", "incremental", "differential"] | UnsetType = UNSET
 
     example = {"project": "shop", "environment": "production", "component": "db"}
 

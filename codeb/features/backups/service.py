@@ -52,7 +52,10 @@ DEFAULT_SCHEDULE = "daily"
 # Base backups the storage server's timers take, per environment (CODEB_BACKUP_SCHEDULES
 # replaces either): full weekly, a PostgreSQL 17 block-level incremental daily.
 DEFAULT_SCHEDULES = {"full": "weekly", "incremental": "daily"}
-TYPES = ("full", "incremental")
+# differential: a PostgreSQL 17 incremental whose parent is the latest completed *full* backup
+# (Barman `backup --incremental <that full>`): a restore needs that full and this one only,
+# never a chain of dailies; incremental builds on the latest backup, whatever its type.
+TYPES = ("full", "incremental", "differential")
 
 
 def schedules_for(settings: Any, environment: str) -> dict[str, str]:
@@ -306,20 +309,21 @@ def create_backup(
         raise ValidationFailed(f"unknown fields: {', '.join(unknown)}", {"fields": unknown})
     backup_type = body.get("type", "full")
     if backup_type not in TYPES:
-        raise ValidationFailed("type must be 'full' or 'incremental'", {"type": backup_type})
-    if backup_type == "incremental":
+        raise ValidationFailed(
+            "type must be 'full', 'incremental' (on the latest backup) or 'differential' (on "
+            "the latest full backup)",
+            {"type": backup_type, "allowed": list(TYPES)},
+        )
+    if backup_type in ("incremental", "differential"):
         t = BackupTarget.get_or_none(
             (BackupTarget.project == project.id) & (BackupTarget.environment == env.name)
         )
-        parent = t and (
-            Backup.select()
-            .where((Backup.target_id == t.id) & (Backup.status == "completed"))
-            .exists()
-        )
+        parent = t and _parent_backup(t, backup_type)
         if not parent or t.status != "enabled":
             raise Conflict(
-                "an incremental backup needs a completed backup of the streaming db to build "
-                "on: take a full one first",
+                f"an {backup_type} backup needs a completed "
+                f"{'full ' if backup_type == 'differential' else ''}backup of the streaming db "
+                "to build on: take a full one first",
                 {"type": backup_type},
             )
     _db_container(project, env.name)
@@ -441,11 +445,25 @@ def _parse_barman_time(value: str | None) -> dt.datetime | None:
     )
 
 
+def _parent_backup(t: BackupTarget, backup_type: str) -> Backup | None:
+    """What an incremental builds on: the latest completed backup; a differential: the latest
+    completed full one."""
+    query = Backup.select().where(
+        (Backup.target_id == t.id)
+        & (Backup.status == "completed")
+        & Backup.barman_id.is_null(False)
+    )
+    if backup_type == "differential":
+        query = query.where(Backup.type == "full")
+    return query.order_by(Backup.end_time.desc(), Backup.created_at.desc()).first()
+
+
 def _apply_barman(b: Backup, info: dict[str, Any]) -> None:
     """What Barman's show-backup says about a backup, onto its row."""
     base = info.get("base_backup_information") or {}
     b.barman_id = info.get("backup_id") or b.barman_id
-    if info.get("backup_type") in TYPES:
+    # Barman calls a differential "incremental" (it is one, on a full parent): codeb's name stays.
+    if info.get("backup_type") in TYPES and b.type != "differential":
         b.type = info["backup_type"]
     b.size_bytes = base.get("backup_size_with_wals_bytes") or base.get("backup_size_bytes")
     b.begin_wal, b.end_wal = base.get("begin_wal"), base.get("end_wal")
@@ -489,6 +507,16 @@ class BackupJob:
         return JobResult("succeeded", None, {"backup": backup_view(b)})
 
 
+def _incremental_parent(t: BackupTarget, b: Backup) -> str:
+    """Barman's --incremental argument: `latest`, or the latest full backup's Barman id for a
+    differential (`none` when it is gone since the request: the role then fails the backup,
+    saying so)."""
+    if b.type != "differential":
+        return "latest"
+    parent = _parent_backup(t, "differential")
+    return parent.barman_id if parent is not None else "none"
+
+
 def take_backup(ctx: RunContext, t: BackupTarget, b: Backup) -> Backup:
     """Run one base backup of an enabled target for the running row `b`: first the canary
     row on the db host (codeb_canary: b.canary and the database's time), then Barman's backup
@@ -507,7 +535,8 @@ def take_backup(ctx: RunContext, t: BackupTarget, b: Backup) -> Backup:
                 "codeb_backup_source_superuser": projects.db_user_for(project.name),
                 "codeb_backup_source_database": projects.db_name_for(project.name, t.environment),
                 "codeb_backup_source_canary": b.canary or "",
-                "codeb_backup_storage_incremental": b.type == "incremental",
+                "codeb_backup_storage_incremental": b.type in ("incremental", "differential"),
+                "codeb_backup_storage_incremental_parent": _incremental_parent(t, b),
             },
             timeout_s=3600,
         )
