@@ -1,5 +1,8 @@
-"""The storage server's S3 store on the real fleet (issue 10), on the backups stack (a
-storage server bootstrapped, shop/staging deployed with a Redis): the first Redis copy sets
+"""What issue 10 left on the storage server, on the real fleet, on the backups stack (a
+storage server bootstrapped, shop/staging deployed with a Redis and a db), one stack for
+all three tests:
+
+**The S3 store.** The first Redis copy sets
 the store up (roles/codeb_s3: SeaweedFS behind its S3 gateway, key pairs 0600) and puts
 the RDB into the environment's bucket; each key reaches only its own bucket; no secret in
 events, the log or argv on the storage server; codeb's own registry (a Litestream replica)
@@ -8,21 +11,51 @@ replicates into the store with the key pair codeb wrote for it and restores from
 Then the store is killed during a copy (its gateway killed again and again while the copy
 runs, so the upload meets it dead whenever it comes): the copy is `failed` with the store's
 reason, nothing reports success and no object of it exists; the next scheduled run (the
-hourly `redis_copies` job, called as its tick) completes once the store is back."""
+hourly `redis_copies` job, called as its tick) completes once the store is back.
+
+**Differential backups.** A full, an incremental on it, then a differential: Barman's
+parent of the differential is the full (not the incremental); restored into a new container
+it holds the rows written before it (full + differential combined).
+
+**bench/restore.py** (only with CODEB_BACKUP_BENCH): PITR through the API ÷ the same restore
+by hand with Barman's own commands, each API restore split into where its time went, and
+pgbench TPS with WAL streaming on ÷ off."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import shlex
 import sqlite3
+import statistics
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from codeb.features.backups import objectstore, redis
+from codeb.features.backups import service as backups
 from codeb.features.recovery import replica
 from codeb.providers.objectstore import Credentials, ObjectStoreDenied, S3Store
-from codeb.store.models import ObjectStoreKey, OperationEvent, OperationLog, RedisCopy, Server
-from tests.backups.test_backups_fleet import stack, start  # noqa: F401
+from codeb.store.models import (
+    Backup,
+    ObjectStoreKey,
+    Operation,
+    OperationEvent,
+    OperationLog,
+    RedisCopy,
+    Server,
+)
+from tests.backups.test_backups_fleet import (  # noqa: F401
+    BY_HAND_RESTORE,
+    env_var,
+    pgbench_tps,
+    psql,
+    stack,
+    start,
+)
 from tests.backups.test_drills_fleet import redis_cli
 from tests.executor.helpers import wait_operation
 
@@ -176,3 +209,155 @@ def test_s3_store_redis_copies_registry_and_a_killed_store(stack, fleet, tmp_pat
         (obj,) = env_store.list(bucket, f"redis/{name}/{again.id}/")
         assert obj.size == again.size_bytes
     print("s3 figures:", json.dumps(FIGURES, sort_keys=True))
+
+
+def test_differential_builds_on_the_latest_full(stack, fleet):  # noqa: F811
+    api, deps, created, storage, _deployed = stack
+    url = env_var(created["env_files"]["staging"], "DATABASE_URL")
+    with api.client() as c, deps.db.connection_context():
+
+        def take(kind: str) -> Backup:
+            r = c.post("/api/backups", json={"project": "shop", "environment": "staging",
+                                             "type": kind})  # fmt: skip
+            op = wait_operation(c, start(r), timeout=900)
+            assert op["status"] == "succeeded", (kind, op.get("error"))
+            b = Backup.get_by_id(op["result"]["backup"]["id"])
+            assert b.status == "completed" and b.barman_id, (kind, b.status, b.error)
+            return b
+
+        psql(url, "CREATE TABLE IF NOT EXISTS diff_rows (id int PRIMARY KEY, phase text)")
+        psql(url, "INSERT INTO diff_rows SELECT g, 'full' FROM generate_series(1, 200) g "
+             "ON CONFLICT DO NOTHING")  # fmt: skip
+        full = take("full")
+        psql(url, "INSERT INTO diff_rows SELECT g, 'inc' FROM generate_series(201, 300) g")
+        inc = take("incremental")
+        psql(url, "INSERT INTO diff_rows SELECT g, 'diff' FROM generate_series(301, 400) g")
+        t0 = time.monotonic()
+        diff = take("differential")
+        FIGURES["differential_backup_s"] = time.monotonic() - t0
+        assert diff.type == "differential"
+
+        def parent(b: Backup) -> str:
+            shown = storage.ssh(
+                f"runuser -u barman -- barman -f json show-backup shop-staging-db {b.barman_id}",
+                check=True,
+            ).stdout
+            info = json.loads(shown)["shop-staging-db"]
+            return str(info.get("parent_backup_id") or info.get("base_backup_information", {})
+                       .get("parent_backup_id"))  # fmt: skip
+
+        assert parent(inc) == full.barman_id, parent(inc)  # the latest, then the full
+        assert parent(diff) == full.barman_id, (parent(diff), full.barman_id, inc.barman_id)
+        # A differential needs only the full: restored, it holds every row written before it.
+        r = c.post(f"/api/backups/{diff.id}/restore", json={"into": "new"})
+        op = wait_operation(c, start(r), timeout=900)
+        assert op["status"] == "succeeded", op.get("error")
+        port = op["result"]["restore"]["port"]
+        user, rest = url.split("//", 1)[1].split(":", 1)
+        pw, dbname = rest.split("@", 1)[0], url.rsplit("/", 1)[1]
+        restored = f"postgresql://{user}:{pw}@{storage.ip}:{port}/{dbname}"
+        counts = psql(restored, "SELECT string_agg(phase || '=' || n, ',' ORDER BY phase) FROM "
+                      "(SELECT phase, count(*) n FROM diff_rows GROUP BY phase) x")  # fmt: skip
+        assert counts == "diff=100,full=200,inc=100", counts
+
+
+def _utc(value: dt.datetime) -> float:
+    return value.replace(tzinfo=dt.UTC).timestamp()
+
+
+def breakdown(op_id: str, posted: float, answered: float, observed: float) -> dict[str, Any]:
+    """Where an API restore's seconds went, from the operation's and its events' times."""
+    op = Operation.get_by_id(op_id)
+    events = list(
+        OperationEvent.select().where(OperationEvent.operation == op_id).order_by(
+            OperationEvent.seq)
+    )  # fmt: skip
+    first = events[0].created_at
+    (task,) = [e for e in events if e.event == "runner_on_ok" and
+               (e.task or "").startswith("Restore (barman")]  # fmt: skip
+    stats = [e for e in events if e.event == "playbook_on_stats"][-1]
+    return {
+        "request_s": answered - posted,
+        "queued_s": _utc(op.started_at) - _utc(op.created_at),
+        "runner_start_s": _utc(first) - _utc(op.started_at),
+        "module_task_s": task.duration,
+        "module_steps": (task.data or {}).get("msg"),
+        "before_module_s": _utc(task.created_at) - task.duration - _utc(first),
+        "run_end_s": _utc(op.finished_at) - _utc(stats.created_at),
+        "poll_s": observed - _utc(op.finished_at),
+        "tasks": sorted({e.task for e in events if e.event == "playbook_on_task_start"}),
+    }
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CODEB_BACKUP_BENCH"), reason="bench/restore.py sets CODEB_BACKUP_BENCH"
+)
+def test_bench_restore_breakdown_and_wal_cost(stack, fleet):  # noqa: F811
+    api, deps, created, storage, _deployed = stack
+    url = env_var(created["env_files"]["staging"], "DATABASE_URL")
+    user = url.split("//", 1)[1].split(":", 1)[0]
+    dbname = url.rsplit("/", 1)[1]
+    rounds = int(os.environ.get("CODEB_BACKUP_BENCH_ROUNDS", "2"))
+    figures: dict[str, Any] = {}
+    with api.client() as c, deps.db.connection_context():
+        r = c.post("/api/backups", json={"project": "shop", "environment": "staging"})
+        t0 = time.monotonic()
+        op = wait_operation(c, start(r), timeout=900)
+        figures["backup_before_restores_s"] = time.monotonic() - t0
+        assert op["status"] == "succeeded", op.get("error")
+        b = Backup.get_by_id(op["result"]["backup"]["id"])
+        api_s, hand_s, parts = [], [], []
+        for i in range(rounds):
+            psql(url, f"CREATE TABLE IF NOT EXISTS bench (i int); INSERT INTO bench VALUES ({i})")
+            time.sleep(1.2)
+            when = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
+            posted, t0 = time.time(), time.monotonic()
+            r = c.post(f"/api/backups/{b.id}/restore", json={"target_time": when.isoformat() + "Z"})
+            answered = time.time()
+            op_id = start(r)
+            op = wait_operation(c, op_id, timeout=900)
+            api_s.append(time.monotonic() - t0)
+            assert op["status"] == "succeeded", op.get("error")
+            parts.append(breakdown(op_id, posted, answered, time.time()))
+            args = " ".join(
+                shlex.quote(a)
+                for a in (f"byhand-{i}", str(39900 + i), when.strftime("%Y-%m-%d %H:%M:%S+00:00"),
+                          b.barman_id, "shop-staging-db", backups.POSTGRES_IMAGE)
+            )  # fmt: skip
+            t0 = time.monotonic()
+            script = BY_HAND_RESTORE.format(user=user)
+            storage.ssh(f"bash -s -- {args} <<'EOS'\n{script}EOS", check=True)
+            hand_s.append(time.monotonic() - t0)
+        figures["pitr_api_s"] = statistics.median(api_s)
+        figures["pitr_by_hand_s"] = statistics.median(hand_s)
+        figures["pitr_api_over_by_hand"] = figures["pitr_api_s"] / figures["pitr_by_hand_s"]
+        figures["pitr_api_rounds_s"] = api_s
+        figures["pitr_by_hand_rounds_s"] = hand_s
+        figures["pitr_api_breakdown"] = parts
+        figures["loadavg_1m_after_restores"] = os.getloadavg()[0]
+
+        db = fleet["db"]
+        container = "shop-staging-db"
+        db.ssh(f"podman exec {container} pgbench -i -q -s 5 -U {user} {dbname}", check=True)
+        receiver = "codeb-barman-receive-wal@shop-staging-db"
+        on, off = [], []
+        seconds = int(os.environ.get("CODEB_BACKUP_BENCH_SECONDS", "15"))
+        try:
+            for _ in range(rounds):
+                on.append(pgbench_tps(db, container, user, dbname, seconds))
+                storage.ssh(f"systemctl stop {receiver}", check=True)
+                off.append(pgbench_tps(db, container, user, dbname, seconds))
+                storage.ssh(f"systemctl start {receiver}", check=True)
+        finally:
+            storage.ssh(f"systemctl start {receiver}")
+        figures["pgbench_tps_wal_on"] = statistics.median(on)
+        figures["pgbench_tps_wal_off"] = statistics.median(off)
+        figures["pgbench_on_over_off"] = (
+            figures["pgbench_tps_wal_on"] / figures["pgbench_tps_wal_off"]
+        )
+        figures["loadavg_1m"] = os.getloadavg()[0]
+        figures["measured_at"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print("restore bench:", json.dumps(figures, sort_keys=True, default=str))
+    out = os.environ.get("CODEB_BACKUP_FIGURES")
+    if out:
+        Path(out).write_text(json.dumps(figures, indent=2, sort_keys=True, default=str))
