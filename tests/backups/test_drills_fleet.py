@@ -420,4 +420,23 @@ def test_project_delete_keeps_its_backups(stack, fleet):  # noqa: F811
         dbname = url.rsplit("/", 1)[1]
         restored_url = f"postgresql://{user}:{pw}@{storage.ip}:{restored['port']}/{dbname}"
         assert int(psql(restored_url, "SELECT count(*) FROM drill_rows")) >= 300
+        # And as a new project (LOW): shop registered again, the restored data its staging
+        # db, reached with its own .env file; the rows equal the source's.
+        digest = ("SELECT count(*) || ':' || md5(string_agg(id || '=' || note, ',' "
+                  "ORDER BY id)) FROM drill_rows")  # fmt: skip
+        source = psql(url, digest)
+        r = c.post(f"/api/backups/{good.id}/restore", json={"into": "project"})
+        answer = r.json()
+        op = wait_operation(c, start(r), timeout=900)
+        assert op["status"] == "succeeded", op.get("error")
+        assert op["result"]["restore"]["container_id"], op["result"]
+        new_url = env_var(answer["result"]["env_files"]["staging"], "DATABASE_URL")
+        assert f"@{storage.ip}:" in new_url, new_url
+        assert psql(new_url, digest) == source
+        reborn = c.get("/api/projects/shop").json()
+        assert reborn["status"] == "active" and reborn["id"] != project.id, reborn
+        rows = c.get("/api/containers", params={"project": "shop", "environment": "staging"})
+        (db_row,) = rows.json()["containers"]
+        assert db_row["server_type"] == "db" and db_row["container_name"] == "shop-staging-db"
+        assert db_row["status"] == "running" and db_row["server_ip"] == storage.ip, db_row
     print("drill figures:", json.dumps(FIGURES, sort_keys=True))

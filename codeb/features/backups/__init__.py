@@ -176,7 +176,10 @@ def includeme(config: Configurator) -> None:
         params=(BACKUP,),
         post=Op(
             "Restore a backup, to a second of its recoverable window: into a new PostgreSQL "
-            "container on the storage server (backup_restore_new, LOW), or in_place over the "
+            "container on the storage server (backup_restore_new, LOW); a deleted project's "
+            "retained backup into 'project': the project registered again under its name "
+            "with the restored data as that environment's db (LOW; 409 while a live project "
+            "has the name); or in_place over the "
             "environment's live data (backup_restore, HIGH: queued, two confirmations typing "
             "the environment's name, no cooldown; a safety backup first, the app restarted "
             "and health-checked after)",

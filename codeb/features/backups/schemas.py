@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from codeb.api.shapes import NULLABLE_TIME, UNSET, Meta, Request, Shape, UnsetType
+from codeb.api.shapes import NAME, NULLABLE_TIME, UNSET, Meta, Request, Shape, UnsetType
 from codeb.features.projects.schemas import EnvironmentName
 
 
@@ -31,7 +31,10 @@ class RestoreRequest(Request):
         ]
         | UnsetType
     ) = UNSET
-    into: Literal["new", "in_place"] | UnsetType = UNSET
+    # project: a deleted project's retained backup as a new project (`project` defaults to
+    # the name it had, the only one its database's user and name allow: 422 otherwise).
+    into: Literal["new", "in_place", "project"] | UnsetType = UNSET
+    project: NAME | UnsetType = UNSET
 
     example = {"target_time": "2026-11-30T12:00:00Z", "into": "new"}
 

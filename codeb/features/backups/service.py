@@ -28,7 +28,8 @@ import httpx
 from codeb.errors import Conflict, NotFound, ValidationFailed
 from codeb.executor.events import reported
 from codeb.executor.runner import PlaybookRun
-from codeb.executor.worker import JobResult, RunContext, describe_failure
+from codeb.executor.worker import JobFailed, JobResult, RunContext, describe_failure
+from codeb.features.backups import as_project
 from codeb.features.projects import service as projects
 from codeb.features.servers import service as servers
 from codeb.protection.tokens import Target
@@ -585,12 +586,14 @@ def restore_backup(
     environment's live data (backup_restore, HIGH: queued, two confirmations typing the
     environment's name, a completed backup; no cooldown) after a safety backup."""
     b = find_backup(backup_id)
-    unknown = sorted(set(body) - {"target_time", "into"})
+    unknown = sorted(set(body) - {"target_time", "into", "project"})
     if unknown:
         raise ValidationFailed(f"unknown fields: {', '.join(unknown)}", {"fields": unknown})
     into = body.get("into", "new")
-    if into not in ("new", "in_place"):
-        raise ValidationFailed("into must be 'new' or 'in_place'", {"into": into})
+    if into not in ("new", "in_place", "project"):
+        raise ValidationFailed("into must be 'new', 'in_place' or 'project'", {"into": into})
+    if "project" in body and into != "project":
+        raise ValidationFailed("project names the new project of into 'project'", {"into": into})
     if b.status != "completed":
         raise Conflict(f"backup {b.id} is {b.status}, not completed", {"status": b.status})
     t = BackupTarget.get_or_none(BackupTarget.id == b.target_id)
@@ -608,6 +611,8 @@ def restore_backup(
                 {"target_time": body["target_time"], "recoverable_window": window},
             )
         params["target_time"] = when.isoformat()
+    if into == "project":  # a deleted project's backup as a new project: as_project.py
+        return as_project.request(deps, actor, b, t, body, params, confirmation)
     project = Project.get_by_id(b.project_id)
     if into == "in_place":
         env = projects.find_environment(project, b.environment)
@@ -646,6 +651,8 @@ def restore_backup(
 def _execute_restore_new(deps: Deps, actor: Actor, target: Target, params: dict) -> dict:
     b = find_backup(params["backup_id"])
     t = BackupTarget.get_by_id(b.target_id)
+    if params.get("into") == "project":
+        return as_project.execute(deps, actor, b, t, params, restore_view)
     port = ports.allocate_port(deps.db, b.environment, "db", b.project_id)
     name = f"{t.name}-restore-{secrets.token_hex(3)}"
     when = dt.datetime.fromisoformat(params["target_time"]) if params["target_time"] else None
@@ -700,14 +707,17 @@ class RestoreJob:
     def run(self, ctx: RunContext) -> JobResult:
         deps = ctx.deps
         r = BackupRestore.get_by_id(ctx.operation.params["restore_id"])
-        outcome, records = ctx.run(_restore_run(deps, r))
+        try:
+            outcome, records = ctx.run(_restore_run(deps, r))
+            error = None if outcome.status == "successful" else describe_failure(outcome, records)
+        except JobFailed as exc:  # before any run (a host codeb may not reach): the row says so
+            error = str(exc)
         with deps.write():
             r = BackupRestore.get_by_id(r.id)
-            if outcome.status == "successful":
-                r.status, r.error = "running", None
-            else:
-                r.status, r.error = "failed", describe_failure(outcome, records)
+            r.status, r.error = ("running", None) if error is None else ("failed", error)
             r.save()
+            if r.mode == "project":  # registered as the new project's db, or it is retired
+                as_project.settle(deps, r, POSTGRES_IMAGE)
         if r.status != "running":
             return JobResult("failed", r.error, {"restore": restore_view(r)})
         return JobResult("succeeded", None, {"restore": restore_view(r)})
