@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -26,7 +27,9 @@ from codeb.executor.worker import describe_failure
 from codeb.providers.objectstore import (
     Credentials,
     ObjectInfo,
+    ObjectStoreDenied,
     ObjectStoreError,
+    ObjectStoreUnavailable,
     S3Store,
     weed_binary,
 )
@@ -178,8 +181,13 @@ def ensure_store(
             ).execute()
         admin = next(k for k in keys if k.scope == "admin")
         store = client(deps, storage, admin)
+        _until_accepted(lambda: store.ensure_bucket(REGISTRY_BUCKET))
         for bucket in sorted({k.bucket for k in keys if k.bucket}):
             store.ensure_bucket(bucket)
+        for k in pending:  # the gateway reloads its key pairs on SIGHUP, asynchronously
+            if k.bucket:
+                key_store = client(deps, storage, k)
+                _until_accepted(lambda s=key_store, b=k.bucket: s.list(b, "codeb-probe/"))
     registry = next(k for k in keys if k.scope == "registry")
     written = _offer_registry_credentials(deps, registry)
     return {
@@ -193,6 +201,20 @@ def ensure_store(
             "credentials_written": written,
         },
     }
+
+
+def _until_accepted(call: Callable[[], object], timeout_s: float = 30.0) -> None:
+    """Retry while the store does not know a key yet (it was just reloaded or restarted);
+    the last refusal is raised after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            call()
+            return
+        except (ObjectStoreDenied, ObjectStoreUnavailable):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _offer_registry_credentials(deps: Deps, registry: ObjectStoreKey) -> bool:
