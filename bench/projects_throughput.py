@@ -48,17 +48,29 @@ STARTUP_TIMEOUT_S = 60.0
 # --- the bare app (runs in its own subprocess: `--serve-bare`) -------------------------------
 
 
-def hello_app(environ: dict, start_response) -> list[bytes]:  # type: ignore[no-untyped-def]
-    body = b"hello"
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
+def bare_app(body: bytes, content_type: str):  # type: ignore[no-untyped-def]
+    """A WSGI app answering `body` to every request, with nothing else to do."""
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+
+    def app(environ: dict, start_response) -> list[bytes]:  # type: ignore[no-untyped-def]
+        start_response("200 OK", headers)
+        return [body]
+
+    return app
 
 
-def serve_bare(port: int, threads: int) -> int:
+def serve_bare(port: int, threads: int, body_bytes: int) -> int:
+    """`hello`, or (with body_bytes) a JSON document of exactly that size: the same bytes on
+    the wire as codeb's page, so the second anchor prices waitress and the socket alone."""
     import waitress
 
+    if body_bytes:
+        body = b'{"pad":"' + b"x" * max(body_bytes - 10, 0) + b'"}'
+        app = bare_app(body[:body_bytes], "application/json")
+    else:
+        app = bare_app(b"hello", "text/plain")
     print(f"bare serving on http://{HOST}:{port}", flush=True)
-    waitress.serve(hello_app, host=HOST, port=port, threads=threads, ident="bare")
+    waitress.serve(app, host=HOST, port=port, threads=threads, ident="bare")
     return 0
 
 
@@ -139,9 +151,11 @@ def start_codeb(workdir: Path, threads: int, procs: list[subprocess.Popen]) -> t
     return server, match.group(1)
 
 
-def start_bare(workdir: Path, threads: int, procs: list[subprocess.Popen]) -> Server:
+def start_bare(
+    workdir: Path, threads: int, procs: list[subprocess.Popen], body_bytes: int = 0
+) -> Server:
     port = free_port()
-    env = child_env(workdir / "bare-data", threads)
+    env = child_env(workdir / f"bare-data-{body_bytes}", threads)
     argv = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -150,8 +164,10 @@ def start_bare(workdir: Path, threads: int, procs: list[subprocess.Popen]) -> Se
         str(port),
         "--threads",
         str(threads),
+        "--body-bytes",
+        str(body_bytes),
     ]
-    server = start("bare", argv, env, workdir, port)
+    server = start("bare" if not body_bytes else "bare-same", argv, env, workdir, port)
     procs.append(server.proc)
     wait_listening(server)
     return server
@@ -348,17 +364,22 @@ def measure(args: argparse.Namespace) -> dict:
         codeb_url = f"{codeb.base_url}/api/projects?limit={args.projects}"
         bare_url = f"{bare.base_url}/"
         body_bytes = check_listing(codeb_url, key, args.projects)
+        same = start_bare(workdir, threads, procs, body_bytes)
+        same_url = f"{same.base_url}/"
 
         if args.warmup > 0:
             log(args, f"warm-up: {args.warmup} s each")
             run_wrk(wrk, bare_url, None, args.warmup, args.connections, args.wrk_threads)
+            run_wrk(wrk, same_url, None, args.warmup, args.connections, args.wrk_threads)
             run_wrk(wrk, codeb_url, key, args.warmup, args.connections, args.wrk_threads)
 
         bare_samples: list[Sample] = []
+        same_samples: list[Sample] = []
         codeb_samples: list[Sample] = []
         for n in range(1, args.rounds + 1):
             for name, url, k, samples in (
                 ("bare", bare_url, None, bare_samples),
+                ("same", same_url, None, same_samples),
                 ("codeb", codeb_url, key, codeb_samples),
             ):
                 s = run_wrk(wrk, url, k, args.duration, args.connections, args.wrk_threads)
@@ -372,7 +393,7 @@ def measure(args: argparse.Namespace) -> dict:
                 )
         # The list still holds every project after the load (and the servers are alive).
         check_listing(codeb_url, key, args.projects)
-        for server in (codeb, bare):
+        for server in (codeb, bare, same):
             if server.proc.poll() is not None:
                 raise BenchError(f"{server.name} died during the run:\n{server.log_text()[-4000:]}")
     finally:
@@ -382,8 +403,10 @@ def measure(args: argparse.Namespace) -> dict:
             shutil.rmtree(workdir, ignore_errors=True)
 
     bare_sum = Summary.of(bare_samples)
+    same_sum = Summary.of(same_samples)
     codeb_sum = Summary.of(codeb_samples)
     ratio = codeb_sum.rps / bare_sum.rps if bare_sum.rps else 0.0
+    ratio_same = codeb_sum.rps / same_sum.rps if same_sum.rps else 0.0
     return {
         "config": {
             "projects": args.projects,
@@ -398,8 +421,12 @@ def measure(args: argparse.Namespace) -> dict:
             "codeb_body_bytes": body_bytes,
         },
         "bare": asdict(bare_sum),
+        # Not the target's anchor: the same bytes served bare, to show what the page's size
+        # costs waitress and the socket apart from codeb.
+        "bare_same_size": asdict(same_sum),
         "codeb": asdict(codeb_sum),
         "ratio": ratio,
+        "ratio_same_size": ratio_same,
         "targets": {
             "ratio_min": TARGET_RATIO,
             "p99_max_ms": TARGET_P99_MS,
@@ -425,7 +452,8 @@ def report(result: dict) -> str:
         f"{cfg['loadavg_1min_before']:.2f})",
         f"  {'':<6} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}",
     ]
-    for name, s in (("bare", bare), ("codeb", codeb)):
+    same = result["bare_same_size"]
+    for name, s in (("bare", bare), ("same", same), ("codeb", codeb)):
         lines.append(f"  {name:<6} {s['rps']:>10.1f} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f}")
     yes = {True: "met", False: "MISSED"}
     lines += [
@@ -433,6 +461,9 @@ def report(result: dict) -> str:
         f"(target >= {t['ratio_min']:.2f}: {yes[t['ratio_met']]})",
         f"  codeb p99 = {codeb['p99_ms']:.2f} ms "
         f"(target <= {t['p99_max_ms']:.0f} ms: {yes[t['p99_met']]})",
+        f"  not the target: codeb/same = {result['ratio_same_size']:.3f}, where `same` is bare "
+        f"waitress answering {cfg['codeb_body_bytes']} bytes (what the page's size costs "
+        "apart from codeb)",
     ]
     return "\n".join(lines)
 
@@ -455,6 +486,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--body-bytes", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.serve_bare:
         if not 1 <= args.duration <= 120:
@@ -471,7 +503,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_bare:
-        return serve_bare(args.port, args.threads or 8)
+        return serve_bare(args.port, args.threads or 8, args.body_bytes)
     try:
         with terminate_as_interrupt():
             result = measure(args)

@@ -49,6 +49,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # waitress logs "Task queue depth is N" for every request that finds its threads
+        # busy, with its dispatcher's lock held: under load that was a tenth of the server's
+        # time and stalled the threads taking work. Saturation shows in the request latency
+        # histogram (GET /metrics); CODEB_LOG_LEVEL=DEBUG brings the lines back.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     deps = _deps()
     with deps.db.connection_context():
         first_key = keys.ensure_admin_key(deps)
