@@ -1,0 +1,81 @@
+"""The storage server's S3 keys (codeb/features/backups/objectstore.py) without a fleet: one
+admin, one registry and one per environment per storage server, each created once, its
+secret stored encrypted; an environment's key may act on its own bucket only; bucket names
+are S3-valid and built from ids; the registry key pair is offered to the replica's
+credentials file (0600) once and never over a file already there."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from codeb.app import build_deps
+from codeb.features.backups import objectstore
+from codeb.store.models import ObjectStoreKey, RedisCopy, Server
+from tests.support import make_settings
+
+
+@pytest.fixture
+def deps(tmp_path):
+    deps = build_deps(make_settings(tmp_path))
+    with deps.db.connection_context():
+        yield deps
+
+
+def test_keys_per_scope_created_once_and_encrypted(deps):
+    with deps.write():
+        admin = objectstore.key_for(deps, "storage", "admin")
+        registry = objectstore.key_for(deps, "storage", "registry")
+        env = objectstore.key_for(deps, "storage", "environment", "prj_0123abcd", "production")
+        again = objectstore.key_for(deps, "storage", "environment", "prj_0123abcd", "production")
+        other = objectstore.key_for(deps, "storage", "environment", "prj_0123abcd", "staging")
+        elsewhere = objectstore.key_for(deps, "storage2", "admin")
+    assert again.id == env.id and ObjectStoreKey.select().count() == 5
+    keys = [admin, registry, env, other, elsewhere]
+    assert len({k.access_key_id for k in keys}) == 5
+    for k in keys:
+        secret = deps.box.decrypt(k.secret)
+        assert secret not in k.secret and len(secret) >= 30
+        assert re.fullmatch(r"[A-Z0-9]{16,40}", k.access_key_id)
+        assert re.fullmatch(r"[A-Za-z0-9_-]{30,128}", secret)  # the role's patterns
+        assert secret not in repr(objectstore.credentials(deps, k))
+    assert registry.bucket == "codeb" and admin.bucket is None
+    assert env.bucket == "redis-prj-0123abcd-production" != other.bucket
+
+
+def test_an_environment_key_acts_on_its_own_bucket_only(deps):
+    with deps.write():
+        env = objectstore.key_for(deps, "storage", "environment", "prj_1", "staging")
+        admin = objectstore.key_for(deps, "storage", "admin")
+    identity = objectstore._identity(deps, env)
+    assert identity["actions"] == [f"Read:{env.bucket}", f"Write:{env.bucket}",
+                                   f"List:{env.bucket}"]  # fmt: skip
+    assert objectstore._identity(deps, admin)["actions"][0] == "Admin"
+    assert identity["secret_access_key"] == deps.box.decrypt(env.secret)
+
+
+def test_bucket_names_and_object_keys():
+    name = objectstore.environment_bucket("prj_" + "f" * 16, "production")
+    assert re.fullmatch(r"[a-z0-9][a-z0-9.-]{2,62}", name) and "_" not in name
+    copy = RedisCopy(id="rc_0123456789abcdef", source="shop-staging-cache")
+    assert (
+        objectstore.redis_object_key(copy)
+        == "redis/shop-staging-cache/rc_0123456789abcdef/dump.rdb"
+    )
+    assert objectstore.endpoint(Server(ip="10.0.0.5")) == "http://10.0.0.5:8333"
+    assert objectstore.endpoint(Server(ip="fd00::5")) == "http://[fd00::5]:8333"
+
+
+def test_the_registry_key_pair_is_offered_once(deps):
+    with deps.write():
+        registry = objectstore.key_for(deps, "storage", "registry")
+    path = deps.settings.resolved_replica_credentials_file
+    assert objectstore._offer_registry_credentials(deps, registry) is True
+    assert path.stat().st_mode & 0o777 == 0o600
+    text = path.read_text()
+    assert f"access_key_id={registry.access_key_id}\n" in text
+    assert f"secret_access_key={deps.box.decrypt(registry.secret)}\n" in text
+    path.write_text("access_key_id=operator\nsecret_access_key=placed-by-hand\n")
+    assert objectstore._offer_registry_credentials(deps, registry) is False
+    assert "placed-by-hand" in path.read_text()  # never overwritten
