@@ -639,6 +639,24 @@ class ObjectStoreKey(BaseModel):
         indexes = ((("server", "scope", "project_id", "environment"), True),)
 
 
+class AppliedHostPlan(BaseModel):
+    """What a deploy last applied on one host of an environment (migration 0019): the hash of
+    the host's part of the plan, the operation and when. A deploy leaves the host untouched
+    while it still holds (codeb/features/containers/touch.py); a failed deploy, another
+    operation on the host or a drift check that saw drift there makes it forgotten."""
+
+    id = AutoField()
+    environment_id = CharField(max_length=40)
+    host = CharField(max_length=63)
+    plan_hash = CharField(max_length=64)
+    operation_id = CharField(max_length=40)
+    applied_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "applied_host_plans"
+        indexes = ((("environment_id", "host"), True),)
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Project,
     Environment,
@@ -668,4 +686,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     ScalingSample,
     ScalingEvent,
     ObjectStoreKey,
+    AppliedHostPlan,
 )
