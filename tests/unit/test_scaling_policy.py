@@ -4,6 +4,7 @@ windows, cooldowns, min/max, the cost cap, and load that flaps."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pytest
 
@@ -102,3 +103,56 @@ def test_a_policy_that_contradicts_itself_is_refused():
         Policy(in_cpu_pct=80, out_cpu_pct=75)
     with pytest.raises(ValueError):
         Policy(min_servers=4, max_servers=2)
+
+
+def _simulate(cpu_at, minutes: int, policy: Policy = ON) -> list[tuple[int, str]]:
+    """The policy checked every 30 s for `minutes`, the pool following its decisions (an
+    action takes effect at once); answers (second, action) of every action."""
+    start = NOW - dt.timedelta(minutes=minutes)
+    samples: list[Sample] = []
+    servers, autoscaled = 2, 1
+    added = removed = None
+    acted = []
+    for step in range(minutes * 2 + 1):
+        now = start + dt.timedelta(seconds=30 * step)
+        samples.append(Sample(now, cpu_at(30 * step), 10))
+        pool = Pool(servers, autoscaled, autoscaled * 10.0, added, removed)
+        action = decide(policy, samples[-40:], pool, now).action
+        if action == "up":
+            servers, autoscaled, added = servers + 1, autoscaled + 1, now
+        elif action == "down":
+            servers, autoscaled, removed = servers - 1, autoscaled - 1, now
+        if action != "none":
+            acted.append((30 * step, action))
+    return acted
+
+
+@pytest.mark.parametrize("period_s", [60, 120, 240, 300])
+def test_flapping_load_over_hours_never_adds_or_removes(period_s):
+    """Load swinging between 95 % and 5 % faster than the windows, checked every 30 s for
+    three hours: not one server is added or removed."""
+
+    def cpu(t: int) -> float:
+        return 95.0 if (t // (period_s // 2)) % 2 else 5.0
+
+    assert _simulate(cpu, 180) == []
+
+
+def test_sustained_load_adds_one_server_per_cooldown_not_one_per_check():
+    """Hot for 30 minutes: one server after 3 minutes, the next only once the 10-minute
+    cooldown is over, never one per 30-s check; then quiet for an hour:
+    servers leave one at a time, each after 15 quiet minutes."""
+
+    def cpu(t: int) -> float:
+        return 95.0 if t < 30 * 60 else 5.0
+
+    policy = Policy(enabled=True, min_servers=1, max_servers=6, monthly_cost_cap=100,
+                    server_monthly_cost=10)  # fmt: skip
+    acted = _simulate(cpu, 120, policy)
+    ups = [t for t, a in acted if a == "up"]
+    downs = [t for t, a in acted if a == "down"]
+    assert ups[0] == 180, acted
+    assert all(b - a >= 600 for a, b in itertools.pairwise(ups)), acted
+    assert len(ups) == 3, acted  # at 3, 13 and 23 minutes
+    assert downs and downs[0] >= 30 * 60 + 900, acted
+    assert all(b - a >= 300 for a, b in itertools.pairwise(downs)), acted

@@ -6,7 +6,8 @@ stayed below 30 % for 15 minutes (Kubernetes' HPA stabilises scale-down over 300
 stricter, servers being slower and dearer than pods); one server per action; no action for
 10 minutes after adding one (cluster-autoscaler's scale-down-delay-after-add) or 5 after
 removing one; within min/max servers and a monthly cost cap. "Stayed" means every sample in
-the window agrees and the samples cover the window: one quiet minute in a busy quarter of an
+the window agrees, the last one taken at or before its start included, and the samples cover
+it: one quiet minute in a busy quarter of an
 hour resets the scale-in clock, so load that flaps does not flap servers."""
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ class Policy:
     max_servers: int = 5
     monthly_cost_cap: float = 100.0
     server_monthly_cost: float = 10.0
-    # How often the pool's stats are sampled. A window counts as covered when its oldest
-    # sample is at most one interval from its start and no two samples are more than two
-    # intervals apart (a missed poll is tolerated, a silent minute is not).
+    # How often the pool's stats are sampled. A window counts as covered when a sample was
+    # taken at or before its start (the load as it opened) and no two samples since are more
+    # than two intervals apart (a missed poll is tolerated, a silent minute is not).
     sample_interval_s: int = 30
 
     def __post_init__(self) -> None:
@@ -84,18 +85,25 @@ class Decision:
 
 
 def _window(samples: Sequence[Sample], now: dt.datetime, seconds: int) -> list[Sample]:
+    """The samples that say how the window went: the last one taken at or before its start
+    (the load as the window opened) and every one since. Without the first, the load was
+    not seen for the whole window (a window begun between two samples is not covered by the
+    later one)."""
     start = now - dt.timedelta(seconds=seconds)
-    return [s for s in samples if start <= s.at <= now]
+    ordered = sorted((s for s in samples if s.at <= now), key=lambda s: s.at)
+    before = [s for s in ordered if s.at <= start]
+    if not before:
+        return []
+    return [before[-1], *(s for s in ordered if s.at > start)]
 
 
-def _covers(window: list[Sample], now: dt.datetime, seconds: int, interval_s: int) -> bool:
+def _covers(window: list[Sample], now: dt.datetime, interval_s: int) -> bool:
+    """Seen throughout: no two samples (nor the last and now) more than two intervals apart
+    (a missed poll is tolerated, a silent minute is not)."""
     if not window:
         return False
-    ordered = sorted(s.at for s in window)
-    start = now - dt.timedelta(seconds=seconds)
-    if (ordered[0] - start).total_seconds() > interval_s:
-        return False
-    steps = zip(ordered, [*ordered[1:], now], strict=True)
+    moments = [s.at for s in window]
+    steps = zip(moments, [*moments[1:], now], strict=True)
     return all((b - a).total_seconds() <= 2 * interval_s for a, b in steps)
 
 
@@ -132,7 +140,7 @@ def decide(policy: Policy, samples: Sequence[Sample], pool: Pool, now: dt.dateti
                 return none(f"cooling down after {what} a server: {left:.0f} s left")
 
     hot = _window(samples, now, policy.out_for_s)
-    if _covers(hot, now, policy.out_for_s, policy.sample_interval_s) and all(
+    if _covers(hot, now, policy.sample_interval_s) and all(
         s.cpu_pct > policy.out_cpu_pct or s.mem_pct > policy.out_mem_pct for s in hot
     ):
         why = (
@@ -151,7 +159,7 @@ def decide(policy: Policy, samples: Sequence[Sample], pool: Pool, now: dt.dateti
         return Decision("up", (why,), inputs)
 
     cool = _window(samples, now, policy.in_for_s)
-    if _covers(cool, now, policy.in_for_s, policy.sample_interval_s) and all(
+    if _covers(cool, now, policy.sample_interval_s) and all(
         s.cpu_pct < policy.in_cpu_pct and s.mem_pct < policy.in_mem_pct for s in cool
     ):
         why = (

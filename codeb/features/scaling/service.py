@@ -281,7 +281,10 @@ def sample_now(deps: Deps) -> Sample | None:
 
 
 def samples_for(policy: Policy, now: dt.datetime) -> list[Sample]:
-    since = now - dt.timedelta(seconds=max(policy.in_for_s, policy.out_for_s) + 60)
+    # The window and the sample taken at or before its start (see policy._window).
+    since = now - dt.timedelta(
+        seconds=max(policy.in_for_s, policy.out_for_s) + 2 * policy.sample_interval_s + 60
+    )
     rows = ScalingSample.select().where(ScalingSample.at >= since).order_by(ScalingSample.at)
     return [Sample(r.at, r.cpu_pct, r.mem_pct) for r in rows]
 
