@@ -83,8 +83,9 @@ def test_s3_store_redis_copies_registry_and_a_killed_store(stack, fleet, tmp_pat
         conf = f"/etc/codeb/redis/{name}.conf"
         # ~20 MB of little-compressible values: the upload takes a moment.
         redis_cli(cache, name, conf,
-                  "EVAL \"for i=1,ARGV[1] do local t={} for j=1,100 do t[j]=string.format("
-                  "'%08x', math.random(0, 2147483647)) end redis.call('SET', 'bulk:'..i, "
+                  "EVAL \"for i=1,tonumber(ARGV[1]) do local t={} for j=1,100 do "
+                  "t[j]=string.format('%08x', math.random(0, 2147483647)) end "
+                  "redis.call('SET', 'bulk:'..i, "
                   "table.concat(t)) end return 1\" 0 25000\n")  # fmt: skip
 
         # 1. The first copy sets the store up and puts the RDB into the environment's bucket.
@@ -100,7 +101,7 @@ def test_s3_store_redis_copies_registry_and_a_killed_store(stack, fleet, tmp_pat
         assert copy.path == f"s3://{bucket}/redis/{name}/{copy.id}/dump.rdb"
         env_store = objectstore.environment_store(deps, server, copy.project_id, copy.environment)
         (obj,) = env_store.list(bucket, f"redis/{name}/")
-        assert obj.size == copy.size_bytes and obj.size > 10_000_000, (obj, copy.size_bytes)
+        assert obj.size == copy.size_bytes and obj.size > 5_000_000, (obj, copy.size_bytes)
         got = tmp_path / "got.rdb"
         env_store.get_file(bucket, obj.key, got)
         assert got.read_bytes()[:5] == b"REDIS"
@@ -242,9 +243,18 @@ def test_differential_builds_on_the_latest_full(stack, fleet):  # noqa: F811
                 f"runuser -u barman -- barman -f json show-backup shop-staging-db {b.barman_id}",
                 check=True,
             ).stdout
-            info = json.loads(shown)["shop-staging-db"]
-            return str(info.get("parent_backup_id") or info.get("base_backup_information", {})
-                       .get("parent_backup_id"))  # fmt: skip
+            found: list[str] = []
+
+            def walk(node: Any) -> None:  # wherever Barman's JSON puts parent_backup_id
+                if isinstance(node, dict):
+                    for key, value in node.items():
+                        if key == "parent_backup_id" and value:
+                            found.append(str(value))
+                        walk(value)
+
+            walk(json.loads(shown))
+            assert len(found) == 1, shown[-1500:]
+            return found[0]
 
         assert parent(inc) == full.barman_id, parent(inc)  # the latest, then the full
         assert parent(diff) == full.barman_id, (parent(diff), full.barman_id, inc.barman_id)
