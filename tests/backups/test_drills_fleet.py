@@ -224,9 +224,16 @@ def test_redis_copy_remove_and_restore(stack, fleet):  # noqa: F811
         assert op["status"] == "succeeded", op.get("error")
         copy = op["result"]["copy"]
         assert copy["status"] == "completed" and copy["keys"] == 503, copy  # + the canary
-        mode = storage.ssh(f"stat -c '%a %U' /var/lib/codeb/redis-copies/{name}/{copy['id']}/"
-                           "dump.rdb", check=True).stdout.split()  # fmt: skip
+        # The cache runs with appendonly yes: the copy is its whole multi-part appendonlydir/
+        # (manifest, base, incr), as one tar, not an RDB.
+        assert copy["format"] == "aof", copy
+        stored = f"/var/lib/codeb/redis-copies/{name}/{copy['id']}/appendonlydir.tar"
+        mode = storage.ssh(f"stat -c '%a %U' {stored}", check=True).stdout.split()
         assert mode == ["600", "root"]
+        parts = storage.ssh(f"tar -tf {stored}", check=True).stdout.split()
+        assert "appendonly.aof.manifest" in parts, parts
+        assert any(p.endswith(".base.rdb") for p in parts), parts
+        assert any(p.endswith(".incr.aof") for p in parts), parts
         listed = c.get("/api/backups/redis", params={"project": "shop"}).json()
         assert listed["copies"][0]["id"] == copy["id"]
 

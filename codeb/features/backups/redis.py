@@ -2,13 +2,18 @@
 schedule (hourly) or on request, restored into a new Redis container there (LOW), and
 drilled (restored into a scratch container, DBSIZE and the canary key compared).
 
-How (roles/codeb_redis_backup): on the cache host codeb writes a canary key, asks for a
-BGSAVE and waits until INFO persistence says it completed (rdb_bgsave_in_progress back to 0
-and rdb_saves moved on; LASTSAVE's one-second resolution can report an older save); the
-RDB travels through the control machine (a directory of the run, removed after) to the
-storage server, kept 0600. A restore starts Redis on the RDB alone with `appendonly no` and
-then turns the AOF on (`CONFIG SET appendonly yes`): the live config says appendonly yes,
-and Redis started that way on an RDB without an AOF comes up EMPTY."""
+How (roles/codeb_redis_backup): on the cache host codeb writes a canary key, then
+- with the AOF off, asks for a BGSAVE and waits until INFO persistence says it completed
+  (rdb_bgsave_in_progress back to 0 and rdb_saves moved on; LASTSAVE's one-second
+  resolution can report an older save): the copy is the RDB (format `rdb`);
+- with `appendonly yes` (codeb's caches), asks for a BGREWRITEAOF and waits until it
+  completed (aof_rewrites moved on): the copy is the WHOLE multi-part appendonlydir/ (the
+  manifest, the base and the incr files it names) as one tar (format `aof`).
+The copy travels through the control machine (a directory of the run, removed after) to the
+storage server, kept 0600. A restore of an RDB starts Redis on it alone with `appendonly no`
+and then turns the AOF on (`CONFIG SET appendonly yes`): the live config says appendonly
+yes, and Redis started that way on an RDB without an AOF comes up EMPTY. A restore of an
+AOF copy unpacks appendonlydir/ and starts with appendonly yes (off, it would be ignored)."""
 
 from __future__ import annotations
 
@@ -220,10 +225,11 @@ class CopyJob:
             # The copy of record goes into the storage server's S3 store (its environment's
             # bucket); the copy is completed only when the object reads back whole.
             uploaded, upload_error = None, None
+            aof = snap.get("format") == "aof"
             if outcome.status == "successful" and snap and stored:
                 try:
-                    rdb = stage / f"{copy.id}.rdb"
-                    uploaded = objectstore.put_redis_copy(deps, ctx.run, copy, rdb)
+                    staged = stage / f"{copy.id}.{'tar' if aof else 'rdb'}"
+                    uploaded = objectstore.put_redis_copy(deps, ctx.run, copy, staged)
                 except ObjectStoreError as exc:
                     upload_error = exc.message
         finally:
@@ -233,6 +239,7 @@ class CopyJob:
             copy.finished_at = deps.clock.now()
             if uploaded is not None:
                 copy.status, copy.error = "completed", None
+                copy.format = "aof" if aof else "rdb"
                 copy.keys = int(snap.get("keys") or 0)
                 copy.size_bytes = int(snap.get("size") or 0)
                 copy.path = uploaded.url
@@ -369,6 +376,7 @@ class InPlaceRestoreJob:
                         "codeb_redis_backup_volume": c.volume,
                         "codeb_redis_backup_stage": str(stage),
                         "codeb_redis_backup_copy_id": copy.id,
+                        "codeb_redis_backup_format": copy.format or "rdb",
                         "codeb_redis_backup_source": copy.source,
                         "codeb_redis_backup_image": REDIS_IMAGE,
                     },
@@ -412,6 +420,7 @@ class RestoreJob:
                 extravars={
                     "codeb_redis_backup_action": "restore",
                     "codeb_redis_backup_copy_id": copy.id,
+                    "codeb_redis_backup_format": copy.format or "rdb",
                     "codeb_redis_backup_source": copy.source,
                     "codeb_redis_backup_name": params["name"],
                     "codeb_redis_backup_port": params["port"],
@@ -528,6 +537,7 @@ class DrillJob:
                 extravars={
                     "codeb_redis_backup_action": "drill",
                     "codeb_redis_backup_copy_id": copy.id,
+                    "codeb_redis_backup_format": copy.format or "rdb",
                     "codeb_redis_backup_source": copy.source,
                     "codeb_redis_backup_name": f"{copy.source}-drill-{secrets.token_hex(3)}",
                     "codeb_redis_backup_image": REDIS_IMAGE,

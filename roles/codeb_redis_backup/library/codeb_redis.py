@@ -1,22 +1,33 @@
 #!/usr/bin/python
 """Redis copies, done right (components.md's pitfalls):
-- snapshot: writes the canary key, asks for a BGSAVE and waits until INFO persistence says
-  it finished (rdb_bgsave_in_progress:0, rdb_saves moved on, last status ok) -- never
-  LASTSAVE, whose one-second resolution can report an older save; reports the RDB's path.
+- snapshot: writes the canary key, then
+  - with the AOF off: asks for a BGSAVE and waits until INFO persistence says it finished
+    (rdb_bgsave_in_progress:0, rdb_saves moved on, last status ok) -- never LASTSAVE, whose
+    one-second resolution can report an older save; reports the RDB's path;
+  - with the AOF on (`appendonly yes`, what codeb's caches run): asks for a BGREWRITEAOF
+    and waits until it finished (aof_rewrite_in_progress and _scheduled 0, aof_rewrites
+    moved on, last status ok), so the canary is in the new base; then packs the WHOLE
+    multi-part appendonlydir/ (Redis 7+: the manifest, the base and every incr file it
+    names) into one tar, read again when the manifest changed meanwhile (a rewrite of its
+    own); reports the tar's path.
 - load: a Redis started on a new volume holding only the RDB must start with appendonly
   no (with appendonly yes and no AOF it starts EMPTY); once loaded, `CONFIG SET appendonly
   yes` rewrites the AOF from memory when asked (`aof`), and the caller's config may then say
-  appendonly yes.
+  appendonly yes. An AOF copy (`aof_archive`) is unpacked into the volume's appendonlydir/
+  and Redis starts with appendonly yes on it (the other way round: appendonly no would
+  ignore it and start EMPTY).
 - check: DBSIZE and the canary key of a running container.
 The password is read from the Redis config file (requirepass) and sent on redis-cli's stdin:
 never in argv."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -30,6 +41,9 @@ options:
   conf: {description: Host path of the Redis config (requirepass)., type: path}
   volume: {description: The data volume (snapshot, load)., type: str}
   rdb: {description: Host path of the RDB to load (load)., type: path}
+  aof_archive:
+    description: Host path of an AOF copy, a tar of appendonlydir/ (snapshot, load).
+    type: path
   image: {description: The Redis image (load)., type: str}
   pull: {description: podman pull policy (load)., type: str, default: missing}
   canary_key: {description: The canary key., type: str, default: "codeb:canary"}
@@ -106,11 +120,91 @@ def mountpoint(volume: str) -> str:
     return out.strip()
 
 
+MANIFEST_FILE = re.compile(r"(?:^|\s)file\s+(\S+)")
+AOF_DIR = "appendonlydir"
+
+
+def _config(r: Redis, name: str, default: str) -> str:
+    lines = r.call("CONFIG", "GET", name).split("\n")
+    return lines[1].strip() if len(lines) > 1 and lines[1].strip() else default
+
+
+def _plain_name(name: str) -> str:
+    if not name or "/" in name or name in (".", "..") or name.startswith("."):
+        raise RuntimeError(f"unexpected AOF file name {name!r}")
+    return name
+
+
+def pack_aof(directory: str, appendfilename: str, archive: str, tries: int = 5) -> list[str]:
+    """The manifest and every file it names, in one tar written 0600 to `archive`; read again
+    when the manifest changed while packing (an automatic rewrite replaced files)."""
+    manifest_name = f"{appendfilename}.manifest"
+    manifest_path = os.path.join(directory, manifest_name)
+    for _ in range(tries):
+        with open(manifest_path, "rb") as f:
+            manifest = f.read()
+        names = [_plain_name(m) for m in MANIFEST_FILE.findall(manifest.decode())]
+        if not names:
+            raise RuntimeError(f"{manifest_name} names no file")
+        fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
+                info = tarfile.TarInfo(manifest_name)
+                info.size, info.mode, info.mtime = len(manifest), 0o600, int(time.time())
+                tar.addfile(info, io.BytesIO(manifest))
+                for name in names:
+                    tar.add(os.path.join(directory, name), arcname=name, recursive=False)
+        except FileNotFoundError:
+            continue  # a part went away: a rewrite happened, read the new manifest
+        with open(manifest_path, "rb") as f:
+            if f.read() == manifest:
+                return [manifest_name, *names]
+    raise RuntimeError(f"the AOF kept changing while it was copied ({tries} tries)")
+
+
+def snapshot_aof(r: Redis, p: dict) -> dict:
+    """BGREWRITEAOF (the canary lands in the new base), then the whole appendonlydir/."""
+    if not p.get("aof_archive"):
+        raise RuntimeError("the cache runs with appendonly yes: aof_archive is required")
+
+    def idle():
+        i = r.info()
+        return i.get("aof_rewrite_in_progress") == "0" and i.get("aof_rewrite_scheduled") == "0"
+
+    wait(idle, p["timeout"], "a running AOF rewrite")
+    before = r.info()
+    if "aof_rewrites" not in before:
+        raise RuntimeError("INFO persistence has no aof_rewrites (Redis 7 or later is needed)")
+    rewrites = int(before["aof_rewrites"])
+    keys = int(r.call("DBSIZE").strip() or 0)
+    reply = r.call("BGREWRITEAOF").strip()
+    if "rewriting started" not in reply and "scheduled" not in reply:
+        raise RuntimeError(f"BGREWRITEAOF: {reply[:200]}")
+
+    def done():
+        i = r.info()
+        return idle() and int(i.get("aof_rewrites", "0")) > rewrites and i
+
+    info = wait(done, p["timeout"], "BGREWRITEAOF")
+    if info.get("aof_last_bgrewrite_status") != "ok":
+        status = info.get("aof_last_bgrewrite_status")
+        raise RuntimeError(f"BGREWRITEAOF failed: aof_last_bgrewrite_status={status}")
+    dirname = _config(r, "appenddirname", AOF_DIR)
+    filename = _config(r, "appendfilename", "appendonly.aof")
+    directory = os.path.join(mountpoint(p["volume"]), _plain_name(dirname))
+    files = pack_aof(directory, _plain_name(filename), p["aof_archive"])
+    return {"keys": keys, "canary": p.get("canary"), "file": p["aof_archive"],
+            "size": os.path.getsize(p["aof_archive"]), "aof": True, "format": "aof",
+            "files": files}  # fmt: skip
+
+
 def snapshot(p: dict) -> dict:
     r = Redis(p["container"], p["conf"])
     if p.get("canary"):
         r.call("SET", p["canary_key"], p["canary"])
     before = r.info()
+    if before.get("aof_enabled") == "1":
+        return snapshot_aof(r, p)
     saves = int(before.get("rdb_saves", "0"))
     # A save already running would not include the canary: wait it out first.
     wait(lambda: r.info().get("rdb_bgsave_in_progress") == "0", p["timeout"], "a running BGSAVE")
@@ -131,8 +225,28 @@ def snapshot(p: dict) -> dict:
     rdb = os.path.join(mountpoint(p["volume"]), "dump.rdb")
     if not os.path.isfile(rdb):
         raise RuntimeError(f"no dump.rdb in volume {p['volume']} after BGSAVE")
-    return {"keys": keys, "canary": p.get("canary"), "rdb": rdb, "size": os.path.getsize(rdb),
-            "aof": info.get("aof_enabled") == "1"}  # fmt: skip
+    return {"keys": keys, "canary": p.get("canary"), "file": rdb, "size": os.path.getsize(rdb),
+            "aof": False, "format": "rdb"}  # fmt: skip
+
+
+def unpack_aof(archive: str, directory: str) -> str:
+    """An AOF copy's files into `directory` (plain names only); its appendfilename."""
+    os.makedirs(directory, mode=0o755, exist_ok=False)
+    manifest = None
+    with tarfile.open(archive, mode="r") as tar:
+        for member in tar.getmembers():
+            name = _plain_name(member.name)
+            if not member.isfile():
+                raise RuntimeError(f"AOF copy: {name} is not a plain file")
+            source = tar.extractfile(member)
+            with open(os.path.join(directory, name), "wb") as out:
+                shutil.copyfileobj(source, out)
+            if name.endswith(".manifest"):
+                manifest = name
+    if manifest is None:
+        raise RuntimeError("AOF copy without a manifest")
+    # Owned by root here: the image's entrypoint hands /data to the redis user at start.
+    return manifest[: -len(".manifest")]
 
 
 def load(p: dict) -> dict:
@@ -153,7 +267,13 @@ def load(p: dict) -> dict:
             shutil.rmtree(path)
         else:
             os.unlink(path)
-    shutil.copyfile(p["rdb"], os.path.join(target, "dump.rdb"))
+    appendfilename = None
+    if p.get("aof_archive"):
+        appendfilename = unpack_aof(p["aof_archive"], os.path.join(target, AOF_DIR))
+    elif p.get("rdb"):
+        shutil.copyfile(p["rdb"], os.path.join(target, "dump.rdb"))
+    else:
+        raise RuntimeError("load needs rdb or aof_archive")
     argv = ["podman", "run", "-d", "--name", name, f"--pull={p['pull']}", "--network", "none",
             "--label", "codeb.component=redis-load", "-v", f"{volume}:/data"]  # fmt: skip
     if p["conf"]:
@@ -161,16 +281,25 @@ def load(p: dict) -> dict:
     argv += [p["image"]]
     if p["conf"]:
         argv += ["/usr/local/etc/redis/redis.conf"]
-    # The pitfall: only an RDB on the volume, so AOF must be off when the server starts.
-    argv += ["--appendonly", "no", "--dir", "/data"]
+    if appendfilename:
+        # An AOF copy: the server must start with appendonly yes on it (off, it is ignored).
+        argv += ["--appendonly", "yes", "--appenddirname", AOF_DIR,
+                 "--appendfilename", appendfilename, "--dir", "/data"]  # fmt: skip
+    else:
+        # The pitfall: only an RDB on the volume, so AOF must be off when the server starts.
+        argv += ["--appendonly", "no", "--dir", "/data"]
     rc, out, err = run(argv)
     if rc != 0:
         raise RuntimeError(f"podman run: {(err or out).strip()[-300:]}")
     r = Redis(name, p["conf"])
     wait(lambda: r.info().get("loading") == "0", p["timeout"], "loading the RDB")
     keys = int(r.call("DBSIZE").strip() or 0)
-    result = {"keys": keys, "aof": False}
-    if p["aof"]:
+    result = {
+        "keys": keys,
+        "aof": bool(appendfilename),
+        "format": "aof" if appendfilename else "rdb",
+    }
+    if p["aof"] and not appendfilename:
         r.call("CONFIG", "SET", "appendonly", "yes")
         wait(
             lambda: (
@@ -202,6 +331,7 @@ def main() -> None:
             "conf": {"type": "path"},
             "volume": {"type": "str"},
             "rdb": {"type": "path"},
+            "aof_archive": {"type": "path"},
             "image": {"type": "str"},
             "pull": {"type": "str", "default": "missing"},
             "canary_key": {"type": "str", "default": "codeb:canary"},
