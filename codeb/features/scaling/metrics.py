@@ -6,6 +6,7 @@ cost estimate of the autoscaled servers against the cap."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,11 +22,8 @@ ACTIONS = ("up", "down", "none")
 ACTION_KINDS = ("up", "down", "orphan")
 
 
-def _gauge(name: str, doc: str, value: float, labels: list[str] | None = None) -> Any:
-    g = GaugeMetricFamily(name, doc, labels=labels or [])
-    if labels is None:
-        g.add_metric([], value)
-    return g
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
 
 
 def _collect(deps: Any) -> Iterable[Any]:
@@ -85,7 +83,7 @@ def _collect(deps: Any) -> Iterable[Any]:
         if at is not None:
             out.append(_gauge("codeb_scaling_last_decision_timestamp_seconds",
                               "when the latest decision was made (Unix time)",
-                              at.timestamp() if at.tzinfo else _unix(at)))  # fmt: skip
+                              at.replace(tzinfo=dt.UTC).timestamp()))  # fmt: skip
 
     actions = CounterMetricFamily(
         "codeb_scaling_actions",
@@ -123,12 +121,6 @@ def _collect(deps: Any) -> Iterable[Any]:
     out.append(_gauge("codeb_scaling_in_flight", "1 while a scale up or down is queued or running",
                       1.0 if service.in_flight() is not None else 0.0))  # fmt: skip
     return out
-
-
-def _unix(naive_utc: Any) -> float:
-    import datetime as dt
-
-    return naive_utc.replace(tzinfo=dt.UTC).timestamp()
 
 
 METRICS = FeatureCollector(
