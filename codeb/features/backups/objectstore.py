@@ -23,7 +23,7 @@ from typing import Any
 
 from codeb.executor.events import EventRecord
 from codeb.executor.runner import PlaybookRun, RunOutcome
-from codeb.executor.worker import describe_failure
+from codeb.executor.worker import JobFailed, describe_failure
 from codeb.providers.objectstore import (
     Credentials,
     ObjectInfo,
@@ -247,12 +247,19 @@ def environment_store(deps: Deps, storage: Server, project_id: str, env: str) ->
 def put_redis_copy(deps: Deps, run: Runner, copy: RedisCopy, rdb: Path) -> ObjectInfo:
     """Upload a copy's RDB into its environment's bucket with that environment's key; the
     object's size is read back. Raises ObjectStoreError (the reason) when it is not there."""
-    storage = Server.get(Server.name == copy.storage_server)
-    ensure_store(deps, storage, run, copy.project_id, copy.environment)
-    store = environment_store(deps, storage, copy.project_id, copy.environment)
-    return store.put_file(
-        environment_bucket(copy.project_id, copy.environment), redis_object_key(copy), rdb
-    )
+    storage = Server.get_or_none(Server.name == copy.storage_server)
+    if storage is None:
+        raise ObjectStoreError(f"the storage server {copy.storage_server} is not registered")
+    try:
+        ensure_store(deps, storage, run, copy.project_id, copy.environment)
+        store = environment_store(deps, storage, copy.project_id, copy.environment)
+        return store.put_file(
+            environment_bucket(copy.project_id, copy.environment), redis_object_key(copy), rdb
+        )
+    except JobFailed as exc:  # the storage server not reachable by codeb's rules
+        raise ObjectStoreError(f"S3 store on {storage.name}: {exc}") from None
+    except OSError as exc:  # the staged RDB unreadable
+        raise ObjectStoreError(f"S3 store: the copy's RDB could not be read ({exc})") from None
 
 
 def delete_redis_copy(deps: Deps, copy: RedisCopy) -> None:
