@@ -109,10 +109,10 @@ def _probe_plan(host_plan: HostPlan) -> dict[str, Any]:
 def _pull_plan(host_plan: HostPlan) -> dict[str, Any]:
     """The app's image pulled and its env file placed, no unit: nothing starts. (The role
     pulls missing images only for a host where some file differs; the env file, placed by the
-    real run anyway, is that file.)"""
+    real run anyway, is that file. It names no unit here: a placed file's unit is restarted.)"""
     return {
         "dirs": host_plan["dirs"],
-        "files": [f for f in host_plan["files"] if f["secret"]],
+        "files": [{**f, "unit": ""} for f in host_plan["files"] if f["secret"]],
         "units": [],
         "images": host_plan["images"],
         "containers": [],
