@@ -5,7 +5,12 @@ server).
 follows it; `restore BACKUP --target-time 2026-11-30T15:18:42Z` restores it to that second into
 a new PostgreSQL container on the storage server (the live database is not touched);
 `delete` is HIGH (queued: confirmations, a backup, a cooldown); `verify` runs a restore drill
-(a scratch container on the storage server); `status` exits 1 when anything is in alarm."""
+(a scratch container on the storage server); `status` exits 1 when anything is in alarm.
+`restore BACKUP --into project` restores a deleted project's retained backup as a new project.
+
+`redis copy|list|restore|verify`: copies of a cache component's Redis data on the storage
+server (an RDB, or the whole appendonlydir/ of a cache running with appendonly yes),
+restored into a new container (LOW) or in place (HIGH: queued), and drilled."""
 
 from __future__ import annotations
 
@@ -81,6 +86,8 @@ def backups_restore(args: argparse.Namespace, sess: Session) -> int:
     body = {"into": args.into}
     if args.target_time:
         body["target_time"] = args.target_time
+    if args.project:
+        body["project"] = args.project
     return sess.finish(sess.client.request("POST", _path(args.backup) + "/restore", json=body))
 
 
@@ -121,6 +128,73 @@ def backups_status(args: argparse.Namespace, sess: Session) -> int:
     return FAILED if body.get("status") == "alarm" else OK
 
 
+COPY_COLUMNS = [
+    ("ID", "id"),
+    ("SOURCE", "source"),
+    ("ENV", "environment"),
+    ("FORMAT", "format"),
+    ("STATUS", "status"),
+    ("KEYS", "keys"),
+    ("FINISHED", "finished_at"),
+    ("VERIFIED", "verified_at"),
+    ("SIZE", lambda c: _size(c.get("size_bytes"))),
+]
+
+
+def _copy_path(copy_id: str) -> str:
+    return f"/api/backups/redis/{copy_id}"
+
+
+def redis_copy(args: argparse.Namespace, sess: Session) -> int:
+    body = {"project": args.project, "environment": args.environment}
+    return sess.finish(sess.client.request("POST", "/api/backups/redis", json=body))
+
+
+def redis_list(args: argparse.Namespace, sess: Session) -> int:
+    params = {k: v for k, v in (("project", args.project), ("environment", args.environment)) if v}
+    body = sess.client.request("GET", "/api/backups/redis", params=params or None)
+    if sess.out.json_mode:
+        sess.out.data(body)
+    else:
+        sess.out.say(table(body.get("copies") or [], COPY_COLUMNS))
+    return OK
+
+
+def redis_restore(args: argparse.Namespace, sess: Session) -> int:
+    body = {"into": args.into}
+    return sess.finish(sess.client.request("POST", _copy_path(args.copy) + "/restore", json=body))
+
+
+def redis_verify(args: argparse.Namespace, sess: Session) -> int:
+    return sess.finish(sess.client.request("POST", _copy_path(args.copy) + "/verify"))
+
+
+def _register_redis(cmds: argparse._SubParsersAction, p: Parents) -> None:
+    redis = cmds.add_parser("redis", help="copies of Redis data (cache components)")
+    rcmds = redis.add_subparsers(dest="redis_command", required=True)
+    c = rcmds.add_parser("copy", parents=[p.json, p.act], help="copy a cache's data now (LOW)")
+    c.add_argument("project", help="the project's id or name")
+    c.add_argument("environment", choices=ENVIRONMENTS)
+    c.set_defaults(remote=redis_copy)
+    c = rcmds.add_parser("list", parents=[p.json], help="list Redis copies, newest first")
+    c.add_argument("--project")
+    c.add_argument("--environment", choices=ENVIRONMENTS)
+    c.set_defaults(remote=redis_list)
+    c = rcmds.add_parser(
+        "restore",
+        parents=[p.json, p.act],
+        help="restore a copy into a new Redis container (LOW), or in place (HIGH: queued)",
+    )
+    c.add_argument("copy")
+    c.add_argument("--into", choices=("new", "in_place"), default="new")
+    c.set_defaults(remote=redis_restore)
+    c = rcmds.add_parser(
+        "verify", parents=[p.json, p.act], help="a restore drill of a copy (scratch container)"
+    )
+    c.add_argument("copy")
+    c.set_defaults(remote=redis_verify)
+
+
 def register(sub: argparse._SubParsersAction, p: Parents) -> None:
     backups = sub.add_parser(
         "backups",
@@ -154,7 +228,11 @@ def register(sub: argparse._SubParsersAction, p: Parents) -> None:
     )
     c.add_argument("backup")
     c.add_argument("--target-time", help="UTC to the second, e.g. 2026-11-30T15:18:42Z")
-    c.add_argument("--into", choices=("new", "in_place"), default="new")
+    c.add_argument("--into", choices=("new", "in_place", "project"), default="new")
+    c.add_argument(
+        "--project",
+        help="into project: the new project's name (the deleted project's; the default)",
+    )
     c.set_defaults(remote=backups_restore)
     c = cmds.add_parser(
         "verify", parents=[p.json, p.act], help="a restore drill of a backup (scratch container)"
@@ -169,3 +247,4 @@ def register(sub: argparse._SubParsersAction, p: Parents) -> None:
     c = cmds.add_parser("delete", parents=[p.json, p.act], help="delete a backup (HIGH)")
     c.add_argument("backup")
     c.set_defaults(remote=backups_delete)
+    _register_redis(cmds, p)
