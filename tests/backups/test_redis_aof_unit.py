@@ -137,6 +137,24 @@ def test_a_copy_naming_paths_outside_is_refused(tmp_path):
     assert not (tmp_path / "escape").exists()
 
 
+def test_history_parts_are_left_out(tmp_path):
+    d = tmp_path / "appendonlydir"
+    d.mkdir()
+    (d / "appendonly.aof.manifest").write_text(
+        "file appendonly.aof.1.base.rdb seq 1 type h\n"
+        "file appendonly.aof.2.base.rdb seq 2 type b\n"
+        "file appendonly.aof.2.incr.aof seq 2 type i\n"
+    )
+    for name in ("appendonly.aof.2.base.rdb", "appendonly.aof.2.incr.aof"):
+        (d / name).write_bytes(b"x")  # the history part is already gone
+    files = codeb_redis.pack_aof(str(d), "appendonly.aof", str(tmp_path / "c.tar"))
+    assert files == ["appendonly.aof.manifest", "appendonly.aof.2.base.rdb",
+                     "appendonly.aof.2.incr.aof"]  # fmt: skip
+    with tarfile.open(tmp_path / "c.tar") as tar:
+        manifest = tar.extractfile("appendonly.aof.manifest").read().decode()
+    assert "type h" not in manifest and "appendonly.aof.2.incr.aof" in manifest
+
+
 def test_a_part_gone_fails_instead_of_packing_half(tmp_path):
     d = tmp_path / "appendonlydir"
     d.mkdir()

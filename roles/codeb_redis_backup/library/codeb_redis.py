@@ -143,15 +143,23 @@ def pack_aof(directory: str, appendfilename: str, archive: str, tries: int = 5) 
     for _ in range(tries):
         with open(manifest_path, "rb") as f:
             manifest = f.read()
-        names = [_plain_name(m) for m in MANIFEST_FILE.findall(manifest.decode())]
+        # History parts (type h: replaced by a rewrite, about to be deleted) are no part of
+        # the data: neither copied nor named in the copy's manifest.
+        lines = [
+            line
+            for line in manifest.decode().splitlines()
+            if line.strip() and not re.search(r"(?:^|\s)type\s+h(?:\s|$)", line)
+        ]
+        names = [_plain_name(m) for line in lines for m in MANIFEST_FILE.findall(line)]
         if not names:
             raise RuntimeError(f"{manifest_name} names no file")
+        kept = ("\n".join(lines) + "\n").encode()
         fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
                 info = tarfile.TarInfo(manifest_name)
-                info.size, info.mode, info.mtime = len(manifest), 0o600, int(time.time())
-                tar.addfile(info, io.BytesIO(manifest))
+                info.size, info.mode, info.mtime = len(kept), 0o600, int(time.time())
+                tar.addfile(info, io.BytesIO(kept))
                 for name in names:
                     tar.add(os.path.join(directory, name), arcname=name, recursive=False)
         except FileNotFoundError:
