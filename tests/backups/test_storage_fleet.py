@@ -108,7 +108,7 @@ def test_s3_store_redis_copies_registry_and_a_killed_store(stack, fleet, tmp_pat
 
         # The store on the host: loopback cluster, the gateway on the server's address,
         # key pairs 0600 of the store's user, both units enabled.
-        modes = storage.ssh("stat -c '%a %U' /etc/codeb/s3/identities.json /var/lib/codeb/s3",
+        modes = storage.ssh("stat -c '%a %U' /etc/codeb-s3/identities.json /var/lib/codeb/s3",
                             check=True).stdout.split()  # fmt: skip
         assert modes == ["600", "codeb-s3", "700", "codeb-s3"], modes
         listening = storage.ssh("ss -ltn", check=True).stdout
