@@ -69,7 +69,12 @@ class DeployServers(Request):
 
 
 class DeployRequest(Request):
-    example = {"project": "shop", "environment": "staging", "image": "reg.example/a:1"}
+    example = {
+        "project": "shop",
+        "environment": "staging",
+        "image": "reg.example/a:1",
+        "repair": False,
+    }
     project: Annotated[str, Meta(min_length=1, max_length=100)]
     environment: EnvironmentName
     image: Annotated[
@@ -102,6 +107,18 @@ class DeployRequest(Request):
         ]
         | UnsetType
     ) = UNSET
+    repair: (
+        Annotated[
+            bool,
+            Meta(
+                description="probe and apply every host of the environment, even those whose "
+                "part of the plan is unchanged since the last deploy and that answer their "
+                "health check (which a deploy otherwise leaves untouched): undoes drift made "
+                "by hand"
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class Preview(Shape):
@@ -110,6 +127,24 @@ class Preview(Shape):
     changes: list[dict[str, Any]]
     restarts: STRINGS
     changed: bool
+    touched: (
+        Annotated[
+            list[dict[str, Any]],
+            Meta(description="a deploy: the hosts it would probe and apply, and why"),
+        ]
+        | UnsetType
+    ) = UNSET
+    untouched: (
+        Annotated[
+            list[dict[str, Any]],
+            Meta(
+                description="a deploy: the hosts it would leave untouched (their part of the "
+                "plan unchanged since a deploy that applied it, nothing else done there since, "
+                "healthy now), and why; `repair: true` touches them too"
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 # A yes/no query parameter (?preview=true, ?live=1).

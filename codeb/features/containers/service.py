@@ -30,6 +30,7 @@ from codeb.executor.worker import (
     RunContext,
     describe_failure,
 )
+from codeb.features.containers import touch
 from codeb.features.projects import service as projects
 from codeb.features.servers import service as servers
 from codeb.protection.tokens import Target
@@ -37,6 +38,8 @@ from codeb.render.units import COMPONENTS, EnvironmentUnits, HostPlan, plan_envi
 from codeb.services import fleet, gate, operations, scheduler
 from codeb.services.context import SYSTEM, Actor, Deps
 from codeb.store.models import Container, Environment, Operation, Project, Server
+
+NO_RUN = RunOutcome("successful", 0)  # no host needed touching: no playbook ran
 
 IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")  # fullmatch only
 PLAN_HASH = re.compile(r"[0-9a-f]{64}")  # fullmatch only
@@ -146,6 +149,8 @@ def _live(deps: Deps, c: Container) -> dict:
     if info is None:
         return {"error": f"the probe did not report {c.container_name}"}
     drift = drift_of(c, info)
+    if drift:
+        touch.forget_hosts(deps, [server.name])  # the next deploy touches it
     return {
         "unit": {"ActiveState": info["active"], "SubState": info["sub"], "LoadState": info["load"]},
         "container": {
@@ -255,11 +260,35 @@ def plan_hash(plan: dict) -> str:
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
 
 
-def deploy_plan_hash(plan: dict, from_state: dict[str, str]) -> str:
+def deploy_plan_hash(
+    plan: dict, from_state: dict[str, str], untouched: dict[str, str] | None = None
+) -> str:
     """A deploy plan goes from one state to another: the hash binds the files it places (its
     target) and, per host, the digest of the state the probe saw when it was computed (what
-    was placed and what ran), so a plan previewed from another state never applies."""
+    was placed and what ran), so a plan previewed from another state never applies. It also
+    binds which hosts the deploy leaves untouched (`untouched`: host -> the deploy whose
+    record let it be left; see touch.py): a plan previewed for another selection never
+    applies either."""
+    if untouched:
+        return plan_hash({"to": plan_hash(plan), "from": from_state, "untouched": untouched})
     return plan_hash({"to": plan_hash(plan), "from": from_state})
+
+
+def _select(
+    deps: Deps,
+    env: Environment,
+    units: EnvironmentUnits,
+    plan: dict,
+    repair: bool,
+    operation_id: str | None = None,
+) -> tuple[dict[str, str], touch.Selection]:
+    """The hash of each host's part of the plan, and which hosts a deploy of it touches."""
+    hashes = touch.host_hashes(plan, plan_hash)
+    return hashes, touch.select(deps, env, units, hashes, repair, operation_id)
+
+
+def _part(plan: dict, hosts: list[str]) -> dict:
+    return {h: plan[h] for h in hosts}
 
 
 def _probe_state(deps: Deps, units: EnvironmentUnits, plan: dict) -> dict[str, str]:
@@ -297,6 +326,9 @@ def deploy(
         raise ValidationFailed(
             "X-Plan-Hash must be the plan_hash a preview answered", {"field": "X-Plan-Hash"}
         )
+    repair = body.get("repair", False)
+    if not isinstance(repair, bool):
+        raise ValidationFailed("repair must be true or false", {"field": "repair"})
     requested, replicas = fleet.parse_request(body)
     # Where it runs: as recorded, changed as requested, the rest on the least loaded servers.
     # Decided here, bound to the request (the confirm token binds it, the plan names its
@@ -305,15 +337,22 @@ def deploy(
     fleet.require_ready(placement)
     units = environment_units(deps, project, env, image, placement)
     plan = plan_environment(deps.settings.templates_dir, units)
+    _, selection = _select(deps, env, units, plan, repair)
+    touched = selection.hosts
     if preview:
-        return _preview(
-            deps, "deploy.yml", units, {"codeb_plan": plan},
-            lambda records: deploy_plan_hash(plan, reported(records, "codeb_state")),
+        # Check mode on exactly the hosts the apply would touch; the others are listed.
+        answer = _preview(
+            deps, "deploy.yml", units, {"codeb_plan": _part(plan, touched)},
+            lambda records: deploy_plan_hash(
+                plan, reported(records, "codeb_state"), selection.binding()
+            ),
+            hosts=touched,
         )  # fmt: skip
+        return {**answer, **selection.view()}
     from_state: dict[str, str] = {}
     if expected_plan:
-        from_state = _probe_state(deps, units, plan)
-        current = deploy_plan_hash(plan, from_state)
+        from_state = _probe_state(deps, units, _part(plan, touched)) if touched else {}
+        current = deploy_plan_hash(plan, from_state, selection.binding())
         if expected_plan != current:
             raise PlanChanged(current)
     operation = f"deploy_{env.name}"
@@ -325,11 +364,14 @@ def deploy(
         environment=env.name,
     )
     params: dict[str, Any] = {"image": image, "servers": placement}
+    if repair:
+        params["repair"] = True
     if expected_plan:
         # The state the plan starts from travels with it: the run checks each host is still
         # in it before it changes anything (see roles/codeb_quadlet/tasks/probe.yml).
         params["plan_hash"] = expected_plan
         params["from_state"] = from_state
+        params["untouched"] = selection.binding()
     return gate.guard(
         deps,
         actor,
@@ -341,6 +383,7 @@ def deploy(
             f"{', '.join(placement['app'])} (and its PostgreSQL on {placement['db'][0]} and "
             f"Redis on {placement['redis'][0]} if they are not running yet); a version that "
             "fails its health check is rolled back."
+            + (" Every host is probed and repaired, changed or not." if repair else "")
         ),
         confirmation=confirmation,
         success_status=202,
@@ -367,7 +410,8 @@ def _execute_deploy(deps: Deps, actor: Actor, target: Target, params: dict[str, 
     units = environment_units(deps, project, env, params["image"], placement)
     plan = plan_environment(deps.settings.templates_dir, units)
     if params.get("plan_hash"):
-        current = deploy_plan_hash(plan, params.get("from_state") or {})
+        _, selection = _select(deps, env, units, plan, bool(params.get("repair")))
+        current = deploy_plan_hash(plan, params.get("from_state") or {}, selection.binding())
         if params["plan_hash"] != current:
             raise PlanChanged(current)
     fleet.record(deps, env, placement)
@@ -383,6 +427,7 @@ def _execute_deploy(deps: Deps, actor: Actor, target: Target, params: dict[str, 
             "image": params["image"],
             "plan_hash": params.get("plan_hash"),
             "from_state": params.get("from_state"),
+            "repair": bool(params.get("repair")),
         },
         project_id=project.id,
     )
@@ -395,6 +440,19 @@ class DeployJob:
     as it was or its rows say exactly what it runs (see `_settle`)."""
 
     def run(self, ctx: RunContext) -> JobResult:
+        """The deploy; one that did not succeed (or raised) forgets what was applied on
+        every host of its environment, so the next deploy probes them all."""
+        params = ctx.operation.params
+        try:
+            result = self._run(ctx)
+        except BaseException:
+            _forget_environment(ctx.deps, params)
+            raise
+        if result.status != "succeeded":
+            _forget_environment(ctx.deps, params)
+        return result
+
+    def _run(self, ctx: RunContext) -> JobResult:
         deps, params = ctx.deps, ctx.operation.params
         project = Project.get_by_id(params["project_id"])
         env = projects.find_environment(project, params["environment"])
@@ -402,14 +460,27 @@ class DeployJob:
         units = environment_units(deps, project, env, params["image"])
         plan = plan_environment(deps.settings.templates_dir, units)
         from_state = params.get("from_state") or {}
-        if params.get("plan_hash") and params["plan_hash"] != deploy_plan_hash(plan, from_state):
+        hashes, selection = _select(
+            deps, env, units, plan, bool(params.get("repair")), ctx.operation.id
+        )
+        if params.get("plan_hash") and params["plan_hash"] != deploy_plan_hash(
+            plan, from_state, selection.binding()
+        ):
             raise JobFailed("the state changed since the preview; nothing was deployed")
         if env.name == "production":
             _require_tested_image(ctx, project, units)
             if ctx.canceled:
                 ctx.note_stopped()
                 return JobResult("canceled", "canceled by request", {})
-        outcome, records = ctx.run(_deploy_run(deps, units, plan, expected_state=from_state))
+        touched = selection.hosts
+        if touched:
+            outcome, records = ctx.run(
+                _deploy_run(
+                    deps, units, _part(plan, touched), expected_state=from_state, limit=touched
+                )
+            )
+        else:
+            outcome, records = NO_RUN, []  # every host is as its record says: no playbook
         if outcome.status != "successful" or ctx.canceled:
             return _settle(ctx, units, previous, describe_failure(outcome, records), outcome)
         # The app's dependencies first: a fresh PostgreSQL runs initdb before it listens.
@@ -433,6 +504,8 @@ class DeployJob:
             "url": urls[0],
             "urls": urls,
             "servers": list(units.app_servers),
+            "playbook_ran": bool(touched),
+            **selection.view(),
         }
         if len(units.app_servers) > 1:
             result["unhealthy_servers"] = [name for name, ok in health.items() if not ok]
@@ -440,10 +513,12 @@ class DeployJob:
         if healthy:
             image_ids = {
                 name: images.get(name, {}).get(units.app_image)
+                or _recorded_image_id(project.id, env.name, name, units.app_image, touched)
                 or _inspect_image(ctx, name, units.app_image)
                 for name in units.app_servers
             }
             _record(deps, ctx.operation.id, units, health, previous, image_ids)
+            touch.record(deps, env, hashes, touched, ctx.operation.id)
             ids = sorted({i for i in image_ids.values() if i})
             return JobResult(
                 "succeeded", None, {**result, "image_id": ids[0] if len(ids) == 1 else ids}
@@ -475,6 +550,27 @@ class DeployJob:
             + ("" if back_healthy else " (which is not healthy either)"),
             result,
         )
+
+
+def _forget_environment(deps: Deps, params: dict[str, Any]) -> None:
+    env = Environment.get_or_none(
+        (Environment.project == params["project_id"])
+        & (Environment.name == params["environment"])
+        & (Environment.status == "active")
+    )
+    if env is not None:
+        touch.forget_environment(deps, env.id)
+
+
+def _recorded_image_id(
+    project_id: str, environment: str, server: str, image: str, touched: list[str]
+) -> str | None:
+    """The image id the row of an untouched replica recorded (its host runs what its record
+    says: nothing to read there)."""
+    if server in touched:
+        return None
+    row = _row_on(project_id, environment, "app", _server_ip(server))
+    return row.image_id if row is not None and row.image == image else None
 
 
 def _settle(
@@ -1007,14 +1103,21 @@ def _preview(
     extravars: dict[str, Any],
     current: str | Callable[[list[EventRecord]], str],
     server: str | None = None,
+    hosts: list[str] | None = None,
 ) -> dict:
     """Run the playbook in check mode with diff: what would change, changing nothing.
     `current` is the plan hash, or computes it from the run's records (a deploy's hash binds
     the state its probe saw)."""
-    if units:
+    if hosts is not None:
+        names = hosts
+    elif units:
         names = units.servers
     else:
         names = [server] if server else []
+    if not names:
+        # No host to touch: nothing would change (a deploy whose hosts all hold their plan).
+        done = current if isinstance(current, str) else current([])
+        return {"preview": True, "plan_hash": done, "changes": [], "restarts": [], "changed": False}
     outcome, records = servers.run_now(
         deps, playbook, names, extravars=extravars, secrets=units.secrets if units else (),
         check=True, diff=True, timeout_s=300,
@@ -1197,6 +1300,12 @@ class DriftCheckJob:
                         "drift": drift,
                     }
                 )
+        # A host where drift was seen, or that could not be read, is touched by every next
+        # deploy (touch.py): what was applied there is no longer known to hold.
+        forget = {name_of.get(d["server_ip"]) for d in drifted} | unreachable
+        if outcome.status != "successful" or ctx.canceled:
+            forget |= set(hosts)
+        touch.forget_hosts(deps, {h for h in forget if h})
         result = {
             "checked": checked,
             "drifted": drifted,
