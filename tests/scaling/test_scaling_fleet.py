@@ -3,8 +3,12 @@
 applies the instance's user_data (root's authorized_keys become exactly the keys it lists),
 so codeb's scale-up really creates, waits, pins, bootstraps, places and proxies:
 
-- scale up: the new server is bootstrapped, runs the staging app, the proxy's upstreams name
-  both app servers, and each of them alone answers through the proxy (HTTPS, internal CA);
+- scale up: the new server is bootstrapped, runs a replica of what each environment runs
+  (production v1 while staging already runs v2: a replica is not behind the staging gate, and
+  has the very image id production runs), the proxy's upstreams name both app servers, and
+  each of them alone answers through the proxy (HTTPS, internal CA);
+- a new server whose v1 tag names v2's image: production's replica is refused before it
+  starts, the instance deleted, production as it was;
 - scale down (MEDIUM: asked, then confirmed): drained from the proxy first, containers
   removed, the instance deleted (its host stopped), unregistered; the app still answers;
 - a bootstrap that fails (the fake boots a Debian 12 host, which bootstrap refuses): the
@@ -18,10 +22,12 @@ import ipaddress
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -66,10 +72,14 @@ class FleetCloud:
         self.threads: list[threading.Thread] = []
         self.created = 0
         self.user_data: list[str] = []
+        # Run on each new host once booted, before it gets an address (what a test needs the
+        # "cloud image" to hold).
+        self.after_boot: Callable[[fleetlib.Host], Any] | None = None
 
     def on_create(self, request: dict[str, Any]) -> Future:
         self.created += 1
         name, variant, future = f"vultr{self.created}", self.variant, Future()
+        after_boot = self.after_boot
         self.user_data.append(request.get("user_data", ""))
 
         def boot() -> None:
@@ -78,6 +88,8 @@ class FleetCloud:
                 keys = authorized_keys(request.get("user_data", ""))
                 ssh_dir = host.root / "root/.ssh"
                 (ssh_dir / "authorized_keys").write_text("".join(k + "\n" for k in keys))
+                if after_boot is not None:
+                    after_boot(host)
                 self.hosts[request["label"]] = host
                 future.set_result(host.ip)
             except BaseException as exc:  # the instance then never gets an address
@@ -150,11 +162,26 @@ def pool(fleet, tmp_path_factory):
                 assert r.status_code == 202, r.text
                 op = wait_operation(c, started(r.json()), timeout=600)
                 assert op["status"] == "succeeded", op
+                # Production runs v1 (tested in staging, confirmed); then staging moves on to
+                # v2, so a production deploy of v1 would now fail the staging gate.
+                r = c.post("/api/containers/deploy",
+                           json={"project": "shop", "environment": "production",
+                                 "image": f"{APP}:v1"})  # fmt: skip
+                assert r.status_code == 202, r.text
+                assert r.json()["status"] == "confirmation_required", r.text
+                r = c.post("/api/protection/confirm", json={"token": r.json()["confirm_token"]})
+                op = wait_operation(c, started(r.json()), timeout=600)
+                assert op["status"] == "succeeded", op
+                r = c.post("/api/containers/deploy",
+                           json={"project": "shop", "environment": "staging",
+                                 "image": f"{APP}:v2"})  # fmt: skip
+                op = wait_operation(c, started(r.json()), timeout=600)
+                assert op["status"] == "succeeded", op
                 r = c.put("/api/scaling/policy", json={
                     "api_key": KEY,
                     "policy": {"min_servers": 1, "max_servers": 3},
                     "cloud": {"api_url": url, "region": "ams", "plan": "vc2-1c-2gb",
-                              "os_id": 2625, "environments": ["staging"],
+                              "os_id": 2625, "environments": ["staging", "production"],
                               "ready_timeout_s": 300, "poll_s": 1, "drain_s": 2},
                 })  # fmt: skip
                 assert r.status_code == 200, r.text
@@ -233,6 +260,25 @@ def test_scale_up_joins_and_serves_behind_the_proxy(pool, fleet, tmp_path):
         assert new["role"] == "app" and new["status"] == "ready" and new["provider"] == "vultr"
         env = c.get("/api/projects/shop/environments/staging").json()
         assert sorted(env["placement"]["app"]) == sorted(["app", name]), env
+        prod = c.get("/api/projects/shop/environments/production").json()
+        assert sorted(prod["placement"]["app"]) == sorted(["app", name]), prod
+        # Each environment got a replica of what it runs: production v1 although staging
+        # runs v2 (no staging gate for a replica), with the very image id production runs.
+        step = next(s for s in event["steps"] if s["step"] == "place")
+        placed = {p["environment"]: p["image"] for p in step["detail"]["placed"]}
+        assert placed == {"shop/production": f"{APP}:v1", "shop/staging": f"{APP}:v2"}, placed
+        rows = c.get("/api/containers", params={"project": "shop"}).json()["containers"]
+        apps = [r for r in rows if r["server_type"] == "app"]
+        for env_name, version in (("production", "v1"), ("staging", "v2")):
+            mine = [r for r in apps if r["environment"] == env_name]
+            assert {r["server_ip"] for r in mine} == {fleet["app"].ip, new["ip"]}, mine
+            assert {(r["image"], r["image_id"]) for r in mine} == {
+                (f"{APP}:{version}", mine[0]["image_id"])
+            }, mine
+            assert all(r["status"] == "running" and r["image_id"] for r in mine), mine
+        text = httpx.get(f"http://{new['ip']}:{prod['app_port']}/", timeout=10).text
+        assert "codeb-test-app v1" in text, text
+        assert "codeb-test-app v2" in httpx.get(f"http://{new['ip']}:{env['app_port']}/").text
     host = booter.hosts[event["label"]]
     assert host.ip == new["ip"]
     # user_data was what authorised codeb: the key it lists is codeb's public key.
@@ -249,6 +295,47 @@ def test_scale_up_joins_and_serves_behind_the_proxy(pool, fleet, tmp_path):
     assert alone_answers(host, [fleet["app"]], proxy, tmp_path), "the new server did not serve"
     assert alone_answers(fleet["app"], [host], proxy, tmp_path), "the old server did not serve"
     assert len(fake.live()) == 1
+
+
+def test_a_tag_naming_another_image_is_never_placed(pool, fleet):
+    """The new server's v1 tag names v2's image (a re-pushed tag): production's replica is
+    refused before anything starts there; the instance is deleted; production is as it was."""
+    api, _, fake, booter = pool
+    booter.after_boot = lambda host: host.ssh(
+        f"podman tag {APP}:v1 {APP}:v1-orig && podman tag {APP}:v2 {APP}:v1", check=True
+    )
+    with api.client() as c:
+        before = [
+            (r["server_ip"], r["image"], r["image_id"])
+            for r in c.get("/api/containers", params={"project": "shop",
+                                                      "environment": "production"}).json()[
+                "containers"]
+            if r["server_type"] == "app"
+        ]  # fmt: skip
+        try:
+            r = c.post("/api/scaling/up", json={})
+            assert r.status_code == 202, r.text
+            op = wait_operation(c, started(r.json()), timeout=1200)
+        finally:
+            booter.after_boot = None
+        assert op["status"] == "failed", op
+        event = c.get("/api/scaling/history", params={"kind": "up"}).json()["events"][0]
+        assert event["failed_step"] == "place", event
+        assert "places only the image the environment already runs" in event["error"], event
+        assert "nothing was started there" in event["error"], event
+        assert "deleted" in event["error"] and "unregistered" in event["error"], event
+        after = [
+            (r["server_ip"], r["image"], r["image_id"])
+            for r in c.get("/api/containers", params={"project": "shop",
+                                                      "environment": "production"}).json()[
+                "containers"]
+            if r["server_type"] == "app"
+        ]  # fmt: skip
+        assert sorted(after) == sorted(before), (before, after)
+        prod = c.get("/api/projects/shop/environments/production").json()
+        assert event["label"] not in prod["placement"]["app"], prod
+    booter.settle()
+    assert len(fake.live()) == 1  # the first scale-up's server only
 
 
 def test_scale_down_drains_then_deletes(pool, fleet, tmp_path):
@@ -273,8 +360,9 @@ def test_scale_down_drains_then_deletes(pool, fleet, tmp_path):
             "drain", "stop", "delete_instance", "unregister"]  # fmt: skip
         names = [s["name"] for s in c.get("/api/servers").json()["servers"]]
         assert event["server"] not in names
-        env = c.get("/api/projects/shop/environments/staging").json()
-        assert env["placement"]["app"] == ["app"], env
+        for env_name in ("staging", "production"):
+            env = c.get(f"/api/projects/shop/environments/{env_name}").json()
+            assert env["placement"]["app"] == ["app"], env
     booter.settle()
     assert fake.live() == [] and booter.hosts == {}
     flat = " ".join(str(v) for v in running_hosts(proxy).values())
