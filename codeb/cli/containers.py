@@ -94,10 +94,16 @@ def _quoted(*words: str) -> str:
 def containers_deploy(args: argparse.Namespace, sess: Session) -> int:
     def call(preview: bool = False, plan_hash: str | None = None) -> Json:
         return sess.client.deploy(
-            args.project, args.environment, args.image, preview=preview, plan_hash=plan_hash
+            args.project,
+            args.environment,
+            args.image,
+            preview=preview,
+            plan_hash=plan_hash,
+            repair=args.repair,
         )
 
-    again = _quoted("codeb", "containers", "deploy", args.project, args.environment, args.image)
+    words = ["codeb", "containers", "deploy", args.project, args.environment, args.image]
+    again = _quoted(*words, *(["--repair"] if args.repair else []))
     return run_mutation(args, sess, call, again)
 
 
@@ -147,6 +153,12 @@ def register(sub: argparse._SubParsersAction, p: Parents) -> None:
     c.add_argument("project", help="the project's id or name")
     c.add_argument("environment", choices=ENVIRONMENTS)
     c.add_argument("image", help="an image reference, e.g. ghcr.io/acme/shop:1.4")
+    c.add_argument(
+        "--repair",
+        action="store_true",
+        help="probe and apply every host, also those a deploy would leave untouched (their "
+        "plan unchanged and healthy): undoes drift made by hand",
+    )
     c.set_defaults(remote=containers_deploy)
     c = cmds.add_parser("list", parents=[p.json], help="list containers")
     c.add_argument("--project")

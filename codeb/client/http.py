@@ -265,8 +265,11 @@ class CodebClient:
         *,
         preview: bool = False,
         plan_hash: str | None = None,
+        repair: bool = False,
     ) -> Json:
-        body = {"project": project, "environment": environment, "image": image}
+        body: dict[str, Any] = {"project": project, "environment": environment, "image": image}
+        if repair:
+            body["repair"] = True  # every host probed and applied (undoes drift by hand)
         return self._mutate("POST", "/api/containers/deploy", body, preview, plan_hash)
 
     def list_containers(self, project: str | None = None, environment: str | None = None) -> Json:

@@ -112,20 +112,27 @@ class Tools:
 
     # --- deploys -----------------------------------------------------------------------------
 
-    def deploy_staging(self, project: str, image: str) -> Json:
+    def deploy_staging(self, project: str, image: str, repair: bool = False) -> Json:
         """Deploy an image to a project's staging environment (app, PostgreSQL, Redis). Starts
-        an operation at once; follow it with follow_operation."""
-        return self._mutate(self.client.deploy, project, "staging", image)
+        an operation at once; follow it with follow_operation. Hosts whose part of the plan is
+        unchanged and healthy are left untouched; repair=true touches every host (undoes
+        drift made by hand)."""
+        return self._mutate(self.client.deploy, project, "staging", image, repair=repair)
 
-    def deploy_production(self, project: str, image: str) -> Json:
+    def deploy_production(self, project: str, image: str, repair: bool = False) -> Json:
         """Request a production deploy. The same image must run healthy in staging first, and
-        a person confirms it (the answer says how)."""
-        return self._mutate(self.client.deploy, project, "production", image)
+        a person confirms it (the answer says how). repair=true touches every host."""
+        return self._mutate(self.client.deploy, project, "production", image, repair=repair)
 
-    def preview_deploy(self, project: str, environment: Environment, image: str) -> Json:
-        """What a deploy would change (every unit and file's diff, the restarts), changing
-        nothing. Its plan_hash binds the plan to the state it was computed from."""
-        return self._call(self.client.deploy, project, environment, image, preview=True)
+    def preview_deploy(
+        self, project: str, environment: Environment, image: str, repair: bool = False
+    ) -> Json:
+        """What a deploy would change (every unit and file's diff, the restarts, the hosts it
+        would leave untouched and why), changing nothing. Its plan_hash binds the plan to the
+        state it was computed from."""
+        return self._call(
+            self.client.deploy, project, environment, image, preview=True, repair=repair
+        )
 
     # --- containers --------------------------------------------------------------------------
 
