@@ -12,12 +12,20 @@ On the real 3-host test fleet (app, db, cache: Debian 13 under systemd-nspawn, b
    runs: write the same rendered `.container` unit with the image swapped, `systemctl
    daemon-reload`, `systemctl restart <unit>`, then GET `http://<app ip>:<port>/health` from
    here until it answers 200.
-3. **No-op**: the image the host already runs, again through the API (target <= 2 s).
+3. **No-op**: the image the host already runs, again through the API, right after (1) (target
+   <= 1 s). A deploy leaves untouched the hosts whose part of the plan is unchanged since the
+   last deploy and that answer their health check (codeb/features/containers/touch.py): this
+   no-op runs no playbook at all, which the report checks.
+4. **Repair no-op**: the same with `repair: true`, which probes every host as every no-op did
+   before (the way drift made by hand is undone).
 
-Each round runs (1) and (2) in alternating order, then (3); every step flips the image, so
-each changed redeploy really changes the unit. Prints the medians, API / by hand (target <= 3),
-the no-op median, the load average, and where the API's time goes: per-task `duration` from the
-operation's events, and the gaps request -> first event and last event -> `succeeded`.
+Each round runs (1) and (2) in alternating order, (3) and (4) right after (1); every step flips
+the image, so each changed redeploy really changes the unit. After (2) an untimed drift check
+tells codeb what the hand changed (its record of the app host is forgotten: the next API
+deploy touches it, as it would after any change made by hand). Prints the medians, API / by
+hand (target <= 3), the no-op medians, the load average, and where the API's time goes:
+per-task `duration` from the operation's events, and the gaps request -> first event and last
+event -> `succeeded`.
 
     sudo .venv/bin/python bench/redeploy.py [--runs 5] [--json]
 
@@ -128,9 +136,11 @@ def playbook_runs(events: list[dict], times: dict[int, float]) -> list[dict]:
     return runs
 
 
-def deploy(api: Api, image: str, poll_s: float, db_path: Path) -> dict:
+def deploy(api: Api, image: str, poll_s: float, db_path: Path, repair: bool = False) -> dict:
     """One deploy through the API, timed from the request to `succeeded` seen by the client."""
-    body = {"project": PROJECT, "environment": ENVIRONMENT, "image": image}
+    body: dict[str, Any] = {"project": PROJECT, "environment": ENVIRONMENT, "image": image}
+    if repair:
+        body["repair"] = True
     wall0, t0 = time.time(), time.perf_counter()
     status, answer = api.call("POST", "/api/containers/deploy", body)
     answered = time.perf_counter() - t0
@@ -176,6 +186,7 @@ def deploy(api: Api, image: str, poll_s: float, db_path: Path) -> dict:
         "changed": {h: r.get("changed", 0) for h, r in op["recap"].items()},
         "events": len(events),
         "playbooks": [r["playbook"] for r in runs],
+        "untouched": [u["host"] for u in (op.get("result") or {}).get("untouched", [])],
         "tasks": tasks,
         "phases": dict(phases),
         "gaps": {
@@ -355,6 +366,17 @@ def medians(dicts: list[dict[str, float | None]]) -> dict[str, float | None]:
     return out
 
 
+def drift_check(api: Api, poll_s: float) -> None:
+    """Untimed: codeb reads the hosts after a change made by hand (and forgets what it had
+    applied where it sees drift)."""
+    status, answer = api.call("POST", "/api/containers/drift-check", {})
+    if status != 202 or answer.get("status") != "executed":
+        raise BenchError(f"POST /api/containers/drift-check answered {status}: {answer}")
+    op = wait_operation(api, answer["result"]["operation"]["id"], poll_s)
+    if op["status"] != "succeeded":
+        raise BenchError(f"drift check ended {op['status']}: {op['error']}")
+
+
 def summary(runs: list[dict], top: int) -> dict:
     secs = [r["seconds"] for r in runs]
     return {
@@ -428,33 +450,41 @@ def bench(args: argparse.Namespace, workdir: Path, procs: list[subprocess.Popen]
             content = unit_for(template, current)
             warm_hand = by_hand(master, unit, content, base_url, args.hand_poll, current)
             check_serving(base_url, current)
+            drift_check(api, args.poll)
             say(
                 f"warm-up: API {warm_api['seconds']:.2f} s, by hand {warm_hand['seconds']:.2f} s"
                 f" (load {loadavg()})"
             )
 
-            results: dict[str, list[dict]] = {"api": [], "hand": [], "noop": []}
+            results: dict[str, list[dict]] = {"api": [], "hand": [], "noop": [], "repair": []}
             master_alive: list[bool] = []
             for i in range(args.runs):
                 for side in ("api", "hand") if i % 2 == 0 else ("hand", "api"):
                     current = other(current)
                     if side == "api":
                         results["api"].append(deploy(api, current, args.poll, db_path))
+                        check_serving(base_url, current)
+                        noop = deploy(api, current, args.poll, db_path)
+                        results["noop"].append(noop)
+                        if any(noop["changed"].values()) or noop["playbooks"]:
+                            say(f"WARNING: the no-op ran {noop['playbooks']}: {noop['changed']}")
+                        fixed = deploy(api, current, args.poll, db_path, repair=True)
+                        results["repair"].append(fixed)
+                        if any(fixed["changed"].values()):
+                            say(f"WARNING: the repair no-op changed something: {fixed['changed']}")
                     else:
                         master_alive.append(master.alive())
                         content = unit_for(template, current)
                         results["hand"].append(
                             by_hand(master, unit, content, base_url, args.hand_poll, current)
                         )
+                        drift_check(api, args.poll)
                     check_serving(base_url, current)
-                noop = deploy(api, current, args.poll, db_path)
-                results["noop"].append(noop)
-                if any(noop["changed"].values()):
-                    say(f"WARNING: the no-op deploy changed something: {noop['changed']}")
                 say(
                     f"run {i + 1}/{args.runs}: API {results['api'][-1]['seconds']:.2f} s, "
                     f"by hand {results['hand'][-1]['seconds']:.2f} s, "
-                    f"no-op {noop['seconds']:.2f} s (load {loadavg()})"
+                    f"no-op {results['noop'][-1]['seconds']:.2f} s, repair no-op "
+                    f"{results['repair'][-1]['seconds']:.2f} s (load {loadavg()})"
                 )
             api.close()
         finally:
@@ -470,6 +500,7 @@ def bench(args: argparse.Namespace, workdir: Path, procs: list[subprocess.Popen]
     api_s = [r["seconds"] for r in results["api"]]
     hand_s = [r["seconds"] for r in results["hand"]]
     noop_s = [r["seconds"] for r in results["noop"]]
+    repair_s = [r["seconds"] for r in results["repair"]]
     ratio = median(api_s) / median(hand_s)
     return {
         "host": {"name": app.name, "ip": app.ip},
@@ -494,6 +525,14 @@ def bench(args: argparse.Namespace, workdir: Path, procs: list[subprocess.Popen]
             **summary(results["noop"], args.top),
             "changed": [r["changed"] for r in results["noop"]],
             "all_unchanged": all(not any(r["changed"].values()) for r in results["noop"]),
+            "no_playbook": all(not r["playbooks"] for r in results["noop"]),
+            "untouched": sorted({h for r in results["noop"] for h in r["untouched"]}),
+        },
+        "repair": {
+            **summary(results["repair"], args.top),
+            "changed": [r["changed"] for r in results["repair"]],
+            "all_unchanged": all(not any(r["changed"].values()) for r in results["repair"]),
+            "median_s": median(repair_s),
         },
         "ratio": ratio,
         "paired_ratio_median": median([a / h for a, h in zip(api_s, hand_s, strict=True)]),
@@ -506,7 +545,7 @@ def bench(args: argparse.Namespace, workdir: Path, procs: list[subprocess.Popen]
         "target_noop_s": TARGET_NOOP_S,
         "noop_met": median(noop_s) <= TARGET_NOOP_S,
         "load1_during_runs": [
-            r["load1"] for side in ("api", "hand", "noop") for r in results[side]
+            r["load1"] for side in ("api", "hand", "noop", "repair") for r in results[side]
         ],
     }
 
@@ -578,9 +617,19 @@ def report(r: dict) -> str:
         "   " + " ".join(f"{x:.2f}" for x in n["seconds"]),
         f"   median {n['median_s']:.3f} s (target <= {b['target_noop_s']:g} s): "
         + ("met" if b["noop_met"] else "MISSED")
-        + f"; nothing changed on any host: {n['all_unchanged']}",
+        + f"; nothing changed on any host: {n['all_unchanged']}; no playbook ran: "
+        f"{n.get('no_playbook')} (untouched: {', '.join(n.get('untouched', [])) or 'none'})",
         *_breakdown(n),
     ]
+    if "repair" in b:
+        p = b["repair"]
+        lines += [
+            "",
+            "4. repair no-op through the API (same image, repair: true: every host probed)",
+            "   " + " ".join(f"{x:.2f}" for x in p["seconds"]),
+            f"   median {p['median_s']:.3f} s; nothing changed on any host: {p['all_unchanged']}",
+            *_breakdown(p),
+        ]
     return "\n".join(lines)
 
 
