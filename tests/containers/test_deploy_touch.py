@@ -219,3 +219,15 @@ def test_the_plan_hash_binds_the_selection():
     assert deploy_plan_hash(plan, {}) != deploy_plan_hash(plan, {}, {"db": "op_1"})
     assert deploy_plan_hash(plan, {}, {"db": "op_1"}) != deploy_plan_hash(plan, {}, {"db": "op_2"})
     assert deploy_plan_hash(plan, {}, {}) == deploy_plan_hash(plan, {})
+
+
+def test_repair_must_be_a_boolean(sqlite_api):
+    with sqlite_api.client() as c:
+        r = c.post("/api/projects", json={"name": "repaired", "type": "nodejs"})
+        assert r.status_code == 201, r.text
+        r = c.post(
+            "/api/containers/deploy",
+            json={"project": "repaired", "environment": "staging", "image": "x/a:1", "repair": 1},
+        )
+        assert r.status_code == 422, r.text
+        assert c.get("/api/operations").json()["total"] == 0
