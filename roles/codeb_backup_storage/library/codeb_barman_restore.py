@@ -77,27 +77,6 @@ def mark_commit(server):
              "SELECT txid_current()"], "commit", timeout=30, check=False)  # fmt: skip
 
 
-def switch_wal(server, timeout):
-    """`barman switch-wal --archive` (close the current WAL file, wait until one is filed in
-    the archive), while this files what the receiver holds every second (`archive-wal`)
-    instead of leaving it to the next `barman cron` (every minute: the wait was 11-16 s on
-    the fleet). A run that finds the archiver busy (cron's) just tries again."""
-    argv = [*BARMAN, "switch-wal", "--force", "--archive", "--archive-timeout", str(timeout),
-            server]  # fmt: skip
-    waiting = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout + 30
-    while waiting.poll() is None and time.monotonic() < deadline:
-        time.sleep(1)
-        if waiting.poll() is None:
-            run([*BARMAN, "-q", "archive-wal", server], "archive-wal", timeout=60, check=False)
-    try:
-        out, err = waiting.communicate(timeout=max(1, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        waiting.kill()
-        out, err = waiting.communicate()
-    return subprocess.CompletedProcess(argv, waiting.returncode, out, err)
-
-
 def restore(p, timings):
     name, data = p["name"], os.path.join(p["restores_dir"], p["name"])
     volume, unit_path = f"{name}-data", os.path.join(p["quadlet_dir"], f"{name}.container")
@@ -127,7 +106,9 @@ def restore(p, timings):
         # One committed transaction id (txid_current, over Barman's own connection) is that
         # commit; the source may be down: then the WAL held is all there is.
         step("commit_after_target", lambda: mark_commit(p["server"]))
-    switch = step("switch_wal", lambda: switch_wal(p["server"], p["wal_timeout"]))
+    switch = step("switch_wal", lambda: run(
+        [*BARMAN, "switch-wal", "--force", "--archive", "--archive-timeout",
+         str(p["wal_timeout"]), p["server"]], "switch-wal", check=False))  # fmt: skip
     target = (
         ["--target-time", p["target_time"], "--target-action", "promote"]
         if p["target_time"] else []
