@@ -373,14 +373,16 @@ def test_project_delete_keeps_its_backups(stack, fleet):  # noqa: F811
     with api.client() as c, api.client(second) as c2, deps.db.connection_context():
         project = Project.get(Project.name == "shop")
         url = env_var(created["env_files"]["staging"], "DATABASE_URL")
+        # The rows the restores below look for, whichever tests ran before (the bench's
+        # backup alone holds none; a restore without a target time replays every WAL).
+        psql(url, "CREATE TABLE IF NOT EXISTS drill_rows (id int PRIMARY KEY, note text)")
+        psql(url, "INSERT INTO drill_rows SELECT g, 'x' FROM generate_series(1, 300) g "
+             "ON CONFLICT DO NOTHING")  # fmt: skip
         if (
             not Backup.select()
             .where((Backup.project == project.id) & (Backup.status == "completed"))
             .exists()
-        ):  # run alone: rows and a backup of them
-            psql(url, "CREATE TABLE IF NOT EXISTS drill_rows (id int PRIMARY KEY, note text)")
-            psql(url, "INSERT INTO drill_rows SELECT g, 'x' FROM generate_series(1, 300) g "
-                 "ON CONFLICT DO NOTHING")  # fmt: skip
+        ):  # run alone: a backup of them
             r = c.post("/api/backups", json={"project": "shop", "environment": "staging"})
             assert wait_operation(c, start(r), timeout=900)["status"] == "succeeded"
         good = (
