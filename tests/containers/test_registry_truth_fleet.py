@@ -399,8 +399,9 @@ def test_a_crash_mid_deploy_is_reconciled_on_restart(fleet, stack, tmp_path):
                 assert op["status"] == "succeeded", op
                 r = c.post("/api/containers/deploy", json={**body, "image": f"{APP}:v2"})
                 crashed = started(r)
-                # Killed while the run places files and restarts units.
-                time.sleep(2.0)
+                # Killed while the run places files and restarts units: as soon as that task
+                # starts (a fixed sleep lost the race once a deploy touched only the app host).
+                wait_for_point(c, crashed, CANCEL_POINTS[2])
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
