@@ -139,7 +139,11 @@ def test_replicas_env_files_least_loaded_explicit_and_removal(stack):
         assert op["result"]["servers"] == ["app", "app2"] and op["result"]["healthy"], op
         assert serves(app.ip, 3001, "v1") and serves(app2.ip, 3001, "v1")
         assert started_at(app, "pl-staging-app") == first
-        assert op["recap"]["app"]["changed"] == 0, op["recap"]
+        # The host that already ran it holds its part of the plan and is healthy: the deploy
+        # leaves it untouched, no task runs there (README: which hosts a deploy touches).
+        assert "app" in {u["host"] for u in op["result"]["untouched"]}, op["result"]
+        assert "app" not in op["recap"], op["recap"]
+        assert "app2" in {t["host"] for t in op["result"]["touched"]}, op["result"]
         staging = rows(c, "staging")
         apps = sorted(r["server_ip"] for r in staging if r["server_type"] == "app")
         assert apps == sorted([app.ip, app2.ip])
