@@ -337,6 +337,10 @@ def deploy(
     fleet.require_ready(placement)
     units = environment_units(deps, project, env, image, placement)
     plan = plan_environment(deps.settings.templates_dir, units)
+    if not (preview or expected_plan):
+        # The job selects the hosts when it runs; here the selection only serves a preview
+        # or the plan hash it binds (each live check is a request to a host).
+        return _guard_deploy(deps, actor, project, env, image, placement, repair, confirmation)
     _, selection = _select(deps, env, units, plan, repair)
     touched = selection.hosts
     if preview:
@@ -349,13 +353,33 @@ def deploy(
             hosts=touched,
         )  # fmt: skip
         return {**answer, **selection.view()}
-    from_state: dict[str, str] = {}
-    if expected_plan:
-        from_state = _probe_state(deps, units, _part(plan, touched)) if touched else {}
-        current = deploy_plan_hash(plan, from_state, selection.binding())
-        if expected_plan != current:
-            raise PlanChanged(current)
-    operation = f"deploy_{env.name}"
+    # expected_plan from here on.
+    from_state = _probe_state(deps, units, _part(plan, touched)) if touched else {}
+    current = deploy_plan_hash(plan, from_state, selection.binding())
+    if expected_plan != current:
+        raise PlanChanged(current)
+    # The state the plan starts from travels with it: the run checks each host is still in
+    # it before it changes anything (see roles/codeb_quadlet/tasks/probe.yml).
+    bound = {
+        "plan_hash": expected_plan,
+        "from_state": from_state,
+        "untouched": selection.binding(),
+    }
+    return _guard_deploy(deps, actor, project, env, image, placement, repair, confirmation, bound)
+
+
+def _guard_deploy(
+    deps: Deps,
+    actor: Actor,
+    project: Project,
+    env: Environment,
+    image: str,
+    placement: dict,
+    repair: bool,
+    confirmation: gate.Confirmation | None,
+    bound: dict[str, Any] | None = None,
+) -> gate.Answer | dict:
+    """The deploy request through the Protection Layer; `bound`: what a plan hash binds."""
     target = Target(
         "environment",
         env.id,
@@ -366,16 +390,11 @@ def deploy(
     params: dict[str, Any] = {"image": image, "servers": placement}
     if repair:
         params["repair"] = True
-    if expected_plan:
-        # The state the plan starts from travels with it: the run checks each host is still
-        # in it before it changes anything (see roles/codeb_quadlet/tasks/probe.yml).
-        params["plan_hash"] = expected_plan
-        params["from_state"] = from_state
-        params["untouched"] = selection.binding()
+    params.update(bound or {})
     return gate.guard(
         deps,
         actor,
-        operation,
+        f"deploy_{env.name}",
         target,
         params,
         effect=(
