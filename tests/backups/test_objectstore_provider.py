@@ -5,6 +5,8 @@ the secret in the message."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import socket
 import time
@@ -15,6 +17,7 @@ import pytest
 from codeb.providers.objectstore import (
     Credentials,
     ObjectStoreDenied,
+    ObjectStoreError,
     ObjectStoreUnavailable,
     S3Store,
 )
@@ -39,6 +42,8 @@ def test_put_get_list_delete(s3: S3Server, tmp_path: Path) -> None:
     src.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
     info = client.put_file("redis-env-1", "redis/shop-cache/rc_1/dump.rdb", src)
     assert info.size == src.stat().st_size
+    assert info.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert client.stat("redis-env-1", info.key).sha256 == info.sha256
     assert info.url == "s3://redis-env-1/redis/shop-cache/rc_1/dump.rdb"
     assert [o.key for o in client.list("redis-env-1", "redis/")] == [info.key]
     out = tmp_path / "back.rdb"
@@ -49,6 +54,25 @@ def test_put_get_list_delete(s3: S3Server, tmp_path: Path) -> None:
     client.delete("redis-env-1", info.key)  # already gone: no error
     assert client.stat("redis-env-1", info.key) is None
     assert client.list("redis-env-1") == []
+
+
+def test_an_object_that_does_not_read_back_whole_is_refused(s3: S3Server, tmp_path: Path) -> None:
+    """An object whose content no longer matches the SHA-256 recorded when it was put (here
+    overwritten behind codeb's back with the same metadata) is refused, and no file is left
+    where the download was to go."""
+    client = store(s3)
+    client.ensure_bucket("redis-env-2")
+    src = tmp_path / "dump.rdb"
+    src.write_bytes(os.urandom(64 * 1024))
+    info = client.put_file("redis-env-2", "redis/c/rc_2/dump.rdb", src)
+    other = os.urandom(64 * 1024)
+    client._client.put_object(  # the raw SDK, to tamper with the object
+        "redis-env-2", info.key, io.BytesIO(other), len(other), metadata={"sha256": info.sha256}
+    )
+    out = tmp_path / "back.rdb"
+    with pytest.raises(ObjectStoreError, match=r"did not read back whole.*SHA-256 differs"):
+        client.get_file("redis-env-2", info.key, out)
+    assert not out.exists() and not out.with_name("back.rdb.part").exists()
 
 
 def test_a_wrong_secret_is_denied_and_never_named(s3: S3Server, tmp_path: Path) -> None:

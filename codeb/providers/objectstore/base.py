@@ -46,6 +46,9 @@ class ObjectInfo:
     key: str
     size: int
     etag: str
+    # The SHA-256 of the content as put_file recorded it (the object's x-amz-meta-sha256);
+    # "" for an object put otherwise. get_file checks what it read against it.
+    sha256: str = ""
 
     @property
     def url(self) -> str:
@@ -60,11 +63,13 @@ class ObjectStore(Protocol):
         ...
 
     def put_file(self, bucket: str, key: str, path: Path) -> ObjectInfo:
-        """Upload a file and confirm it: the stored object's size equals the file's."""
+        """Upload a file with its SHA-256 in the object's metadata and confirm it: the stored
+        object's size equals the file's."""
         ...
 
     def get_file(self, bucket: str, key: str, path: Path) -> ObjectInfo:
-        """Download an object into `path` (written 0600)."""
+        """Download an object into `path` (written 0600), only when it reads back whole: the
+        size and the SHA-256 recorded at put; otherwise ObjectStoreError and no file."""
         ...
 
     def stat(self, bucket: str, key: str) -> ObjectInfo | None:

@@ -7,6 +7,7 @@ the endpoint, the operation and the store's reason, never a key's secret."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -30,6 +31,14 @@ from codeb.providers.objectstore.base import (
 T = TypeVar("T")
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def weed_binary() -> str | None:
@@ -100,14 +109,18 @@ class S3Store:
         return self._call(f"creating bucket {bucket}", make)
 
     def put_file(self, bucket: str, key: str, path: Path) -> ObjectInfo:
-        size = path.stat().st_size
+        size, digest = path.stat().st_size, sha256_of(path)
         self._call(
             f"putting {bucket}/{key}",
-            lambda: self._client.fput_object(bucket, key, str(path), part_size=16 * 1024 * 1024),
+            lambda: self._client.fput_object(
+                bucket, key, str(path), part_size=16 * 1024 * 1024, metadata={"sha256": digest}
+            ),
         )
         info = self.stat(bucket, key)
-        if info is None or info.size != size:
+        if info is None or info.size != size or info.sha256 != digest:
             found = "nothing" if info is None else f"{info.size} bytes"
+            if info is not None and info.size == size:
+                found += " without the SHA-256 put with it"
             raise ObjectStoreError(
                 f"S3 store {self.endpoint}: {bucket}/{key} holds {found} after putting "
                 f"{size} bytes",
@@ -131,6 +144,14 @@ class S3Store:
                 lambda: self._client.fget_object(bucket, key, str(partial)),
             )
             os.chmod(partial, 0o600)
+            got, digest = partial.stat().st_size, sha256_of(partial)
+            if got != info.size or (info.sha256 and digest != info.sha256):
+                raise ObjectStoreError(
+                    f"S3 store {self.endpoint}: {bucket}/{key} did not read back whole "
+                    f"({got} of {info.size} bytes"
+                    + (", SHA-256 differs)" if got == info.size else ")"),
+                    {"endpoint": self.endpoint, "code": "Incomplete"},
+                )
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
@@ -145,7 +166,9 @@ class S3Store:
             if exc.details.get("code") in _MISSING:
                 return None
             raise
-        return ObjectInfo(bucket, key, int(st.size or 0), str(st.etag or ""))
+        meta = {str(k).lower(): str(v) for k, v in (st.metadata or {}).items()}
+        digest = meta.get("x-amz-meta-sha256", meta.get("sha256", ""))
+        return ObjectInfo(bucket, key, int(st.size or 0), str(st.etag or ""), digest)
 
     def list(self, bucket: str, prefix: str = "") -> list[ObjectInfo]:
         objects = self._call(
