@@ -79,3 +79,54 @@ def test_the_registry_key_pair_is_offered_once(deps):
     path.write_text("access_key_id=operator\nsecret_access_key=placed-by-hand\n")
     assert objectstore._offer_registry_credentials(deps, registry) is False
     assert "placed-by-hand" in path.read_text()  # never overwritten
+
+
+def test_a_redis_copy_is_read_from_its_object_whole(deps, tmp_path, monkeypatch):
+    """Restores and drills read a copy from the store (the copy of record), not the storage
+    server's disk: with the admin key when the environment has no key any more, and only when
+    it reads back whole (here the size codeb recorded for the copy differs: refused, no file)."""
+    import os
+    from urllib.parse import urlsplit
+
+    from codeb.features.backups import redis as redis_copies
+    from codeb.providers.objectstore import Credentials as Creds
+    from codeb.providers.objectstore import ObjectStoreError, S3Store
+    from codeb.store.models import Project
+    from tests.s3 import seaweedfs
+
+    with seaweedfs(tmp_path / "s3") as s3:
+        monkeypatch.setattr(objectstore, "PORT", urlsplit(s3.endpoint).port)
+        with deps.write():
+            Server.create(name="storage", ip="127.0.0.1", role="storage")
+            Project.create(id="p_1", name="shop", type="nodejs", local_db_password="x")
+            ObjectStoreKey.create(
+                id="s3k_admin", server="storage", scope="admin", access_key_id=s3.access_key_id,
+                secret=deps.box.encrypt(s3.secret_access_key), applied_at=deps.clock.now(),
+            )  # fmt: skip
+        bucket = objectstore.environment_bucket("p_1", "staging")
+        raw = S3Store(s3.endpoint, Creds(s3.access_key_id, s3.secret_access_key))
+        raw.ensure_bucket(bucket)
+        src = tmp_path / "dump.rdb"
+        src.write_bytes(os.urandom(200_000))
+        with deps.write():
+            copy = RedisCopy.create(
+                id="rc_0123456789abcdef", project="p_1", environment="staging",
+                source="shop-staging-cache", source_server="cache", storage_server="storage",
+                format="rdb", status="completed", size_bytes=src.stat().st_size,
+            )  # fmt: skip
+        info = raw.put_file(bucket, objectstore.redis_object_key(copy), src)
+        with deps.write():
+            copy.path = info.url
+            copy.save()
+        staged = redis_copies._from_store(deps, copy, tmp_path / "stage")
+        assert staged is not None and staged.read_bytes() == src.read_bytes()
+        assert staged.stat().st_mode & 0o777 == 0o600
+
+        copy.size_bytes += 1  # codeb recorded another size than the object holds
+        again = tmp_path / "stage2"
+        with pytest.raises(ObjectStoreError, match="holds 200000 bytes, the copy had 200001"):
+            redis_copies._from_store(deps, copy, again)
+        assert list(again.iterdir()) == []
+
+        copy.path = "/var/lib/codeb/redis-copies/shop-staging-cache/rc_0123456789abcdef/dump.rdb"
+        assert redis_copies._from_store(deps, copy, tmp_path / "stage3") is None  # pre-store

@@ -262,6 +262,47 @@ def put_redis_copy(deps: Deps, run: Runner, copy: RedisCopy, rdb: Path) -> Objec
         raise ObjectStoreError(f"S3 store: the copy's RDB could not be read ({exc})") from None
 
 
+def _copy_location(copy: RedisCopy) -> tuple[str, str]:
+    """The bucket and object key a completed copy was put at (its path, s3://bucket/key)."""
+    if (copy.path or "").startswith("s3://"):
+        bucket, _, key = copy.path.removeprefix("s3://").partition("/")
+        if bucket and key:
+            return bucket, key
+    return environment_bucket(copy.project_id, copy.environment), redis_object_key(copy)
+
+
+def get_redis_copy(deps: Deps, copy: RedisCopy, dest: Path) -> ObjectInfo:
+    """Read a copy's object from the store into `dest` (0600) and prove it whole: the size
+    and SHA-256 recorded when it was put, and the size codeb recorded for the copy. With the
+    environment's key; with the admin key once that key is revoked (a deleted project's
+    copies stay restorable as long as the retention keeps them). Raises ObjectStoreError."""
+    storage = Server.get_or_none(Server.name == copy.storage_server)
+    if storage is None:
+        raise ObjectStoreError(f"the storage server {copy.storage_server} is not registered")
+    bucket, object_key = _copy_location(copy)
+    key = ObjectStoreKey.get_or_none(
+        (ObjectStoreKey.server == storage.name)
+        & (ObjectStoreKey.scope == "environment")
+        & (ObjectStoreKey.project_id == copy.project_id)
+        & (ObjectStoreKey.environment == copy.environment)
+        & ObjectStoreKey.applied_at.is_null(False)
+    )
+    if key is None:
+        key = ObjectStoreKey.get_or_none(
+            (ObjectStoreKey.server == storage.name) & (ObjectStoreKey.scope == "admin")
+        )
+    if key is None:
+        raise ObjectStoreError(f"no key of the S3 store on {storage.name} reaches {bucket}")
+    info = client(deps, storage, key).get_file(bucket, object_key, dest)
+    if copy.size_bytes and info.size != copy.size_bytes:
+        dest.unlink(missing_ok=True)
+        raise ObjectStoreError(
+            f"S3 store on {storage.name}: {bucket}/{object_key} holds {info.size} bytes, "
+            f"the copy had {copy.size_bytes}"
+        )
+    return info
+
+
 def delete_redis_copy(deps: Deps, copy: RedisCopy) -> None:
     """Remove a copy's object (nothing to do when its environment never had a key here)."""
     storage = Server.get_or_none(Server.name == copy.storage_server)

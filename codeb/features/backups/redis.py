@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import shutil
+from pathlib import Path
 from typing import Any
 
 from codeb.errors import Conflict, NotFound, ValidationFailed
@@ -255,6 +256,20 @@ class CopyJob:
 # -- restoring -------------------------------------------------------------------------------
 
 
+def _from_store(deps: Deps, copy: RedisCopy, stage: Path) -> Path | None:
+    """A restore's or a drill's copy, read from the S3 store (the copy of record) into a
+    directory of the run on the control machine and proven whole (size and SHA-256 as put,
+    the size codeb recorded), on its way to the host that loads it. None for a copy made
+    before the store existed (its path is the storage server's disk copy: the role reads
+    that). Raises ObjectStoreError with the store's reason."""
+    if not (copy.path or "").startswith("s3://"):
+        return None
+    stage.mkdir(mode=0o700, parents=True, exist_ok=True)
+    dest = stage / f"{copy.id}.{'tar' if copy.format == 'aof' else 'rdb'}"
+    objectstore.get_redis_copy(deps, copy, dest)
+    return dest
+
+
 def restore_copy(
     deps: Deps,
     actor: Actor,
@@ -366,10 +381,18 @@ class InPlaceRestoreJob:
         stage = deps.settings.data_dir / "runs" / f"redis-{copy.id}-{ctx.operation.id}"
         stage.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
+            try:
+                staged = _from_store(deps, copy, stage)
+            except ObjectStoreError as exc:  # nothing on the cache host was touched
+                return JobResult("failed", exc.message, {})
+            # The copy read from the store goes straight to the cache host; only a copy made
+            # before the store is fetched from the storage server's disk (its play runs only
+            # when the storage server is among the run's hosts).
+            hosts = [server.name] if staged else sorted({server.name, copy.storage_server})
             outcome, records = ctx.run(
                 PlaybookRun(
                     "redis_restore_in_place.yml",
-                    fleet.hosts_for(deps, sorted({server.name, copy.storage_server})),
+                    fleet.hosts_for(deps, hosts),
                     extravars={
                         "codeb_redis_backup_container": c.container_name,
                         "codeb_redis_backup_conf": f"/etc/codeb/redis/{c.container_name}.conf",
@@ -413,24 +436,33 @@ class RestoreJob:
         if env is None:
             return JobResult("failed", "the environment of this copy no longer exists", {})
         password = deps.box.decrypt(env.redis_password)
-        outcome, records = ctx.run(
-            PlaybookRun(
-                "redis_storage.yml",
-                fleet.hosts_for(deps, [copy.storage_server]),
-                extravars={
-                    "codeb_redis_backup_action": "restore",
-                    "codeb_redis_backup_copy_id": copy.id,
-                    "codeb_redis_backup_format": copy.format or "rdb",
-                    "codeb_redis_backup_source": copy.source,
-                    "codeb_redis_backup_name": params["name"],
-                    "codeb_redis_backup_port": params["port"],
-                    "codeb_redis_backup_password": password,
-                    "codeb_redis_backup_image": REDIS_IMAGE,
-                },
-                secrets=(password,),
-                timeout_s=3600,
+        stage = deps.settings.data_dir / "runs" / f"redis-{copy.id}-{ctx.operation.id}"
+        try:
+            try:
+                staged = _from_store(deps, copy, stage)
+            except ObjectStoreError as exc:
+                return JobResult("failed", exc.message, {})
+            outcome, records = ctx.run(
+                PlaybookRun(
+                    "redis_storage.yml",
+                    fleet.hosts_for(deps, [copy.storage_server]),
+                    extravars={
+                        "codeb_redis_backup_action": "restore",
+                        "codeb_redis_backup_copy_id": copy.id,
+                        "codeb_redis_backup_format": copy.format or "rdb",
+                        "codeb_redis_backup_source": copy.source,
+                        "codeb_redis_backup_stage": str(stage) if staged else "",
+                        "codeb_redis_backup_name": params["name"],
+                        "codeb_redis_backup_port": params["port"],
+                        "codeb_redis_backup_password": password,
+                        "codeb_redis_backup_image": REDIS_IMAGE,
+                    },
+                    secrets=(password,),
+                    timeout_s=3600,
+                )
             )
-        )
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
         if outcome.status != "successful":
             return JobResult("failed", describe_failure(outcome, records), {})
         restored = reported(records, "codeb_redis_restore")
@@ -530,27 +562,42 @@ class DrillJob:
         with deps.write():
             d.started_at = deps.clock.now()
             d.save()
-        outcome, records = ctx.run(
-            PlaybookRun(
-                "redis_storage.yml",
-                fleet.hosts_for(deps, [copy.storage_server]),
-                extravars={
-                    "codeb_redis_backup_action": "drill",
-                    "codeb_redis_backup_copy_id": copy.id,
-                    "codeb_redis_backup_format": copy.format or "rdb",
-                    "codeb_redis_backup_source": copy.source,
-                    "codeb_redis_backup_name": f"{copy.source}-drill-{secrets.token_hex(3)}",
-                    "codeb_redis_backup_image": REDIS_IMAGE,
-                },
-                timeout_s=3600,
-            )
-        )
-        report = reported(records, "codeb_redis_drill")
+        stage = deps.settings.data_dir / "runs" / f"redis-{copy.id}-{ctx.operation.id}"
+        scratch = f"{copy.source}-drill-{secrets.token_hex(3)}"
+        fetch_error = None
+        try:
+            # A drill proves the copy of record: the object in the store, read back whole.
+            try:
+                staged = _from_store(deps, copy, stage)
+            except ObjectStoreError as exc:
+                staged, fetch_error = None, exc.message
+            if fetch_error is None:
+                outcome, records = ctx.run(
+                    PlaybookRun(
+                        "redis_storage.yml",
+                        fleet.hosts_for(deps, [copy.storage_server]),
+                        extravars={
+                            "codeb_redis_backup_action": "drill",
+                            "codeb_redis_backup_copy_id": copy.id,
+                            "codeb_redis_backup_format": copy.format or "rdb",
+                            "codeb_redis_backup_source": copy.source,
+                            "codeb_redis_backup_stage": str(stage) if staged else "",
+                            "codeb_redis_backup_name": scratch,
+                            "codeb_redis_backup_image": REDIS_IMAGE,
+                        },
+                        timeout_s=3600,
+                    )
+                )
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        report = reported(records, "codeb_redis_drill") if fetch_error is None else {}
         with deps.write():
             d = BackupDrill.get_by_id(d.id)
             copy = RedisCopy.get_by_id(copy.id)
             d.finished_at = deps.clock.now()
-            if outcome.status == "successful" and report:
+            if fetch_error is not None:
+                passed, reason = False, f"the copy could not be read from the store: {fetch_error}"
+            elif outcome.status == "successful" and report:
                 passed, reason, checks = judge(copy, report)
                 d.checks = checks
                 keys = report.get("keys")
