@@ -130,3 +130,61 @@ def test_a_redis_copy_is_read_from_its_object_whole(deps, tmp_path, monkeypatch)
 
         copy.path = "/var/lib/codeb/redis-copies/shop-staging-cache/rc_0123456789abcdef/dump.rdb"
         assert redis_copies._from_store(deps, copy, tmp_path / "stage3") is None  # pre-store
+
+
+def test_a_retired_environment_loses_its_bucket_and_its_key(deps, tmp_path, monkeypatch):
+    """The retention removed the last copy of a deleted project's environment: its bucket is
+    removed from the (real) store and its key revoked: the store's key pairs are rewritten
+    without it (the role's run, recorded here, gets every other key and not this one), and
+    only then is the row gone. A bucket still holding objects stays."""
+    from urllib.parse import urlsplit
+
+    from codeb.executor.runner import RunOutcome
+    from codeb.providers.objectstore import Credentials as Creds
+    from codeb.providers.objectstore import S3Store
+    from tests.s3 import seaweedfs
+
+    with seaweedfs(tmp_path / "s3") as s3:
+        monkeypatch.setattr(objectstore, "PORT", urlsplit(s3.endpoint).port)
+        runs = []
+
+        def run(playbook_run):
+            runs.append(playbook_run)
+            return RunOutcome("successful", 0), []
+
+        with deps.write():
+            storage = Server.create(name="storage", ip="127.0.0.1", role="storage")
+            ObjectStoreKey.create(
+                id="s3k_admin", server="storage", scope="admin", access_key_id=s3.access_key_id,
+                secret=deps.box.encrypt(s3.secret_access_key), applied_at=deps.clock.now(),
+            )  # fmt: skip
+            registry = objectstore.key_for(deps, "storage", "registry")
+            registry.applied_at = deps.clock.now()
+            registry.save()
+            gone = objectstore.key_for(deps, "storage", "environment", "p_gone", "staging")
+            gone.applied_at = deps.clock.now()
+            gone.save()
+            kept = objectstore.key_for(deps, "storage", "environment", "p_kept", "staging")
+            kept.applied_at = deps.clock.now()
+            kept.save()
+        admin = S3Store(s3.endpoint, Creds(s3.access_key_id, s3.secret_access_key))
+        admin.ensure_bucket(gone.bucket)
+        admin.ensure_bucket(kept.bucket)
+
+        done = objectstore.retire_environment(deps, run, storage, "p_gone", "staging")
+        assert done["bucket_removed"] and done["key_revoked"]
+        assert not admin._client.bucket_exists(gone.bucket)
+        assert admin._client.bucket_exists(kept.bucket)
+        (applied,) = runs
+        given = [i["access_key_id"] for i in applied.extravars["codeb_s3_identities"]]
+        assert gone.access_key_id not in given and kept.access_key_id in given
+        assert ObjectStoreKey.get_or_none(ObjectStoreKey.id == gone.id) is None
+
+        # A bucket with something still in it stays (the key is revoked all the same).
+        src = tmp_path / "left"
+        src.write_bytes(b"x" * 100)
+        admin.put_file(kept.bucket, "not-a-copy", src)
+        done = objectstore.retire_environment(deps, run, storage, "p_kept", "staging")
+        assert done["bucket_removed"] is False and done["objects_left"] == 1
+        assert admin._client.bucket_exists(kept.bucket)
+        assert ObjectStoreKey.select().where(ObjectStoreKey.scope == "environment").count() == 0

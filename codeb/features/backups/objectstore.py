@@ -134,9 +134,14 @@ def ensure_store(
     run: Runner,
     project_id: str | None = None,
     environment: str | None = None,
+    *,
+    reapply: bool = False,
+    without: str | None = None,
 ) -> dict[str, Any]:
     """Make sure the store runs on `storage` with every key codeb holds for it (and this
-    environment's, when named) and their buckets. Runs the role only when a key is new."""
+    environment's, when named) and their buckets. Runs the role only when a key is new, or
+    with `reapply` (a key being revoked, `without`: its id; the store's key pairs are
+    rewritten without it)."""
     with deps.write():
         key_for(deps, storage.name, "admin")
         key_for(deps, storage.name, "registry")
@@ -147,9 +152,10 @@ def ensure_store(
             .where(ObjectStoreKey.server == storage.name)
             .order_by(ObjectStoreKey.created_at, ObjectStoreKey.id)
         )
+    keys = [k for k in keys if k.id != without]
     pending = [k for k in keys if k.applied_at is None]
     ran = False
-    if pending:
+    if pending or reapply:
         binary, version = _weed()
         identities = [_identity(deps, k) for k in keys]
         outcome, records = run(
@@ -301,6 +307,39 @@ def get_redis_copy(deps: Deps, copy: RedisCopy, dest: Path) -> ObjectInfo:
             f"the copy had {copy.size_bytes}"
         )
     return info
+
+
+def retire_environment(
+    deps: Deps, run: Runner, storage: Server, project_id: str, environment: str
+) -> dict[str, Any]:
+    """A deleted project's environment whose last copy the retention just removed: its bucket
+    is removed (when empty: anything else in it stays, and so does the bucket) and its key
+    revoked (the row deleted, the store's key pairs rewritten without it). Until then the
+    key stays: it reaches nothing but that bucket, which holds only the copies the retention
+    keeps restorable. Raises ObjectStoreError."""
+    key = ObjectStoreKey.get_or_none(
+        (ObjectStoreKey.server == storage.name)
+        & (ObjectStoreKey.scope == "environment")
+        & (ObjectStoreKey.project_id == project_id)
+        & (ObjectStoreKey.environment == environment)
+    )
+    admin = ObjectStoreKey.get_or_none(
+        (ObjectStoreKey.server == storage.name) & (ObjectStoreKey.scope == "admin")
+    )
+    if key is None or admin is None:
+        return {"bucket_removed": False, "key_revoked": False}
+    bucket = key.bucket or environment_bucket(project_id, environment)
+    store = client(deps, storage, admin)
+    left = store.list(bucket) if key.applied_at is not None else []
+    removed = store.remove_bucket(bucket) if not left and key.applied_at is not None else False
+    try:
+        ensure_store(deps, storage, run, reapply=True, without=key.id)
+    except JobFailed as exc:
+        raise ObjectStoreError(f"S3 store on {storage.name}: {exc}") from None
+    with deps.write():  # only once the store no longer accepts it
+        key.delete_instance()
+    return {"bucket": bucket, "bucket_removed": removed, "objects_left": len(left),
+            "key_revoked": True}  # fmt: skip
 
 
 def delete_redis_copy(deps: Deps, copy: RedisCopy) -> None:

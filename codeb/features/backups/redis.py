@@ -643,7 +643,27 @@ class DeleteJob:
         with deps.write():
             copy.status, copy.deleted_at = "deleted", deps.clock.now()
             copy.save()
-        return JobResult("succeeded", None, {"copy": copy_view(copy)})
+        result: dict[str, Any] = {"copy": copy_view(copy)}
+        # The last copy of a deleted project's environment on this storage server gone: its
+        # bucket and its key go too (a live project's stay: its next copy uses them).
+        project = Project.get_or_none(Project.id == copy.project_id)
+        others = RedisCopy.select().where(
+            (RedisCopy.project == copy.project_id)
+            & (RedisCopy.environment == copy.environment)
+            & (RedisCopy.storage_server == copy.storage_server)
+            & RedisCopy.status.in_(("running", "completed", "failed"))
+        )
+        storage = Server.get_or_none(Server.name == copy.storage_server)
+        if (project is None or project.status == "deleted") and not others.exists() and storage:
+            try:
+                result["store"] = objectstore.retire_environment(
+                    deps, ctx.run, storage, copy.project_id, copy.environment
+                )
+            except ObjectStoreError as exc:
+                return JobResult(
+                    "failed", f"the copy is deleted; its bucket and key stay: {exc.message}", result
+                )
+        return JobResult("succeeded", None, result)
 
 
 # -- the schedule ------------------------------------------------------------------------------

@@ -78,6 +78,10 @@ class ObjectStore(Protocol):
 
     def list(self, bucket: str, prefix: str = "") -> list[ObjectInfo]: ...
 
+    def remove_bucket(self, bucket: str) -> bool:
+        """Remove an empty bucket; False when it did not exist."""
+        ...
+
     def delete(self, bucket: str, key: str) -> None:
         """Remove an object (no error when it is already gone)."""
         ...

@@ -181,5 +181,14 @@ class S3Store:
             if not o.is_dir
         ]
 
+    def remove_bucket(self, bucket: str) -> bool:
+        def remove() -> bool:
+            if not self._client.bucket_exists(bucket):
+                return False
+            self._client.remove_bucket(bucket)
+            return True
+
+        return self._call(f"removing bucket {bucket}", remove)
+
     def delete(self, bucket: str, key: str) -> None:
         self._call(f"deleting {bucket}/{key}", lambda: self._client.remove_object(bucket, key))
