@@ -14,6 +14,7 @@ from peewee import Database, SqliteDatabase
 from playhouse.db_url import connect as connect_url
 from playhouse.migrations import Runner
 
+from codeb.store import walindex
 from codeb.store.models import database
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -63,12 +64,20 @@ def migrate(db: Database) -> list[str]:
 # commits. `total_changes` counts this connection's own inserted, updated and deleted rows
 # (committed or not). The pair therefore changes whenever the data this connection sees may
 # have changed; a value computed from the database after the pair was read stays valid while
-# the pair is unchanged.
+# the pair is unchanged. The WAL-index header stands in for data_version where it can be read
+# (it moves on every commit, this connection's too): see codeb.store.walindex.
+
+Token = tuple[bytes | int, int]
 
 _request = threading.local()
 
 
-def _data_version(conn: sqlite3.Connection) -> int:
+def _data_version(conn: sqlite3.Connection) -> bytes | int:
+    """What moves when another connection commits: the WAL-index header when it can be read
+    without a system call (codeb.store.walindex), else `PRAGMA data_version`."""
+    header = walindex.header(conn)
+    if header is not None:
+        return header
     (version,) = conn.execute("PRAGMA data_version").fetchone()
     return version
 
@@ -85,7 +94,7 @@ def end_request() -> None:
     _request.conn = None
 
 
-def _current(db: Database) -> tuple[sqlite3.Connection, tuple[int, int]] | None:
+def _current(db: Database) -> tuple[sqlite3.Connection, Token] | None:
     if not isinstance(db, SqliteDatabase):
         return None
     conn = db.connection()
@@ -100,7 +109,7 @@ def _current(db: Database) -> tuple[sqlite3.Connection, tuple[int, int]] | None:
     return conn, (version, conn.total_changes)
 
 
-def change_token(db: Database) -> tuple[int, int] | None:
+def change_token(db: Database) -> Token | None:
     """(data_version, total_changes) as seen by this thread's connection: it changes whenever
     any connection (this one, another thread's, another process's) may have changed the data.
     Inside a request (begin_request .. end_request) data_version is the one read at its

@@ -442,7 +442,10 @@ def test_cache_within_a_request_and_across_threads(api):
             assert cache.get(db, key, lambda: 0) == 0
         if is_sqlite(db):
             assert len(cache._local.values) <= 2
-    expected = 3 if is_sqlite(db) else 5
+    # On SQLite: the first computation, after the own write, after the request (the WAL-index
+    # header that stands in for data_version moves on this connection's commits too) and
+    # after the other connection's commit. Elsewhere nothing is cached.
+    expected = 4 if is_sqlite(db) else 5
     assert len(calls) == expected
 
 
