@@ -790,7 +790,7 @@ def _wait_healthy(ip: str, port: int, ctx: RunContext) -> bool:
     while time.monotonic() < deadline and not ctx.canceled:
         try:
             # Short timeouts and waits on the cancel flag: a cancel stops the wait at once.
-            if httpx.get(url, timeout=0.8).status_code == 200:
+            if touch.health_client().get(url, timeout=0.8).status_code == 200:
                 return True
         except httpx.HTTPError:
             pass
