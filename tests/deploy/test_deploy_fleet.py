@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from codeb.executor.events import EventRecord, host_recap
+from codeb.executor.events import EventRecord, host_recap, reported
 from codeb.executor.inventory import Host, SshSettings
 from codeb.executor.runner import PlaybookRun, run_playbook
 from codeb.render import EnvFileValues, render_env_file
@@ -422,6 +422,85 @@ def test_a_missing_image_fails_its_pull_before_anything_changes(deployer):
     assert not [r for r in run.records if r.task == APPLY_TASK and r.event == "runner_on_ok"]
     assert {h: r["changed"] for h, r in run.recap.items()} == {"app": 0, "db": 0, "cache": 0}
     assert d.states() == before
+
+
+PROBE_TASK = "Compare the host with the plan"
+
+
+def _ran(run: Run, host: str, task: str) -> list[EventRecord]:
+    return [
+        r
+        for r in run.records
+        if r.host == host and r.task == task and r.event in ("runner_on_ok", "runner_on_failed")
+    ]
+
+
+def test_one_host_probes_and_applies_in_one_call(deployer):
+    """A play of one host (what codeb runs when only the app host's part of the plan
+    changed): codeb_quadlet_apply probes and applies in one module call, with the probe's
+    checks (a stale preview, a missing image) before anything changes and the same changes
+    and report as the two steps. Check mode still runs the two steps."""
+    d = deployer
+    before = d.states()
+    v1 = replace(d.values, app_image=f"{APP_IMAGE}:v1")
+    plan = plan_environment(TEMPLATES, v1)
+
+    # A preview of one host: the probe task, then the apply in check mode.
+    preview = d.deploy(v1, limit="app", check=True, diff=True)
+    assert preview.status == "successful"
+    assert _ran(preview, "app", PROBE_TASK)
+    restarts = [r.data.get("restarted") for r in _ran(preview, "app", APPLY_TASK)]
+    assert restarts == [[f"{v1.name('app')}.service"]]
+    assert d.states() == before
+
+    # Not in the state the preview saw: fails in the one call, nothing changed.
+    stale = d.run(
+        "deploy.yml",
+        {"codeb_plan": plan, "codeb_expected_state": {"app": "0" * 64}},
+        secrets=v1.secrets,
+        limit="app",
+    )
+    assert stale.status == "failed"
+    failed = [r for r in stale.records if r.failed]
+    assert [(r.task, r.changed) for r in failed] == [(APPLY_TASK, False)]
+    assert "changed since the preview" in failed[0].data["msg"]
+    assert not _ran(stale, "app", PROBE_TASK)
+    assert d.states() == before
+
+    # A missing image: nothing changed by the one call, then its pull fails.
+    missing = d.deploy(replace(d.values, app_image=f"{APP_IMAGE}:never-built"), limit="app")
+    assert missing.status == "failed"
+    assert {r.task for r in missing.records if r.failed} == {"Pull missing images"}
+    assert not missing.tasks_changed("app")
+    assert d.states() == before
+
+    # The change itself: one module call placed, reloaded and restarted; the report is there.
+    run = d.deploy(v1, limit="app")
+    assert run.status == "successful"
+    assert not _ran(run, "app", PROBE_TASK)
+    assert run.tasks_changed("app") == [APPLY_TASK]
+    [applied] = [r for r in _ran(run, "app", APPLY_TASK)]
+    assert applied.data["placed"] == [f"/etc/containers/systemd/{v1.name('app')}.container"]
+    assert applied.data["reloaded"] is True
+    assert applied.data["restarted"] == [f"{v1.name('app')}.service"]
+    assert set(reported(run.records, "codeb_state")) == {"app"}
+    assert set(reported(run.records, "codeb_images")["app"]) == {f"{APP_IMAGE}:v1"}
+    probe = reported(run.records, "codeb_probe")["app"][v1.name("app")]
+    assert probe["wanted_image"] == f"{APP_IMAGE}:v1" and probe["image"] == f"{APP_IMAGE}:v2"
+    after = d.states()
+    assert after["app"] != before["app"]
+    assert after["db"] == before["db"] and after["redis"] == before["redis"]
+    _wait(lambda: "version=v1" in _app_page(d), "app v1", timeout=60)
+
+    # Again: the one call finds nothing to do and changes nothing.
+    again = d.deploy(v1, limit="app")
+    assert again.status == "successful" and again.changed("app") == 0
+    assert d.states() == after
+
+    # Back to the module's environment (v2) for the tests that follow.
+    back = d.deploy(limit="app")
+    assert back.status == "successful" and back.tasks_changed("app") == [APPLY_TASK]
+    _wait(lambda: "version=v2" in _app_page(d), "app v2", timeout=60)
 
 
 def test_check_mode_of_a_new_environment_creates_nothing(fleet, deployer):
