@@ -124,6 +124,20 @@ def test_deleted_projects_backups_are_kept_then_removed(api):
             (gone.updated_at + retention.RETENTION).date().isoformat()
         )
         assert c.get("/api/backups", params={"deleted": "maybe"}).status_code == 422
+        # The filters apply to this listing too, and are checked as on the other one.
+        for params, ids in (
+            ({"project": "gone"}, [kept.id]),
+            ({"project": "live"}, []),
+            ({"environment": "staging", "status": "completed"}, [kept.id]),
+            ({"environment": "production"}, []),
+            ({"status": "failed"}, []),
+        ):
+            answer = c.get("/api/backups", params={"deleted": "true", **params}).json()
+            assert [b["id"] for b in answer["backups"]] == ids, params
+            assert answer["total"] == len(ids)
+        for bad in ({"status": "nope"}, {"environment": "qa/"}, {"limit": "0"}):
+            refused = c.get("/api/backups", params={"deleted": "true", **bad})
+            assert refused.status_code == 422, bad
     # Within the retention: nothing removed.
     assert retention.purge_expired(deps) == {"started": []}
     # Past it: the removal of its backup from the storage server starts (an operation).

@@ -15,20 +15,19 @@ from codeb.services.ports import ENVIRONMENTS
 
 class Backups(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        # Every parameter is read (so checked) before either listing runs: a filter the
+        # deleted projects' listing ignored would have been accepted unchecked.
+        filters = {
+            "project": query_text(req, "project", 100),
+            "environment": query_choice(req, "environment", ENVIRONMENTS),
+            "status": query_choice(req, "status", backups.STATUSES),
+            "limit": query_int(req, "limit", 50, 1, 500),
+            "offset": query_int(req, "offset", 0, 0, 2**31),
+        }
         if query_choice(req, "deleted", ("true", "false")) == "true":
-            resp.media = retention.retained_backups(
-                self.deps,
-                limit=query_int(req, "limit", 50, 1, 500),
-                offset=query_int(req, "offset", 0, 0, 2**31),
-            )
+            resp.media = retention.retained_backups(self.deps, **filters)
             return
-        resp.media = backups.list_backups(
-            project=query_text(req, "project", 100),
-            environment=query_choice(req, "environment", ENVIRONMENTS),
-            status=query_choice(req, "status", backups.STATUSES),
-            limit=query_int(req, "limit", 50, 1, 500),
-            offset=query_int(req, "offset", 0, 0, 2**31),
-        )
+        resp.media = backups.list_backups(**filters)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.BackupCreateRequest)

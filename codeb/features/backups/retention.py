@@ -27,14 +27,27 @@ def deleted_at(project: Project) -> dt.datetime:
     return project.updated_at or project.created_at
 
 
-def retained_backups(deps: Deps, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-    """Backups of deleted projects still held (their retention not over)."""
+def retained_backups(
+    deps: Deps,
+    project: str | None = None,
+    environment: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """Backups of deleted projects still held (their retention not over); `project` is the
+    name the project had."""
     now = deps.clock.now()
     deleted = {p.id: p for p in Project.select().where(Project.status == "deleted")}
-    held = [pid for pid, p in deleted.items() if deleted_at(p) + RETENTION > now]
-    query = Backup.select().where(
-        Backup.project.in_(held) & (Backup.status.in_(("completed", "failed")))
-    )
+    held = [
+        pid
+        for pid, p in deleted.items()
+        if deleted_at(p) + RETENTION > now and project in (None, p.name.split("~")[0])
+    ]
+    statuses = (status,) if status else ("completed", "failed")
+    query = Backup.select().where(Backup.project.in_(held) & Backup.status.in_(statuses))
+    if environment:
+        query = query.where(Backup.environment == environment)
     total = query.count()
     rows = query.order_by(Backup.created_at.desc(), Backup.id).limit(limit).offset(offset)
     out = []
