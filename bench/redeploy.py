@@ -130,7 +130,11 @@ def playbook_runs(events: list[dict], times: dict[int, float]) -> list[dict]:
         if ev["event"] == "playbook_on_start" and ev.get("data", {}).get("playbook"):
             current["playbook"] = Path(str(ev["data"]["playbook"])).name
         if ev.get("duration") is not None and ev.get("task"):
-            current["tasks"].setdefault(ev["task"], {})[ev.get("host") or "?"] = ev["duration"]
+            # Two tasks of one name in a run (a one-step deploy whose image was missing runs
+            # the apply task again): their times add up.
+            per_host = current["tasks"].setdefault(ev["task"], {})
+            host = ev.get("host") or "?"
+            per_host[host] = per_host.get(host, 0.0) + ev["duration"]
         if ev["event"] == "playbook_on_stats":
             current = None
     return runs
