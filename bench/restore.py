@@ -17,10 +17,16 @@ first backup through the API, then both restores of each round side by side):
    Each API restore is split into its parts (request, wait for the worker, ansible-runner's
    and ansible-playbook's start-up, the module's task and its steps, the run's end, the
    client's last poll), so what codeb adds beyond the restore itself shows.
+   Which side goes first alternates each round (as bench/redeploy.py does): the second may
+   find the archiver or the caches warm from the first.
 2. **pgbench TPS with WAL streaming on ÷ off** (target >= 0.95): `pgbench -c 4 -j 2 -T N`
-   inside the db container with the storage server's WAL receiver running, then stopped.
+   inside the db container with the storage server's WAL receiver running, then stopped;
+   `--tps-rounds` pairs in alternating order (on, off; off, on; ...), each run after a
+   CHECKPOINT, each streaming run once the restarted receiver has caught up (its catch-up is
+   a restart's cost, not streaming's), after one uncounted warm-up run. Prints the ratio of
+   the medians and the median of each pair's own ratio.
 
-    sudo .venv/bin/python bench/restore.py [--rounds 2] [--seconds 15] [--json]
+    sudo .venv/bin/python bench/restore.py [--rounds 2] [--seconds 15] [--tps-rounds 6] [--json]
 
 Medians over the rounds; prints the load average (the machine is shared)."""
 
@@ -42,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=15, help="each pgbench run")
+    parser.add_argument("--tps-rounds", type=int, default=6, help="pgbench on/off pairs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             "CODEB_BACKUP_BENCH": "1",
             "CODEB_BACKUP_BENCH_ROUNDS": str(args.rounds),
             "CODEB_BACKUP_BENCH_SECONDS": str(args.seconds),
+            "CODEB_BACKUP_BENCH_TPS_ROUNDS": str(args.tps_rounds),
             "CODEB_BACKUP_FIGURES": str(figures_file),
         }
         run = subprocess.run(
@@ -67,10 +75,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"PITR restore through codeb   {figures['pitr_api_s']:7.1f} s (median)")
     print(f"PITR restore by hand         {figures['pitr_by_hand_s']:7.1f} s")
+    print(
+        f"  rounds: through codeb {figures.get('pitr_api_rounds_s')}, by hand "
+        f"{figures.get('pitr_by_hand_rounds_s')}, order {figures.get('pitr_order')}"
+    )
+    print(f"  by hand's switch-wal       {figures.get('pitr_by_hand_switch_wal_s')}")
     print(f"  codeb / by hand            {figures['pitr_api_over_by_hand']:7.2f}  (target <= 1.2)")
+    if "pitr_api_covered_s" in figures:
+        print(
+            f"PITR to round 0's target     {figures['pitr_api_covered_s']:7.1f} s  (covered by "
+            f"the archive: {figures.get('pitr_api_covered_steps')})"
+        )
     print(f"pgbench TPS, WAL streaming   {figures['pgbench_tps_wal_on']:7.1f}")
     print(f"pgbench TPS, receiver off    {figures['pgbench_tps_wal_off']:7.1f}")
     print(f"  on / off                   {figures['pgbench_on_over_off']:7.2f}  (target >= 0.95)")
+    print(
+        f"  median of the pairs' ratio {figures.get('pgbench_round_ratio_median', 0):7.2f}  "
+        f"({len(figures.get('pgbench_round_ratios') or [])} pairs, alternating order)"
+    )
     print(f"a backup on request          {figures.get('backup_before_restores_s', 0):7.1f} s")
     print("where an API restore's time goes (median of the rounds):")
     parts = figures.get("pitr_api_breakdown") or []

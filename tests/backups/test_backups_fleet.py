@@ -271,10 +271,18 @@ def test_wal_catches_up_after_a_receiver_outage(stack, fleet):
 BY_HAND_RESTORE = r"""set -eu
 name="$1"; port="$2"; when="$3"; backup="$4"; server="$5"; image="$6"
 b() {{ runuser -u barman -- barman "$@"; }}
-ci="$(b -f json show-servers "$server" | python3 -c \
-      'import json, sys; print(json.load(sys.stdin)[sys.argv[1]]["conninfo"])' "$server")"
-runuser -u barman -- psql "$ci" -XtAq -c 'SELECT txid_current()' >/dev/null
-b switch-wal --force --archive --archive-timeout 60 "$server" >/dev/null
+ci="$(sed -n 's/^conninfo = //p' "/etc/barman.d/$server.conf")"
+s0="$(date +%s.%N)"
+# A commit past the target, the WAL switch, a second commit (so pg_receivewal opens the next
+# segment and Barman files the closed one), then archive-wal until it is filed: what codeb's
+# restore module does (`barman switch-wal --archive` waited for the next WAL record).
+wal="$(runuser -u barman -- psql "$ci" -XtAq -c 'SELECT txid_current()' \
+      -c 'SELECT pg_walfile_name(pg_switch_wal())' -c 'SELECT txid_current()' | sed -n 2p)"
+for _ in $(seq 300); do
+    [ -e "/var/lib/barman/$server/wals/${{wal:0:16}}/$wal" ] && break
+    b -q archive-wal "$server"
+done
+awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN {{ printf "switch_wal_s=%.3f\n", b - a }}'
 dir=/var/lib/barman/restores/$name
 b recover --target-time "$when" --target-action promote "$server" "$backup" "$dir" >/dev/null
 sed -i "s#$dir/#/var/lib/postgresql/data/#g" "$dir/postgresql.auto.conf"
