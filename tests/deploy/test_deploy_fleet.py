@@ -475,8 +475,11 @@ def test_one_host_probes_and_applies_in_one_call(deployer):
     assert d.states() == before
 
     # The change itself: one module call placed, reloaded and restarted; the report is there.
-    run = d.deploy(v1, limit="app")
+    # No scrubbing: the app's secret env file travels in the call, never into an event.
+    run = d.deploy(v1, limit="app", secrets=())
     assert run.status == "successful"
+    dumped = json.dumps([r.data for r in run.records])
+    assert all(secret not in dumped for secret in v1.secrets)
     assert not _ran(run, "app", PROBE_TASK)
     assert run.tasks_changed("app") == [APPLY_TASK]
     [applied] = [r for r in _ran(run, "app", APPLY_TASK)]
