@@ -139,7 +139,11 @@ def covered(p):
     home = os.path.join(p["barman_home"], p["server"])
     info = {}
     try:
-        with open(os.path.join(home, "base", p["backup_id"], "backup.info")) as f:
+        # Barman 3.13.2 moved it to meta/<id>-backup.info; before, base/<id>/backup.info.
+        info_file = os.path.join(home, "meta", f"{p['backup_id']}-backup.info")
+        if not os.path.exists(info_file):
+            info_file = os.path.join(home, "base", p["backup_id"], "backup.info")
+        with open(info_file) as f:
             for line in f:
                 key, _, value = line.strip().partition("=")
                 info[key] = value
@@ -200,12 +204,12 @@ def restore(p, timings):
             "Barman is not installed here: bootstrap this server with the storage role, which "
             "installs barman, barman-cli and postgresql-client-17"
         )
-    taken = (
-        run(["podman", "volume", "exists", volume], "volume", check=False).returncode == 0
-        or run(["podman", "container", "exists", name], "container", check=False).returncode == 0
-        or os.path.exists(data)
+    taken = step("name_free", lambda: (
+        os.path.exists(data)
         or os.path.exists(unit_path)
-    )
+        or run(["podman", "volume", "exists", volume], "volume", check=False).returncode == 0
+        or run(["podman", "container", "exists", name], "container", check=False).returncode == 0
+    ))  # fmt: skip
     if taken:
         raise Failed(f"the name {name} is in use here (volume, container, unit or directory)")
     # A target the archive already covers (a commit after it in the WAL Barman will copy)
@@ -236,9 +240,10 @@ def restore(p, timings):
         with open(os.path.join(data, "pg_hba.conf"), "a") as f:
             f.write(f"host replication {p['replication_user']} all scram-sha-256 "
                     "# codeb-restore-in-place\n")  # fmt: skip
-    run(["podman", "volume", "create", volume], "volume create")
-    mount = run(["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", volume],
-                "volume inspect").stdout.strip()  # fmt: skip
+    step("volume", lambda: run(["podman", "volume", "create", volume], "volume create"))
+    mount = step("mountpoint", lambda: run(
+        ["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", volume],
+        "volume inspect").stdout.strip())  # fmt: skip
     os.rmdir(mount)
     shutil.move(data, mount)
     step("chown", lambda: run(
@@ -248,7 +253,7 @@ def restore(p, timings):
     with open(unit_path, "w") as f:
         f.write(p["unit"])
     os.chmod(unit_path, 0o644)
-    run(["systemctl", "daemon-reload"], "daemon-reload")
+    step("daemon_reload", lambda: run(["systemctl", "daemon-reload"], "daemon-reload"))
     step("start", lambda: run(["systemctl", "start", f"{name}.service"], "start"))
     ready = ["podman", "exec", name, "psql", "-X", "-tA", "-U", p["superuser"], "-d",
              "postgres", "-c", "SELECT pg_is_in_recovery()"]  # fmt: skip
