@@ -24,6 +24,7 @@ every host passed it. The work is in module_utils/codeb_quadlet.py."""
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.codeb_quadlet import (
     CHANGED_SINCE_PREVIEW,
+    PROBE_SPEC,
     apply,
     differs,
     probe,
@@ -91,16 +92,6 @@ options:
     type: bool
     default: true
 """
-
-PROBE_SPEC = {
-    "dirs": {"type": "list", "elements": "dict", "default": []},
-    "files": {"type": "list", "elements": "dict", "default": []},
-    "services": {"type": "list", "elements": "str", "default": []},
-    "images": {"type": "list", "elements": "str", "default": []},
-    "containers": {"type": "list", "elements": "dict", "default": []},
-    "expected_state": {"type": "str", "default": ""},
-    "settle_s": {"type": "float", "default": 0},
-}
 
 
 def main():

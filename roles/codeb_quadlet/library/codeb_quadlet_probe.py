@@ -12,7 +12,7 @@ reloaded by hand, never restarted, has the right checksum and runs the old versi
 digests everything it saw into `state_digest`: a preview's plan hash binds that state."""
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.codeb_quadlet import CHANGED_SINCE_PREVIEW, probe
+from ansible.module_utils.codeb_quadlet import CHANGED_SINCE_PREVIEW, PROBE_SPEC, probe
 
 DOCUMENTATION = r"""
 module: codeb_quadlet_probe
@@ -56,15 +56,7 @@ options:
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "dirs": {"type": "list", "elements": "dict", "default": []},
-            "files": {"type": "list", "elements": "dict", "default": []},
-            "services": {"type": "list", "elements": "str", "default": []},
-            "images": {"type": "list", "elements": "str", "default": []},
-            "containers": {"type": "list", "elements": "dict", "default": []},
-            "expected_state": {"type": "str", "default": ""},
-            "settle_s": {"type": "float", "default": 0},
-        },
+        argument_spec=PROBE_SPEC,
         supports_check_mode=True,
     )
     p = module.params

@@ -15,6 +15,16 @@ TRANSITIONAL = ("activating", "deactivating", "reloading")
 IMAGE_LINE = re.compile(r"^Image=(\S+)\s*$", re.M)
 HIDDEN = "(a secret file: its content is not shown)\n"
 CHANGED_SINCE_PREVIEW = "this host changed since the preview: preview again (nothing was changed)"
+# The probe's options: codeb_quadlet_probe's arguments and codeb_quadlet_apply's `probe`.
+PROBE_SPEC = {
+    "dirs": {"type": "list", "elements": "dict", "default": []},
+    "files": {"type": "list", "elements": "dict", "default": []},
+    "services": {"type": "list", "elements": "str", "default": []},
+    "images": {"type": "list", "elements": "str", "default": []},
+    "containers": {"type": "list", "elements": "dict", "default": []},
+    "expected_state": {"type": "str", "default": ""},
+    "settle_s": {"type": "float", "default": 0},
+}
 
 
 # -- probe ----------------------------------------------------------------------------------
