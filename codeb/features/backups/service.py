@@ -20,10 +20,7 @@ import logging
 import os
 import re
 import secrets
-import time
 from typing import Any
-
-import httpx
 
 from codeb.errors import Conflict, NotFound, ValidationFailed
 from codeb.executor.events import reported
@@ -36,6 +33,7 @@ from codeb.protection.tokens import Target
 from codeb.secretbox import generate_password
 from codeb.services import fleet, gate, operations, ports, scheduler
 from codeb.services.context import SYSTEM, Actor, Deps
+from codeb.services.health import wait_for_health
 from codeb.store.models import (
     Backup,
     BackupRestore,
@@ -774,15 +772,7 @@ APP_HEALTH_DEADLINE_S = 90
 def _app_healthy(ctx: RunContext, c: Container) -> bool:
     """GET /health on the app container's port until 200, within a deadline."""
     url = f"http://{c.server_ip}:{c.port_external}/health"
-    deadline = time.monotonic() + APP_HEALTH_DEADLINE_S
-    while time.monotonic() < deadline and not ctx.canceled:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        ctx.cancel.wait(1)
-    return False
+    return wait_for_health(url, ctx, APP_HEALTH_DEADLINE_S, 1, 2) == 200
 
 
 class InPlaceRestoreJob:

@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from codeb.errors import Conflict, NotFound, ValidationFailed
 from codeb.executor.events import EventRecord, host_tasks, reported
 from codeb.executor.runner import PlaybookRun, RunOutcome
@@ -37,6 +35,7 @@ from codeb.protection.tokens import Target
 from codeb.render.units import COMPONENTS, EnvironmentUnits, HostPlan, plan_environment
 from codeb.services import fleet, gate, operations, scheduler
 from codeb.services.context import SYSTEM, Actor, Deps
+from codeb.services.health import wait_for_health
 from codeb.store.models import Container, Environment, Operation, Project, Server
 
 NO_RUN = RunOutcome("successful", 0)  # no host needed touching: no playbook ran
@@ -785,17 +784,8 @@ def _component_hosts(units: EnvironmentUnits) -> list[tuple[str, str]]:
 
 def _wait_healthy(ip: str, port: int, ctx: RunContext) -> bool:
     """GET /health on the app's port until it answers 200, within a deadline."""
-    deadline = time.monotonic() + HEALTH_DEADLINE_S
     url = f"http://{ip}:{port}/health"
-    while time.monotonic() < deadline and not ctx.canceled:
-        try:
-            # Short timeouts and waits on the cancel flag: a cancel stops the wait at once.
-            if touch.health_client().get(url, timeout=0.8).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        ctx.cancel.wait(HEALTH_POLL_S)
-    return False
+    return wait_for_health(url, ctx, HEALTH_DEADLINE_S, HEALTH_POLL_S, 0.8) == 200
 
 
 def _wait_listening(ip: str, port: int, ctx: RunContext) -> bool:

@@ -22,7 +22,6 @@ drift made by hand outside the plan's files is undone)."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ import httpx
 from codeb.render.units import EnvironmentUnits
 from codeb.services import fleet
 from codeb.services.context import Deps
+from codeb.services.health import health_client
 from codeb.store.models import AppliedHostPlan, Environment, Operation, Server
 
 # How long the live check waits for one answer: the hosts are on the controller's network
@@ -42,16 +42,6 @@ LIVE_TIMEOUT_S = 1.0
 HARMLESS = ("deploy", "drift_check")
 # PostgreSQL's SSLRequest (length 8, code 80877103): a server answers one byte, S or N.
 SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
-
-
-@functools.cache
-def health_client() -> httpx.Client:
-    """One client for every plain-HTTP health check from the controller (thread-safe).
-    `httpx.get` builds a new client, and with it a TLS context, for every call: 36 ms of CPU
-    each, which a 0.05 s health poll paid on every try while the restarted app competed for
-    the same CPUs. No keep-alive: every check opens its own connection, so a check never
-    reuses a connection to a container that has since been replaced."""
-    return httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
 
 
 @dataclass

@@ -33,6 +33,7 @@ from codeb.features.scaling import place, service
 from codeb.providers.cloud import AUTOSCALED_TAG, CODEB_TAG, CloudError, Instance, InstanceSpec
 from codeb.services import fleet, operations
 from codeb.services.context import SYSTEM, Deps
+from codeb.services.health import wait_for_health
 from codeb.store.models import Container, Environment, Operation, Project, ScalingEvent, Server
 
 FINAL = ("succeeded", "failed", "canceled", "timeout", "interrupted")
@@ -297,22 +298,12 @@ def proxies_follow(ctx: RunContext) -> dict[str, Any]:
 
 def health(ctx: RunContext, server: Server, placed: list[dict[str, Any]]) -> dict[str, Any]:
     """Each placed app answers /health on the new server."""
-    import httpx
-
     checked = []
     for item in placed:
         url = f"http://{server.ip}:{item['port']}/health"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                status = httpx.get(url, timeout=3).status_code
-            except httpx.HTTPError:
-                status = None
-            if status == 200:
-                break
-            if time.monotonic() > deadline or ctx.canceled:
-                raise StepFailed(f"{item['environment']} on {server.name}: GET {url} -> {status}")
-            ctx.cancel.wait(1)
+        status = wait_for_health(url, ctx, 60, 1, 3)
+        if status != 200:
+            raise StepFailed(f"{item['environment']} on {server.name}: GET {url} -> {status}")
         checked.append(item["environment"])
     return {"healthy": checked}
 

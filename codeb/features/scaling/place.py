@@ -26,11 +26,8 @@ very image the environment runs, by id, before anything starts on the new server
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from codeb.executor.events import reported
 from codeb.executor.runner import PlaybookRun
@@ -38,6 +35,7 @@ from codeb.executor.worker import JobFailed, JobResult, RunContext, describe_fai
 from codeb.render.units import EnvironmentUnits, HostPlan, plan_environment
 from codeb.services import fleet
 from codeb.services.context import Deps
+from codeb.services.health import wait_for_health
 from codeb.store.models import Container, Environment, Operation, Project, Server
 
 SCALE_PLACE = "scale_place"
@@ -237,15 +235,7 @@ class ScalePlaceJob:
     @staticmethod
     def _healthy(ctx: RunContext, ip: str, port: int) -> bool:
         url = f"http://{ip}:{port}/health"
-        deadline = time.monotonic() + HEALTH_DEADLINE_S
-        while time.monotonic() < deadline and not ctx.canceled:
-            try:
-                if httpx.get(url, timeout=3).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            ctx.cancel.wait(0.5)
-        return False
+        return wait_for_health(url, ctx, HEALTH_DEADLINE_S, 0.5, 3) == 200
 
     @staticmethod
     def _record(
