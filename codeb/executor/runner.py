@@ -8,8 +8,10 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from typing import Any
 import ansible_runner
 
 from codeb.config import content_root
+from codeb.executor import zygote
 from codeb.executor.events import EventRecord, to_record
 from codeb.executor.inventory import Host, SshSettings, build_inventory
 
@@ -32,34 +35,18 @@ ANSIBLE_CFG = content_root() / "ansible.cfg"
 # effect at once; the loop costs ~10 wake-ups a second per run, nothing measurable.
 CANCEL_POLL_S = 0.1
 SETTINGS = {"pexpect_timeout": CANCEL_POLL_S}
-# ansible-playbook as codeb runs it: Ansible's own entry point, then the exit handlers run and
-# the process ends without Python's interpreter teardown (freeing every object of a large
-# heap: ~0.3 s after the last event of each run, measured with strace at exit_group). Found
-# first on the run's PATH, so ansible-runner starts it as it starts ansible-playbook.
+# ansible-playbook as codeb runs it: a relay to the zygote (codeb/executor/zygote.py), which
+# forks an already imported Ansible for the run, or Ansible in the relay's own process when the
+# zygote is not there. Found first on the run's PATH, so ansible-runner starts it as it starts
+# ansible-playbook.
 PLAYBOOK_ENTRY = """#!{python}
-# Written by codeb (codeb/executor/runner.py): ansible-playbook without the teardown at exit.
-import atexit
-import os
-import sys
+# Written by codeb (codeb/executor/runner.py): ansible-playbook through codeb's zygote.
+from codeb.executor.zygote import relay
 
-from ansible.cli.playbook import main
-
-sys.argv[0] = {argv0!r}
-try:
-    main()
-    code = 0
-except SystemExit as exc:
-    code = exc.code
-if code is None:
-    code = 0
-elif not isinstance(code, int):
-    print(code, file=sys.stderr)
-    code = 1
-atexit._run_exitfuncs()
-sys.stdout.flush()
-sys.stderr.flush()
-os._exit(code)
+relay({socket!r}, {argv0!r})
 """
+# A zygote idle this long ends (the next run starts another): it holds ~60 MB.
+ZYGOTE_IDLE_S = 600
 
 
 @dataclass(frozen=True)
@@ -112,13 +99,71 @@ def control_dir_for(work_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"cbcp-{os.getuid()}-{digest}"
 
 
+def zygote_socket(work_dir: Path) -> Path:
+    """Where the zygote of this codeb instance listens: a private directory beside the SSH
+    masters' (a Unix socket path must stay under 108 bytes)."""
+    digest = hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"cbzy-{os.getuid()}-{digest}" / "s"
+
+
+_zygotes: dict[Path, subprocess.Popen] = {}
+_zygotes_lock = threading.Lock()
+_lifeline: list[int] = []  # (read end, write end): the write end stays open while codeb runs
+
+
+def ensure_zygote(work_dir: Path) -> None:
+    """Start this instance's zygote unless it runs. Runs never wait for it: a relay that finds
+    no zygote runs Ansible itself."""
+    sock = zygote_socket(work_dir)
+    with _zygotes_lock:
+        proc = _zygotes.get(sock)
+        if proc is not None and proc.poll() is None:
+            return
+        sock.parent.mkdir(mode=0o700, exist_ok=True)
+        if not zygote.is_private_dir(str(sock.parent)):
+            return  # someone else's directory: no zygote (the relay refuses it too)
+        if not _lifeline:
+            _lifeline.extend(os.pipe())  # both ends close-on-exec except where passed
+        _zygotes[sock] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "codeb.executor.zygote",
+                str(sock),
+                str(_lifeline[0]),
+                str(ZYGOTE_IDLE_S),
+            ],
+            pass_fds=(_lifeline[0],),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            cwd="/",
+            start_new_session=True,
+        )
+
+
+def stop_zygote(work_dir: Path) -> None:
+    """Stop the zygote this process started for `work_dir` (by its PID); runs it already
+    forked go on."""
+    with _zygotes_lock:
+        proc = _zygotes.pop(zygote_socket(work_dir), None)
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def playbook_entry(work_dir: Path) -> Path:
     """The directory holding codeb's `ansible-playbook` (PLAYBOOK_ENTRY), written when it is
     missing or differs (another Python, another codeb)."""
     entry_dir = work_dir / "bin"
     path = entry_dir / "ansible-playbook"
     real = Path(sys.executable).parent / "ansible-playbook"
-    content = PLAYBOOK_ENTRY.format(python=sys.executable, argv0=str(real))
+    content = PLAYBOOK_ENTRY.format(
+        python=sys.executable, socket=str(zygote_socket(work_dir)), argv0=str(real)
+    )
     try:
         current = path.read_text()
     except OSError:
@@ -155,6 +200,7 @@ def run_playbook(
     control_dir = control_dir_for(work_dir)
     control_dir.mkdir(mode=0o700, exist_ok=True)
     entry_dir = playbook_entry(work_dir)
+    ensure_zygote(work_dir)
     try:
         inventory = private / "inventory" / "hosts.json"
         _write_private(inventory, json.dumps(build_inventory(run.targets, ssh)))
