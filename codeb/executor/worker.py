@@ -20,7 +20,7 @@ from peewee import IntegrityError
 
 from codeb.executor.events import EventRecord, host_recap, host_tasks
 from codeb.executor.inventory import SshSettings
-from codeb.executor.runner import PlaybookRun, RunOutcome, run_playbook
+from codeb.executor.runner import PlaybookRun, RunOutcome, run_playbook, stop_zygote
 from codeb.store.models import Lock, Operation, OperationEvent
 
 log = logging.getLogger("codeb.worker")
@@ -253,6 +253,7 @@ class Worker:
             for flag in self._cancel.values():
                 flag.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        stop_zygote(self._deps.settings.data_dir / "runs")
 
     # -- the run ------------------------------------------------------------------------
     def _run_safely(self, operation_id: str) -> None:

@@ -393,14 +393,17 @@ class Zygote:
 
 
 def _adopt_environment() -> None:
-    """Make the imported Ansible what a fresh process would be under this environment: every
-    constant recomputed from it, the display sized for this terminal, stdout line-buffered
-    when it is one (as Python sets it up at start)."""
+    """Make the imported Ansible what a fresh process would be under this environment: the
+    constants read from a PER_RUN name recomputed (every other name matched the zygote's, and
+    so did ansible.cfg), the display sized for this terminal, stdout line-buffered when it is
+    one (as Python sets it up at start)."""
     from ansible import constants as C
     from ansible.utils.display import Display
 
-    for setting in C.config.get_configuration_definitions():
-        C.set_constant(setting, C.config.get_config_value(setting, variables=vars(C)))
+    for setting, definition in C.config.get_configuration_definitions().items():
+        names = {entry.get("name") for entry in definition.get("env") or ()}
+        if names & PER_RUN:
+            C.set_constant(setting, C.config.get_config_value(setting, variables=vars(C)))
     for stream in (sys.stdout, sys.stderr):
         if stream.isatty():
             stream.reconfigure(line_buffering=True)
