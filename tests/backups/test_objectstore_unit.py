@@ -128,8 +128,28 @@ def test_a_redis_copy_is_read_from_its_object_whole(deps, tmp_path, monkeypatch)
             redis_copies._from_store(deps, copy, again)
         assert list(again.iterdir()) == []
 
+        # The restore, in-place restore and drill jobs stage it one way (staged_from_store):
+        # the run's directory (0700) holds the copy inside the block and is gone after it,
+        # however the block ends; the store's refusal is the run's reason, nothing staged.
+        from types import SimpleNamespace
+
+        ctx = SimpleNamespace(operation=SimpleNamespace(id="op_stage"))
+        with redis_copies.staged_from_store(deps, copy, ctx) as bad:
+            assert bad.copy is None and "holds 200000 bytes, the copy had 200001" in bad.error
+            assert list(bad.dir.iterdir()) == []
+        assert not bad.dir.exists()
+        copy.size_bytes -= 1
+        with pytest.raises(RuntimeError), redis_copies.staged_from_store(deps, copy, ctx) as ok:
+            assert ok.error is None and ok.copy.read_bytes() == src.read_bytes()
+            assert ok.copy.parent == ok.dir and ok.dir.stat().st_mode & 0o777 == 0o700
+            raise RuntimeError("the playbook run failed")
+        assert not ok.dir.exists()
+
         copy.path = "/var/lib/codeb/redis-copies/shop-staging-cache/rc_0123456789abcdef/dump.rdb"
         assert redis_copies._from_store(deps, copy, tmp_path / "stage3") is None  # pre-store
+        with redis_copies.staged_from_store(deps, copy, ctx) as old:
+            assert old.copy is None and old.error is None and old.dir.is_dir()
+        assert not old.dir.exists()
 
 
 def test_a_retired_environment_loses_its_bucket_and_its_key(deps, tmp_path, monkeypatch):

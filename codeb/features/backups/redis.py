@@ -20,6 +20,9 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +259,34 @@ class CopyJob:
 # -- restoring -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A restore's or a drill's directory of the run on the control machine (0700), the copy
+    read into it from the store (None: a copy made before the store, read from the storage
+    server's disk by the role), or why the store could not give it (nothing touched yet)."""
+
+    dir: Path
+    copy: Path | None
+    error: str | None
+
+
+@contextmanager
+def staged_from_store(deps: Deps, copy: RedisCopy, ctx: RunContext) -> Iterator[Staged]:
+    """The stage of one run (restore, in-place restore, drill) with the copy read from the
+    store into it (_from_store); removed with whatever is in it when the block ends, however
+    it ends."""
+    stage = deps.settings.data_dir / "runs" / f"redis-{copy.id}-{ctx.operation.id}"
+    stage.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        try:
+            staged = Staged(stage, _from_store(deps, copy, stage), None)
+        except ObjectStoreError as exc:
+            staged = Staged(stage, None, exc.message)
+        yield staged
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def _from_store(deps: Deps, copy: RedisCopy, stage: Path) -> Path | None:
     """A restore's or a drill's copy, read from the S3 store (the copy of record) into a
     directory of the run on the control machine and proven whole (size and SHA-256 as put,
@@ -378,17 +409,13 @@ class InPlaceRestoreJob:
         copy = RedisCopy.get_by_id(params["copy_id"])
         c = Container.get_by_id(params["container_id"])
         server = fleet.container_server(c)
-        stage = deps.settings.data_dir / "runs" / f"redis-{copy.id}-{ctx.operation.id}"
-        stage.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            try:
-                staged = _from_store(deps, copy, stage)
-            except ObjectStoreError as exc:  # nothing on the cache host was touched
-                return JobResult("failed", exc.message, {})
+        with staged_from_store(deps, copy, ctx) as staged:
+            if staged.error is not None:  # nothing on the cache host was touched
+                return JobResult("failed", staged.error, {})
             # The copy read from the store goes straight to the cache host; only a copy made
             # before the store is fetched from the storage server's disk (its play runs only
             # when the storage server is among the run's hosts).
-            hosts = [server.name] if staged else sorted({server.name, copy.storage_server})
+            hosts = [server.name] if staged.copy else sorted({server.name, copy.storage_server})
             outcome, records = ctx.run(
                 PlaybookRun(
                     "redis_restore_in_place.yml",
@@ -397,7 +424,7 @@ class InPlaceRestoreJob:
                         "codeb_redis_backup_container": c.container_name,
                         "codeb_redis_backup_conf": f"/etc/codeb/redis/{c.container_name}.conf",
                         "codeb_redis_backup_volume": c.volume,
-                        "codeb_redis_backup_stage": str(stage),
+                        "codeb_redis_backup_stage": str(staged.dir),
                         "codeb_redis_backup_copy_id": copy.id,
                         "codeb_redis_backup_format": copy.format or "rdb",
                         "codeb_redis_backup_source": copy.source,
@@ -406,8 +433,6 @@ class InPlaceRestoreJob:
                     timeout_s=3600,
                 )
             )
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
         if outcome.status != "successful":
             return JobResult("failed", describe_failure(outcome, records), {})
         restored = reported(records, "codeb_redis_restore")
@@ -436,12 +461,9 @@ class RestoreJob:
         if env is None:
             return JobResult("failed", "the environment of this copy no longer exists", {})
         password = deps.box.decrypt(env.redis_password)
-        stage = deps.settings.data_dir / "runs" / f"redis-{copy.id}-{ctx.operation.id}"
-        try:
-            try:
-                staged = _from_store(deps, copy, stage)
-            except ObjectStoreError as exc:
-                return JobResult("failed", exc.message, {})
+        with staged_from_store(deps, copy, ctx) as staged:
+            if staged.error is not None:
+                return JobResult("failed", staged.error, {})
             outcome, records = ctx.run(
                 PlaybookRun(
                     "redis_storage.yml",
@@ -451,7 +473,7 @@ class RestoreJob:
                         "codeb_redis_backup_copy_id": copy.id,
                         "codeb_redis_backup_format": copy.format or "rdb",
                         "codeb_redis_backup_source": copy.source,
-                        "codeb_redis_backup_stage": str(stage) if staged else "",
+                        "codeb_redis_backup_stage": str(staged.dir) if staged.copy else "",
                         "codeb_redis_backup_name": params["name"],
                         "codeb_redis_backup_port": params["port"],
                         "codeb_redis_backup_password": password,
@@ -461,8 +483,6 @@ class RestoreJob:
                     timeout_s=3600,
                 )
             )
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
         if outcome.status != "successful":
             return JobResult("failed", describe_failure(outcome, records), {})
         restored = reported(records, "codeb_redis_restore")
@@ -562,15 +582,10 @@ class DrillJob:
         with deps.write():
             d.started_at = deps.clock.now()
             d.save()
-        stage = deps.settings.data_dir / "runs" / f"redis-{copy.id}-{ctx.operation.id}"
         scratch = f"{copy.source}-drill-{secrets.token_hex(3)}"
-        fetch_error = None
-        try:
-            # A drill proves the copy of record: the object in the store, read back whole.
-            try:
-                staged = _from_store(deps, copy, stage)
-            except ObjectStoreError as exc:
-                staged, fetch_error = None, exc.message
+        # A drill proves the copy of record: the object in the store, read back whole.
+        with staged_from_store(deps, copy, ctx) as staged:
+            fetch_error = staged.error
             if fetch_error is None:
                 outcome, records = ctx.run(
                     PlaybookRun(
@@ -581,15 +596,13 @@ class DrillJob:
                             "codeb_redis_backup_copy_id": copy.id,
                             "codeb_redis_backup_format": copy.format or "rdb",
                             "codeb_redis_backup_source": copy.source,
-                            "codeb_redis_backup_stage": str(stage) if staged else "",
+                            "codeb_redis_backup_stage": str(staged.dir) if staged.copy else "",
                             "codeb_redis_backup_name": scratch,
                             "codeb_redis_backup_image": REDIS_IMAGE,
                         },
                         timeout_s=3600,
                     )
                 )
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
         report = reported(records, "codeb_redis_drill") if fetch_error is None else {}
         with deps.write():
             d = BackupDrill.get_by_id(d.id)
