@@ -30,7 +30,7 @@ from codeb.clock import SystemClock
 from codeb.features.backups import service as backups
 from codeb.protection import predicates
 from codeb.protection.tokens import Target
-from codeb.store.models import Backup, BackupTarget, Environment, Project
+from codeb.store.models import Backup, BackupTarget, Environment, OperationEvent, Project
 from tests.executor.helpers import wait_operation
 from tests.fleet import fleet as fleetlib
 from tests.support import live_api
@@ -142,6 +142,22 @@ def test_backup_pitr_catalogue_and_secrets(stack, fleet):
         assert b.kind == "manual" and b.end_time >= first_backup.end_time
         target = BackupTarget.get_by_id(b.target_id)
         assert target.status == "enabled" and target.name == "shop-staging-db"
+        # Its last WAL file was closed the restore's way (commit, pg_switch_wal(), commit,
+        # archive-wal until filed), not by `barman switch-wal --archive` waiting for the
+        # source's next WAL record: the segment it closed is filed, at or after the backup's
+        # end.
+        (closed,) = [
+            (e.data or {}).get("msg", "")
+            for e in OperationEvent.select().where(
+                (OperationEvent.operation == op["id"]) & (OperationEvent.event == "runner_on_ok")
+            )
+            if (e.task or "").startswith("Close the backup's last WAL file")
+        ]
+        segment = closed.split()[0]
+        assert re.fullmatch(r"[0-9A-F]{24} filed in [0-9.]+ s", closed), closed
+        assert b.end_wal and segment >= b.end_wal, (segment, b.end_wal)
+        wals = f"/var/lib/barman/shop-staging-db/wals/{segment[:16]}/{segment}"
+        storage.ssh(f"test -f {wals}", check=True)
 
         # Secrets: the replication password is stored encrypted, never in events or argv,
         # and the file holding it on the storage server is 0600 barman.
@@ -202,6 +218,12 @@ def test_backup_pitr_catalogue_and_secrets(stack, fleet):
         # 3. A backup the storage server's own timer takes (codeb not involved) is filed by
         # the catalogue sync as `scheduled`; backup_exists reads real rows.
         storage.ssh("systemctl start codeb-barman-backup@shop-staging-db.service", check=True)
+        # The unit closed the backup's last WAL file with the same code (the script the role
+        # installs from module_utils/codeb_barman_wal.py), as the barman user.
+        said = storage.ssh(
+            "journalctl -u codeb-barman-backup@shop-staging-db.service -o cat", check=True
+        ).stdout
+        assert re.search(r"^[0-9A-F]{24} filed$", said, re.M), said[-2000:]
         summary = backups.sync_catalogue(deps)
         assert summary["found"] == 1 and not summary["errors"], summary
         scheduled = Backup.get((Backup.target_id == target.id) & (Backup.kind == "scheduled"))

@@ -16,14 +16,15 @@ port; start it and wait until recovery ended and the server accepts writes. Noth
 passes through it."""
 
 import datetime
-import json
 import os
 import re
 import shutil
 import subprocess
 import time
 
+from ansible.module_utils import codeb_barman_wal as wal
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.codeb_barman_wal import Failed, conninfo_of, run
 
 DOCUMENTATION = r"""
 module: codeb_barman_restore
@@ -52,7 +53,7 @@ options:
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,120}")
 ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 WHEN = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\+00:00")
-BARMAN = ["runuser", "-u", "barman", "--", "barman"]
+BARMAN = ["runuser", "-u", "barman", "--", "barman"]  # the module runs as root
 EMPTY_DIRS = (
     "pg_tblspc", "pg_replslot", "pg_twophase", "pg_snapshots", "pg_commit_ts", "pg_dynshmem",
     "pg_notify", "pg_serial", "pg_stat", "pg_stat_tmp", "pg_logical/snapshots",
@@ -60,63 +61,10 @@ EMPTY_DIRS = (
 )  # fmt: skip
 
 
-class Failed(Exception):
-    pass
-
-
-def run(argv, step, timeout=3600, check=True):
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and out.returncode != 0:
-        raise Failed(f"{step}: {(out.stderr or out.stdout).strip()[-2000:]}")
-    return out
-
-
-def conninfo_of(server, conf_dir="/etc/barman.d"):
-    """Barman's connection string for the server: read from the configuration file codeb
-    wrote (a `barman show-servers` costs a Barman start, 1.5 s at load 7), else asked."""
-    try:
-        with open(os.path.join(conf_dir, f"{server}.conf")) as f:
-            for line in f:
-                key, sep, value = line.partition("=")
-                if sep and key.strip() == "conninfo":
-                    return value.strip()
-    except OSError:
-        pass
-    shown = run([*BARMAN, "-f", "json", "show-servers", server], "show-servers", check=False)
-    try:
-        return json.loads(shown.stdout or "{}").get(server, {}).get("conninfo")
-    except ValueError:
-        return None
-
-
 def close_and_file_wal(p, conninfo, timings):
-    """What a recovery to now needs from the source, without Barman's `switch-wal --force
-    --archive`: that command waited 2-15 s (up to 22 s under load) for nothing but the next
-    WAL record. Barman files a streamed segment only once pg_receivewal has opened the next
-    one (it keeps the newest complete file when no .partial follows it, for pg_receivewal's
-    restart), and after a switch the next one opens only when the source writes WAL again:
-    the bgwriter's snapshot every 15 s on an idle db. So, over Barman's own connection, in
-    three transactions: a commit (with a target time: recovery stops at the first commit
-    past it, and fails without one), pg_switch_wal() (no CHECKPOINT: that commit is WAL
-    activity, so the switch happens), and a second commit, which opens the next segment;
-    then `barman archive-wal` until the closed segment is filed. The source may be down:
-    then the WAL held is all there is (the recovery says what it reached)."""
-    if not conninfo:
-        return "no conninfo"
-    out = run(["runuser", "-u", "barman", "--", "psql", conninfo, "-XtAq",
-               "-c", "SELECT txid_current()", "-c", "SELECT pg_walfile_name(pg_switch_wal())",
-               "-c", "SELECT txid_current()"], "switch", timeout=30, check=False)  # fmt: skip
-    lines = out.stdout.split()
-    if out.returncode != 0 or len(lines) < 2 or not re.fullmatch(r"[0-9A-F]{24}", lines[1]):
-        return "source did not answer"
-    closed = lines[1]
-    filed = os.path.join(p["barman_home"], p["server"], "wals", closed[:16], closed)
-    deadline = time.monotonic() + p["wal_timeout"]
-    while not os.path.exists(filed):
-        if time.monotonic() > deadline:
-            return f"{closed} not filed within {p['wal_timeout']} s"
-        run([*BARMAN, "-q", "archive-wal", p["server"]], "archive-wal", timeout=120, check=False)
-    return f"{closed} filed"
+    """The source's current WAL file closed and filed here (module_utils/codeb_barman_wal.py,
+    shared with the base backup's)."""
+    return wal.close_and_file_wal(p["server"], conninfo, p["wal_timeout"], p["barman_home"])
 
 
 COMMIT_AT = re.compile(r"desc: COMMIT (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
