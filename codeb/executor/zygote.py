@@ -36,6 +36,7 @@ import atexit
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import stat
@@ -47,8 +48,14 @@ from typing import Any
 
 # Environment names that differ between runs by design (ansible-runner's per-run paths) and
 # are therefore not part of the match; the child sets them and recomputes the constants.
-PER_RUN = frozenset(
-    {"AWX_ISOLATED_DATA_DIR", "ANSIBLE_CACHE_PLUGIN_CONNECTION", "PWD", "OLDPWD", "_"}
+PER_RUN = frozenset({"AWX_ISOLATED_DATA_DIR", "ANSIBLE_CACHE_PLUGIN_CONNECTION"})
+# What the imports read from the environment, so what the zygote's imports froze: every name
+# an Ansible setting reads (taken from its definitions after import, and these prefixes), the
+# interpreter's, OpenSSL's (read when cryptography loads it), the locale, and the paths
+# settings expand. Any other name is read at run time, when the child has the run's own.
+_IMPORT_PREFIXES = ("ANSIBLE_", "_ANSIBLE_", "PYTHON", "LC_", "OPENSSL_", "SSL_")
+_IMPORT_NAMES = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TERM", "TMPDIR", "TEMP", "TMP"}
 )
 # Signals the relay passes on to the child's process group (SIGKILL cannot be caught: the
 # child's watcher handles it).
@@ -61,6 +68,8 @@ FORWARDED = (
     signal.SIGUSR2,
     signal.SIGCONT,
 )
+# Setting types whose value is a directory made for the process (ansible/config/manager.py).
+TMP_TYPES = frozenset({"tmppath", "temppath", "tmp"})
 _MAX_REQUEST = 1 << 20
 _LEN = struct.Struct("!I")
 _INT = struct.Struct("!i")
@@ -131,10 +140,18 @@ def is_private_dir(path: str) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
-def match_key(env: dict[str, str], config_path: str | None = None) -> str:
-    """What a run's environment must share with the zygote's: everything but PER_RUN, and the
+def read_at_import(name: str, setting_names: frozenset[str] = frozenset()) -> bool:
+    return name not in PER_RUN and (
+        name.startswith(_IMPORT_PREFIXES) or name in _IMPORT_NAMES or name in setting_names
+    )
+
+
+def match_key(
+    env: dict[str, str], setting_names: frozenset[str] = frozenset(), config_path: str | None = None
+) -> str:
+    """What a run's environment must share with the zygote's: the names read at import, and the
     ansible.cfg it names (size and modification time)."""
-    kept = {k: v for k, v in env.items() if k not in PER_RUN}
+    kept = {k: v for k, v in env.items() if read_at_import(k, setting_names)}
     path = config_path if config_path is not None else env.get("ANSIBLE_CONFIG", "")
     try:
         st = os.stat(path) if path else None
@@ -236,6 +253,11 @@ def _exit_after(main: Any, conn: socket.socket | None = None) -> None:
 # -- the zygote ----------------------------------------------------------------------------
 
 
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    # An inode number alone is reused at once on tmpfs.
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+
 class Zygote:
     def __init__(self, socket_path: str, lifeline_fd: int, idle_s: float) -> None:
         self.socket_path = socket_path
@@ -243,8 +265,9 @@ class Zygote:
         self.idle_s = idle_s
         self.key: str | None = None  # the environment imported under
         self.env: dict[str, str] = {}
+        self.setting_names: frozenset[str] = frozenset()
         self.listener: socket.socket | None = None
-        self.inode: int | None = None  # of the socket file we bound
+        self.identity: tuple[int, int, int] | None = None  # of the socket file we bound
 
     def serve(self) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reap themselves
@@ -260,7 +283,7 @@ class Zygote:
             os.umask(old_umask)
         listener.listen(16)
         os.replace(tmp, path)
-        self.inode = os.stat(path).st_ino
+        self.identity = _identity(os.stat(path))
         self.listener = listener
         selector = selectors.DefaultSelector()
         selector.register(listener, selectors.EVENT_READ, "run")
@@ -282,7 +305,7 @@ class Zygote:
     def _unlink_own_socket(self) -> None:
         # Only our own: a newer zygote may have replaced the path.
         try:
-            if self.inode is not None and os.stat(self.socket_path).st_ino == self.inode:
+            if self.identity is not None and _identity(os.stat(self.socket_path)) == self.identity:
                 os.unlink(self.socket_path)
         except OSError:
             pass
@@ -297,10 +320,9 @@ class Zygote:
         restart = False
         try:
             env = {str(k): str(v) for k, v in payload["env"].items()}
-            key = match_key(env)
             if self.key is None:
-                self._import_under(env, key)
-            if key != self.key:
+                self._import_under(env)
+            if match_key(env, self.setting_names) != self.key:
                 self._say_differs(env)
                 conn.sendall(b"N")
                 restart = True
@@ -324,9 +346,8 @@ class Zygote:
         # Names only: values may be secrets.
         names = sorted(
             k
-            for k in set(env) ^ set(self.env)
-            | {k for k in env if k in self.env and env[k] != self.env[k]}
-            if k not in PER_RUN
+            for k in set(env) | set(self.env)
+            if env.get(k) != self.env.get(k) and read_at_import(k, self.setting_names)
         )
         print(
             f"codeb zygote: a run's environment differs ({', '.join(names) or 'ansible.cfg'});"
@@ -335,17 +356,31 @@ class Zygote:
             flush=True,
         )
 
-    def _import_under(self, env: dict[str, str], key: str) -> None:
+    def _import_under(self, env: dict[str, str]) -> None:
         os.environ.clear()
         os.environ.update({k: v for k, v in env.items() if k not in PER_RUN})
         import gc
 
         import ansible.cli.playbook  # noqa: F401  (the imports are the point)
+        from ansible import constants as C
+        from ansible.config import manager
 
+        definitions = C.config.get_configuration_definitions()
+        self.setting_names = frozenset(
+            e["name"] for d in definitions.values() for e in d.get("env") or () if "name" in e
+        )
+        # A temporary-directory setting made a directory for this process at import, and
+        # registered its removal at exit: each child makes its own (_adopt_environment), so
+        # the zygote's is removed now and its removal at exit forgotten (children would run
+        # it).
+        for name, definition in definitions.items():
+            if definition.get("type") in TMP_TYPES and isinstance(getattr(C, name, None), str):
+                shutil.rmtree(getattr(C, name), ignore_errors=True)
+        atexit.unregister(manager.cleanup_tmp_file)
         gc.collect()
         gc.freeze()  # children share the imported objects instead of copying them on write
-        self.key = key
         self.env = dict(os.environ)
+        self.key = match_key(self.env, self.setting_names)
 
     def _restart(self) -> None:
         """Another environment: start over as a fresh process (same socket path, same
@@ -395,14 +430,14 @@ class Zygote:
 def _adopt_environment() -> None:
     """Make the imported Ansible what a fresh process would be under this environment: the
     constants read from a PER_RUN name recomputed (every other name matched the zygote's, and
-    so did ansible.cfg), the display sized for this terminal, stdout line-buffered when it is
-    one (as Python sets it up at start)."""
+    so did ansible.cfg), a temporary directory of its own for each such setting, the display
+    sized for this terminal, stdout line-buffered when it is one (as Python sets it up)."""
     from ansible import constants as C
     from ansible.utils.display import Display
 
     for setting, definition in C.config.get_configuration_definitions().items():
         names = {entry.get("name") for entry in definition.get("env") or ()}
-        if names & PER_RUN:
+        if names & PER_RUN or definition.get("type") in TMP_TYPES:
             C.set_constant(setting, C.config.get_config_value(setting, variables=vars(C)))
     for stream in (sys.stdout, sys.stderr):
         if stream.isatty():

@@ -22,7 +22,8 @@ PLAY = """
   gather_facts: false
   tasks:
     - ansible.builtin.debug:
-        msg: "mark={{ lookup('env', 'AWX_ISOLATED_DATA_DIR') }} forks={{ ansible_forks }}"
+        msg: "mark={{ lookup('env', 'AWX_ISOLATED_DATA_DIR') }} forks={{ ansible_forks }}
+          other={{ lookup('env', 'CODEB_TEST_OTHER') }}"
 """
 FAIL = """
 - hosts: localhost
@@ -59,6 +60,7 @@ def env_for(tmp_path: Path, mark: str, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
         "ANSIBLE_CONFIG": str(runner.ANSIBLE_CFG),
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "local-tmp"),
         "ANSIBLE_NOCOLOR": "1",
         "CODEB_JOURNAL": "off",
         "AWX_ISOLATED_DATA_DIR": mark,  # per run, as ansible-runner sets it
@@ -117,14 +119,18 @@ def test_runs_through_the_zygote_with_each_runs_environment(work: Path):
     first = run(work, "play.yml", mark="first")  # the zygote imports under this environment
     assert first.returncode == 0, first.stdout + first.stderr
     assert "mark=first forks=10" in first.stdout
-    for mark in ("second", "third"):
-        # Another per-run value (PER_RUN): still served, and the run sees its own value.
-        assert "AWX_ISOLATED_DATA_DIR" in PER_RUN
-        result = run(work, "play.yml", mark=mark)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert f"mark={mark} forks=10" in result.stdout
-    # Proof the runs are the zygote's children: a slow run shows up as one.
     pid = zygote_pid(work)
+    created = runner.zygote_socket(work).stat().st_ctime_ns
+    for mark in ("second", "third"):
+        # Another per-run value (PER_RUN), and a name Ansible reads only at run time: still
+        # served by the same zygote, and the run sees its own values.
+        assert "AWX_ISOLATED_DATA_DIR" in PER_RUN
+        result = run(work, "play.yml", mark=mark, CODEB_TEST_OTHER=mark * 2)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"mark={mark} forks=10 other={mark * 2}" in result.stdout
+        assert "differs" not in result.stderr
+    assert runner.zygote_socket(work).stat().st_ctime_ns == created
+    # Proof the runs are the zygote's children: a slow run shows up as one.
     before = set(children_of(pid))
     slow = subprocess.Popen(
         [entry(work), "-i", str(work.parent / "inv.json"), str(work.parent / "slow.yml")],
@@ -133,13 +139,24 @@ def test_runs_through_the_zygote_with_each_runs_environment(work: Path):
         stderr=subprocess.DEVNULL,
         cwd=work.parent,
     )
+    child = 0
     try:
-        child = wait_for(lambda: set(children_of(pid)) - before)
-        assert len(child) == 1
+        (child,) = wait_for(lambda: set(children_of(pid)) - before)
+        # Its own local temporary directory (named by its pid), which a run that ends beside
+        # it does not remove; the zygote's own was removed when it imported.
+        local_tmp = work.parent / "local-tmp"
+        assert wait_for(lambda: [p.name for p in local_tmp.glob(f"ansible-local-{child}*")])
+        assert run(work, "play.yml", mark="beside").returncode == 0
+        owned = [p.name for p in local_tmp.iterdir()]
+        assert len(owned) == 1 and owned[0].startswith(f"ansible-local-{child}"), owned
     finally:
         slow.send_signal(signal.SIGTERM)  # passed on to the run
         assert slow.wait(timeout=60) != 0
     wait_for(lambda: not (set(children_of(pid)) - before), 30)
+    # Every finished run removed its own; the one stopped by SIGTERM leaves its directory,
+    # as ansible-playbook does when it is not the zygote's child.
+    left = [p.name for p in (work.parent / "local-tmp").iterdir()]
+    assert all(name.startswith(f"ansible-local-{child}") for name in left), left
 
 
 def test_exit_codes_and_output_are_the_runs(work: Path):
@@ -167,12 +184,12 @@ def test_another_environment_is_run_in_the_relay_then_served_warm(work: Path):
     assert run(work, "play.yml").returncode == 0
     pid = zygote_pid(work)
     sock = runner.zygote_socket(work)
-    inode = sock.stat().st_ino
+    created = sock.stat().st_ctime_ns
     other = run(work, "play.yml", mark="x", ANSIBLE_FORKS="3")
     assert other.returncode == 0, other.stderr
     assert "mark=x forks=3" in other.stdout  # exact, although the zygote imported with 10
     # The zygote started over in the same process and listens again.
-    wait_for(lambda: sock.exists() and sock.stat().st_ino != inode, 30)
+    wait_for(lambda: sock.exists() and sock.stat().st_ctime_ns != created, 30)
     assert zygote_pid(work) == pid
     again = run(work, "play.yml", mark="y", ANSIBLE_FORKS="3")
     assert "mark=y forks=3" in again.stdout
