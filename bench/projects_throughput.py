@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -62,15 +63,20 @@ def bare_app(body: bytes, content_type: str):  # type: ignore[no-untyped-def]
 def serve_bare(port: int, threads: int, body_bytes: int) -> int:
     """`hello`, or (with body_bytes) a JSON document of exactly that size: the same bytes on
     the wire as codeb's page, so the second anchor prices waitress and the socket alone."""
-    import waitress
+    # The same waitress settings as `codeb serve` (codeb.cli.serving: send_bytes, the queue
+    # log kept quiet, threads): the ratio then prices codeb's own work, not a setting.
+    sys.path.insert(0, str(REPO_ROOT))
+    from codeb.cli import serving
 
+    logging.basicConfig()  # what waitress.serve does when the app has not configured logging
+    serving.quiet_queue_log()
     if body_bytes:
         body = b'{"pad":"' + b"x" * max(body_bytes - 10, 0) + b'"}'
         app = bare_app(body[:body_bytes], "application/json")
     else:
         app = bare_app(b"hello", "text/plain")
     print(f"bare serving on http://{HOST}:{port}", flush=True)
-    waitress.serve(app, host=HOST, port=port, threads=threads, ident="bare")
+    serving.serve(app, host=HOST, port=port, threads=threads, ident="bare")
     return 0
 
 

@@ -42,20 +42,14 @@ def _deps() -> Deps:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import waitress
-
     from codeb.app import create_app, start_runtime, stop_background
+    from codeb.cli import serving
 
     settings = load_settings()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        # waitress logs "Task queue depth is N" for every request that finds its threads
-        # busy, with its dispatcher's lock held: under load that was a tenth of the server's
-        # time and stalled the threads taking work. Saturation shows in the request latency
-        # histogram (GET /metrics); CODEB_LOG_LEVEL=DEBUG brings the lines back.
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    serving.quiet_queue_log()
     deps = _deps()
     with deps.db.connection_context():
         first_key = keys.ensure_admin_key(deps)
@@ -74,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     try:
-        waitress.serve(app, host=host, port=port, threads=settings.threads, ident="codeb")
+        serving.serve(app, host=host, port=port, threads=settings.threads)
     finally:
         # A scheduled job running now finishes and records its run before the process ends;
         # the replicator ships what it has.
