@@ -20,11 +20,18 @@ first backup through the API, then both restores of each round side by side):
    Which side goes first alternates each round (as bench/redeploy.py does): the second may
    find the archiver or the caches warm from the first.
 2. **pgbench TPS with WAL streaming on ÷ off** (target >= 0.95): `pgbench -c 4 -j 2 -T N`
-   inside the db container with the storage server's WAL receiver running, then stopped;
-   `--tps-rounds` pairs in alternating order (on, off; off, on; ...), each run after a
-   CHECKPOINT, each streaming run once the restarted receiver has caught up (its catch-up is
-   a restart's cost, not streaming's), after one uncounted warm-up run. Prints the ratio of
-   the medians and the median of each pair's own ratio.
+   inside the db container with the storage server's WAL receiver running, then stopped
+   (off: the receiver's unit and Barman's minute timer stopped, since barman cron starts a
+   receiver itself when none runs; checked: no walsender on the db); `--tps-rounds` rounds
+   in a rotating order, each run after a CHECKPOINT, each streaming run once the restarted
+   receiver has caught up (its catch-up is a restart's cost, not streaming's), after one
+   uncounted warm-up run. A third side streams with the receiver at normal priority (the
+   units as before templates/backup_priority.j2). Prints the ratio of the medians, the
+   median of each round's own ratio, the CPU seconds each kind of process used per run
+   (walsender, pg_receivewal, Barman, postgres, pgbench) and how far the receiver was
+   behind after each streaming run.
+3. **A base backup's WAL close**: Barman's `switch-wal --force --archive` ÷ the shared close
+   (module_utils/codeb_barman_wal.py), alternating, 4 each, and a backup through the API.
 
     sudo .venv/bin/python bench/restore.py [--rounds 2] [--seconds 15] [--tps-rounds 6] [--json]
 
@@ -93,7 +100,42 @@ def main(argv: list[str] | None = None) -> int:
         f"  median of the pairs' ratio {figures.get('pgbench_round_ratio_median', 0):7.2f}  "
         f"({len(figures.get('pgbench_round_ratios') or [])} pairs, alternating order)"
     )
+    if "pgbench_tps_wal_on_plain" in figures:
+        print(
+            f"pgbench TPS, receiver at normal priority {figures['pgbench_tps_wal_on_plain']:.1f}"
+            f" (÷ off {figures['pgbench_on_plain_over_off']:.2f}; rounds "
+            f"{[round(x) for x in figures['pgbench_tps_on_plain_rounds']]})"
+        )
+    print(f"  order {figures.get('pgbench_order')}")
+    print(f"  walsenders after each off run {figures.get('pgbench_walsenders_after_off_runs')}")
+    print(f"  db: {figures.get('pgbench_db_settings')}; {figures.get('pgbench_replication')}")
+    print(f"  receiver: {figures.get('pgbench_receiver_args')}")
+    for side in ("on", "on_plain", "off"):
+        runs = figures.get(f"pgbench_cpu_s_{side}_rounds") or []
+        kinds = sorted({k for r in runs for k in r})
+        medians = {k: statistics.median(r.get(k, 0) for r in runs) for k in kinds}
+        if medians:
+            print(f"  CPU s per run, {side:8} (median): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))  # fmt: skip
+    for side in ("on", "on_plain"):
+        shares = figures.get(f"pgbench_shipping_cpu_share_{side}_rounds")
+        if shares:
+            print(f"  streaming's CPU ÷ the db's and streaming's, {side}: median "
+                  f"{statistics.median(shares):.3f} (runs {shares})")  # fmt: skip
+    for side in ("on", "on_plain"):
+        lags = figures.get(f"pgbench_receiver_lag_after_{side}_runs")
+        if lags:
+            print(
+                f"  receiver behind after each {side} run (bytes the walsender had not sent; "
+                f"past the write position pg_receivewal last reported, every 10 s): {lags}"
+            )
     print(f"a backup on request          {figures.get('backup_before_restores_s', 0):7.1f} s")
+    print(f"a backup after the restores  {figures.get('backup_after_restores_s', 0):7.1f} s")
+    print(
+        f"a base backup's WAL close: switch-wal --force --archive "
+        f"{figures.get('wal_close_switch_wal_archive_s')} s, the shared close "
+        f"{figures.get('wal_close_shared_s')} s"
+    )
     print("where an API restore's time goes (median of the rounds):")
     parts = figures.get("pitr_api_breakdown") or []
     for key in ("request_s", "queued_s", "runner_start_s", "before_module_s", "module_task_s",

@@ -58,6 +58,7 @@ from tests.backups.test_backups_fleet import (  # noqa: F401
 )
 from tests.backups.test_drills_fleet import redis_cli
 from tests.executor.helpers import wait_operation
+from tests.fleet import fleet as fleetlib
 
 pytestmark = pytest.mark.fleet
 FIGURES: dict[str, float] = {}
@@ -322,34 +323,184 @@ def _streaming_caught_up(db, container: str, user: str, timeout: float = 90) -> 
     raise AssertionError(f"the WAL receiver did not catch up in {timeout} s (lag {lag!r})")
 
 
-def wal_cost(db, storage, container: str, user: str, dbname: str, receiver: str) -> dict[str, Any]:
-    """pgbench TPS with the WAL receiver streaming ÷ stopped, in alternating order (on, off;
-    then off, on; ...), each run after a CHECKPOINT, each "on" run once the receiver has
-    caught up; medians of the rounds and the median of each round's own ratio."""
+def _cpu_ticks(cfg, hosts: tuple[str, ...] = ("db", "storage")) -> dict[str, int]:
+    """CPU time (clock ticks, user + system) of the fleet guests' processes by what they are:
+    the db's walsender, its other postgres processes, pgbench, the storage server's
+    pg_receivewal and Barman (receive-wal's wrapper, cron, archive-wal), the rest of each
+    guest. Read on this machine's /proc, only our own guests' cgroups (other fleets may run)."""
+    ticks: dict[str, int] = {}
+    for host in hosts:
+        for pid in fleetlib.cgroup_pids(cfg.cgroup_name(host)):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            used = int(fields[11]) + int(fields[12])  # utime, stime
+            if cmd.startswith("postgres: walsender"):
+                kind = "walsender"
+            elif cmd.startswith("pgbench"):
+                kind = "pgbench"
+            elif "pg_receivewal" in cmd:
+                kind = "pg_receivewal"
+            elif "barman" in cmd:
+                kind = "barman"
+            elif cmd.startswith("postgres"):
+                kind = "postgres"
+            else:
+                kind = f"{host}_other"
+            ticks[kind] = ticks.get(kind, 0) + used
+        # The whole guest (its cgroup's usage: exited processes too, e.g. the backends of
+        # pgbench's connections), in clock ticks like the rest.
+        for top in fleetlib.cgroup_dirs(cfg.cgroup_name(host)):
+            try:
+                usec = (top / "cpu.stat").read_text().split("\n", 1)[0].split()
+            except OSError:
+                continue
+            if usec[0] == "usage_usec":
+                ticks[f"{host}_guest"] = int(usec[1]) * os.sysconf("SC_CLK_TCK") // 1_000_000
+                break
+    return ticks
+
+
+def _machine_busy() -> tuple[int, int]:
+    """(busy, total) clock ticks of the whole machine (/proc/stat)."""
+    cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = cpu[3] + cpu[4]
+    return sum(cpu) - idle, sum(cpu)
+
+
+def wal_cost(
+    db, storage, container: str, user: str, dbname: str, receiver: str, cfg=None
+) -> dict[str, Any]:
+    """pgbench TPS with WAL streaming on ÷ off, each side once per round in a rotating order,
+    each run after a CHECKPOINT, each streaming run once the receiver has caught up; medians
+    of the rounds and the median of each round's own ratio. "Off" stops the receiver and
+    Barman's minute timer (barman cron starts a receiver itself when none runs) and is
+    checked to have no walsender. With CODEB_BACKUP_BENCH_COMPARE_PLAIN (default on), a
+    third side streams with the receiver and Barman's maintenance at normal priority (a
+    runtime drop-in: the units as they were before backup_priority.j2), so one run shows
+    what the priorities change. With the fleet's config, also the CPU seconds each kind of
+    process used during each run (the walsender, the receiver, Barman, the db, pgbench) and
+    the machine's busy share, and after each streaming run how far the receiver was behind
+    (bytes not yet sent, not yet written on the storage server)."""
     rounds = int(os.environ.get("CODEB_BACKUP_BENCH_TPS_ROUNDS", "6"))
     seconds = int(os.environ.get("CODEB_BACKUP_BENCH_SECONDS", "15"))
     checkpoint = f"podman exec {container} psql -XtAq -U {user} -d postgres -c CHECKPOINT"
+    compare_plain = os.environ.get("CODEB_BACKUP_BENCH_COMPARE_PLAIN", "1") == "1"
+    cpu: dict[str, list[dict[str, float]]] = {"on": [], "off": [], "on_plain": []}
+    lag_query = (
+        "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), sent_lsn)), -1)::bigint, "
+        "coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), write_lsn)), -1)::bigint "
+        "FROM pg_stat_replication"
+    )
+    lags: dict[str, list[list[int]]] = {"on": [], "on_plain": []}
+    streaming_in_off_runs: list[int] = []
+    sql = f"podman exec {container} psql -XtAq -U {user} -d postgres -F ' ' -c "
 
-    def run(streaming: bool) -> float:
-        if streaming:
-            storage.ssh(f"systemctl start {receiver}", check=True)
+    def senders() -> int:
+        out = db.ssh(sql + shlex.quote("SELECT count(*) FROM pg_stat_replication")).stdout
+        return int(out.strip() or -1)
+
+    # Whether commits wait for the receiver, and what the db writes: the same on and off.
+    settings = db.ssh(sql + shlex.quote(
+        "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings WHERE "
+        "name IN ('synchronous_standby_names', 'synchronous_commit', 'wal_level', "
+        "'full_page_writes', 'wal_compression', 'checkpoint_timeout', 'max_wal_size')"
+    )).stdout.strip()  # fmt: skip
+    replication = db.ssh(sql + shlex.quote(
+        "SELECT application_name, sync_state FROM pg_stat_replication"
+    )).stdout.strip()  # fmt: skip
+    receiver_args = storage.ssh("ps -eo args | grep '[p]g_receivewal'").stdout.strip()
+
+    plain = ("[Service]\nCPUSchedulingPolicy=other\nNice=0\nIOSchedulingClass=best-effort\n"
+             "IOSchedulingPriority=4\n")  # fmt: skip
+    dropins = " ".join(
+        f"/run/systemd/system/{u}.d/bench-plain.conf"
+        for u in ("codeb-barman-receive-wal@.service", "codeb-barman-cron.service")
+    )
+    server = receiver.split("@", 1)[1]
+
+    def run(side: str) -> float:
+        # Off is off: the receiver's unit stopped, and Barman's minute timer too (barman cron
+        # starts a receiver itself when none runs: with only the unit stopped, a cron run
+        # during an "off" run streamed again), any receiver left stopped, no walsender.
+        storage.ssh(
+            f"systemctl stop codeb-barman-cron.timer codeb-barman-cron.service {receiver}; "
+            f"runuser -u barman -- barman -q receive-wal --stop {server} || true; "
+            + (
+                f"for f in {dropins}; do mkdir -p $(dirname $f); "
+                f"printf {shlex.quote(plain)} > $f; done; "
+                if side == "on_plain"
+                else f"rm -f {dropins}; "
+            )
+            + "systemctl daemon-reload",
+            check=True,
+        )
+        if side != "off":
+            storage.ssh(f"systemctl start codeb-barman-cron.timer {receiver}", check=True)
             _streaming_caught_up(db, container, user)
         else:
-            storage.ssh(f"systemctl stop {receiver}", check=True)
+            deadline = time.monotonic() + 30
+            while senders() != 0 and time.monotonic() < deadline:
+                time.sleep(0.5)
         db.ssh(checkpoint, check=True)
-        return pgbench_tps(db, container, user, dbname, seconds)
+        before = _cpu_ticks(cfg) if cfg is not None else {}
+        busy0, total0 = _machine_busy()
+        tps = pgbench_tps(db, container, user, dbname, seconds)
+        if cfg is not None:
+            after = _cpu_ticks(cfg)
+            busy1, total1 = _machine_busy()
+            hz = os.sysconf("SC_CLK_TCK")
+            used = {k: round((v - before.get(k, 0)) / hz, 2) for k, v in after.items()}
+            used = {k: v for k, v in used.items() if v > 0}
+            used["machine_busy_share"] = round((busy1 - busy0) / max(1, total1 - total0), 3)
+            cpu[side].append(used)
+        if side == "off":
+            streaming_in_off_runs.append(senders())
+        else:
+            out = db.ssh(sql + shlex.quote(lag_query)).stdout.split()
+            lags[side].append([int(x) for x in out if x.lstrip("-").isdigit()])
+        return tps
 
-    on, off, order = [], [], []
+    tps: dict[str, list[float]] = {"on": [], "off": [], "on_plain": []}
+    order = []
+    sides = ["on", "off", "on_plain"] if compare_plain else ["on", "off"]
     try:
-        run(True)  # a warm-up run, not counted (caches, the table's first vacuum)
+        run("on")  # a warm-up run, not counted (caches, the table's first vacuum)
         for i in range(rounds):
-            sides = [True, False] if i % 2 == 0 else [False, True]
-            order.append(["on" if x else "off" for x in sides])
-            for streaming in sides:
-                (on if streaming else off).append(run(streaming))
+            # Each round another order (a rotation, reversed every other round): no side
+            # always first or always after the same one.
+            k = i % len(sides)
+            these = sides[k:] + sides[:k]
+            if (i // len(sides)) % 2:
+                these.reverse()
+            order.append(these)
+            for side in these:
+                tps[side].append(run(side))
     finally:
-        storage.ssh(f"systemctl start {receiver}")
-    return {
+        storage.ssh(
+            f"rm -f {dropins}; systemctl daemon-reload; "
+            f"systemctl start codeb-barman-cron.timer {receiver}"
+        )
+    on, off = tps["on"], tps["off"]
+
+    def shipping_share(runs: list[dict[str, float]]) -> list[float]:
+        """Per streaming run: the CPU the streaming took (the db's walsender, the storage
+        server's pg_receivewal and Barman) ÷ the CPU of the db guest (its walsender
+        included) and of the streaming's storage-side processes: what it took from the work
+        pgbench measures when the two compete for the same CPUs."""
+        out = []
+        for r in runs:
+            storage_side = r.get("pg_receivewal", 0) + r.get("barman", 0)
+            total = r.get("db_guest", 0) + storage_side
+            if total > 0:
+                out.append(round((r.get("walsender", 0) + storage_side) / total, 4))
+        return out
+
+    assert streaming_in_off_runs and set(streaming_in_off_runs) == {0}, streaming_in_off_runs
+    figures = {
         "pgbench_tps_wal_on": statistics.median(on),
         "pgbench_tps_wal_off": statistics.median(off),
         "pgbench_on_over_off": statistics.median(on) / statistics.median(off),
@@ -361,7 +512,26 @@ def wal_cost(db, storage, container: str, user: str, dbname: str, receiver: str)
         "pgbench_tps_off_rounds": off,
         "pgbench_order": order,
         "pgbench_seconds": seconds,
+        "pgbench_cpu_s_on_rounds": cpu["on"],
+        "pgbench_cpu_s_off_rounds": cpu["off"],
+        "pgbench_shipping_cpu_share_on_rounds": shipping_share(cpu["on"]),
+        "pgbench_receiver_lag_after_on_runs": lags["on"],
+        "pgbench_walsenders_after_off_runs": streaming_in_off_runs,
+        "pgbench_db_settings": settings,
+        "pgbench_replication": replication,
+        "pgbench_receiver_args": receiver_args,
     }
+    if compare_plain:
+        plain_tps = tps["on_plain"]
+        figures.update({
+            "pgbench_tps_wal_on_plain": statistics.median(plain_tps),
+            "pgbench_on_plain_over_off": statistics.median(plain_tps) / statistics.median(off),
+            "pgbench_tps_on_plain_rounds": plain_tps,
+            "pgbench_cpu_s_on_plain_rounds": cpu["on_plain"],
+            "pgbench_shipping_cpu_share_on_plain_rounds": shipping_share(cpu["on_plain"]),
+            "pgbench_receiver_lag_after_on_plain_runs": lags["on_plain"],
+        })  # fmt: skip
+    return figures
 
 
 @pytest.mark.skipif(
@@ -459,11 +629,32 @@ def test_bench_restore_breakdown_and_wal_cost(stack, fleet):  # noqa: F811
             "grep -Ei 'switch|checkpoint|closed|archiv|segment|waiting|receive' | tail -n 80"
         ).stdout.splitlines()
 
+        # A base backup's last WAL file closed and filed: Barman's switch-wal --force
+        # --archive (what the backup did before) ÷ the shared close (commit, pg_switch_wal(),
+        # commit, archive-wal until filed), alternating, on the db idle as after a backup.
+        close_old, close_new = [], []
+        old_way = ("runuser -u barman -- barman -q switch-wal --force --archive "
+                   "--archive-timeout 60 shop-staging-db")  # fmt: skip
+        new_way = "python3 /usr/local/lib/codeb/codeb_barman_wal.py close shop-staging-db 60"
+        for i in range(4):
+            for way, into in [(old_way, close_old), (new_way, close_new)][:: 1 if i % 2 else -1]:
+                time.sleep(2)
+                t0 = time.monotonic()
+                storage.ssh(way, check=True)
+                into.append(round(time.monotonic() - t0, 2))
+        figures["wal_close_switch_wal_archive_s"] = close_old
+        figures["wal_close_shared_s"] = close_new
+        r = c.post("/api/backups", json={"project": "shop", "environment": "staging"})
+        t0 = time.monotonic()
+        op = wait_operation(c, start(r), timeout=900)
+        figures["backup_after_restores_s"] = time.monotonic() - t0
+        assert op["status"] == "succeeded", op.get("error")
+
         db = fleet["db"]
         container = "shop-staging-db"
         db.ssh(f"podman exec {container} pgbench -i -q -s 5 -U {user} {dbname}", check=True)
         receiver = "codeb-barman-receive-wal@shop-staging-db"
-        figures.update(wal_cost(db, storage, container, user, dbname, receiver))
+        figures.update(wal_cost(db, storage, container, user, dbname, receiver, fleet.config))
         figures["loadavg_1m"] = os.getloadavg()[0]
         figures["measured_at"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print("restore bench:", json.dumps(figures, sort_keys=True, default=str))
