@@ -70,6 +70,8 @@ FORWARDED = (
 )
 # Setting types whose value is a directory made for the process (ansible/config/manager.py).
 TMP_TYPES = frozenset({"tmppath", "temppath", "tmp"})
+# Those that end a run that has not started yet.
+STOPPING = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 _MAX_REQUEST = 1 << 20
 _LEN = struct.Struct("!I")
 _INT = struct.Struct("!i")
@@ -170,6 +172,12 @@ def relay(socket_path: str, argv0: str) -> None:
     code = _through_zygote(socket_path, argv0)
     if code is None:
         run_in_process(argv0)
+    elif code < 0:
+        # Signalled before any run started (a cancel while the zygote answered): end as
+        # ansible-playbook would have, by that signal.
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        code = 128 - code
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -201,7 +209,9 @@ def _through_zygote(socket_path: str, argv0: str) -> int | None:
         _send_request(sock, payload, [0, 1, 2])
         answer = _recv_exact(sock, 1 + _INT.size)
         if answer is None or answer[:1] != b"P":
-            return None  # refused (another environment) or gone: run it here
+            # Refused (another environment) or gone: run it here, unless it was stopped.
+            stops = [signum for signum in pending if signum in STOPPING]
+            return -stops[0] if stops else None
         (pid,) = _INT.unpack(answer[1:])
         child_pgid.append(pid)
         for signum in pending:
@@ -295,7 +305,10 @@ class Zygote:
             for key, _mask in ready:
                 if key.data == "lifeline":
                     self._stop()  # codeb is gone
-                conn, _ = listener.accept()
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
                 self._handle(conn)
 
     def _stop(self) -> None:

@@ -262,3 +262,44 @@ def test_the_zygote_ends_when_stopped_and_when_idle(work: Path, monkeypatch):
     runner.ensure_zygote(work)
     proc = runner._zygotes[runner.zygote_socket(work)]
     assert proc.wait(timeout=30) == 0
+
+
+def test_a_run_stopped_before_the_zygote_answered_does_not_start(work: Path):
+    """A cancel (SIGTERM) that reaches the entry while the zygote is still answering, then a
+    refusal: the entry must end by that signal, not go on to run Ansible itself."""
+    import socket as socketlib
+
+    from codeb.executor import zygote
+
+    sock_path = runner.zygote_socket(work)
+    sock_path.parent.mkdir(mode=0o700, exist_ok=True)
+    sock_path.unlink(missing_ok=True)
+    server = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    server.bind(str(sock_path))
+    server.listen(1)
+    marker = work.parent / "ran"
+    relay = subprocess.Popen(
+        [entry(work), "-i", str(work.parent / "inv.json"), str(work.parent / "play.yml")],
+        env=env_for(work.parent, "stopped"),
+        stdout=marker.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=work.parent,
+    )
+    try:
+        conn, _ = server.accept()
+        payload, fds = zygote._recv_request(conn)  # the request came, with its 3 descriptors
+        for fd in fds:
+            os.close(fd)
+        assert payload["argv"][-1].endswith("play.yml")
+        relay.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the signal is handled (recorded) while the answer is awaited
+        conn.sendall(b"N")
+        conn.close()
+        assert relay.wait(timeout=60) == -signal.SIGTERM
+        assert "mark=stopped" not in marker.read_text()  # Ansible never ran
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.wait()
+        server.close()
+        sock_path.unlink(missing_ok=True)
