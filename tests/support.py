@@ -77,25 +77,35 @@ def live_api(
         asyncore_loop_timeout=0.05,
     )
     port = server.effective_port  # type: ignore[union-attr]
+    try:
+        with in_thread(server, "waitress"):
+            yield LiveApi(f"http://127.0.0.1:{port}", deps, admin, clock)
+    finally:
+        stop_background(deps)
+        deps.worker.shutdown()
+        deps.db.close()
+
+
+@contextmanager
+def in_thread(server: object, name: str) -> Iterator[None]:
+    """Run a waitress server (waitress.create_server) in a thread for the block; then stop
+    its task threads, close it and join the thread."""
     stopping = threading.Event()
 
     def serve() -> None:
         try:
-            server.run()
+            server.run()  # type: ignore[attr-defined]
         except OSError:
             # close() from another thread pulls the sockets from under select(): expected.
             if not stopping.is_set():
                 raise
 
-    thread = threading.Thread(target=serve, name="waitress", daemon=True)
+    thread = threading.Thread(target=serve, name=name, daemon=True)
     thread.start()
     try:
-        yield LiveApi(f"http://127.0.0.1:{port}", deps, admin, clock)
+        yield
     finally:
         stopping.set()
-        server.task_dispatcher.shutdown(timeout=5)  # type: ignore[union-attr]
-        server.close()
+        server.task_dispatcher.shutdown(timeout=5)  # type: ignore[attr-defined]
+        server.close()  # type: ignore[attr-defined]
         thread.join(timeout=10)
-        stop_background(deps)
-        deps.worker.shutdown()
-        deps.db.close()

@@ -7,7 +7,6 @@ is served here with exactly the settings `codeb serve` uses."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from codeb.app import create_app
 from codeb.cli import serving
 from codeb.features.projects import service as projects
 from codeb.services.context import SYSTEM
-from tests.support import live_api
+from tests.support import in_thread, live_api
 
 # waitress marks send_bytes as deprecated (codeb.cli.serving keeps serving without it).
 pytestmark = pytest.mark.filterwarnings("ignore:send_bytes:DeprecationWarning")
@@ -39,24 +38,8 @@ def served(app: object, threads: int = 4) -> Iterator[str]:
     server = waitress.create_server(
         app, host="127.0.0.1", port=0, asyncore_loop_timeout=int(LOOP_TIMEOUT_S), **options
     )
-    stopping = threading.Event()
-
-    def run() -> None:
-        try:
-            server.run()
-        except OSError:
-            if not stopping.is_set():
-                raise
-
-    thread = threading.Thread(target=run, name="waitress-serving-test", daemon=True)
-    thread.start()
-    try:
+    with in_thread(server, "waitress-serving-test"):
         yield f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
-    finally:
-        stopping.set()
-        server.task_dispatcher.shutdown(timeout=5)  # type: ignore[union-attr]
-        server.close()
-        thread.join(timeout=10)
 
 
 def sized_app(environ: dict, start_response) -> list[bytes]:  # type: ignore[no-untyped-def]

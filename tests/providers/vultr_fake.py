@@ -28,6 +28,8 @@ from urllib.parse import parse_qs
 
 import waitress
 
+from tests.support import in_thread
+
 CREATE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "region": str,
     "plan": str,
@@ -268,21 +270,5 @@ def serve(fake: VultrFake) -> Iterator[str]:
         fake, host="127.0.0.1", port=0, threads=4, asyncore_loop_timeout=0.05
     )
     port = server.effective_port  # type: ignore[union-attr]
-    stopping = threading.Event()
-
-    def run() -> None:
-        try:
-            server.run()
-        except OSError:
-            if not stopping.is_set():
-                raise
-
-    thread = threading.Thread(target=run, name="vultr-fake", daemon=True)
-    thread.start()
-    try:
+    with in_thread(server, "vultr-fake"):
         yield f"http://127.0.0.1:{port}/v2"
-    finally:
-        stopping.set()
-        server.task_dispatcher.shutdown(timeout=5)  # type: ignore[union-attr]
-        server.close()
-        thread.join(timeout=10)
