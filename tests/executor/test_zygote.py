@@ -80,6 +80,19 @@ def run(work_dir: Path, playbook: str, mark: str = "m", **extra: str):
     )
 
 
+def start_slow(work_dir: Path, mark: str, **popen: object) -> subprocess.Popen:
+    """The slow playbook through the entry, in the background."""
+    tmp = work_dir.parent
+    return subprocess.Popen(
+        [entry(work_dir), "-i", str(tmp / "inv.json"), str(tmp / "slow.yml")],
+        env=env_for(tmp, mark),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp,
+        **popen,  # type: ignore[arg-type]
+    )
+
+
 def zygote_pid(work_dir: Path) -> int:
     proc = runner._zygotes[runner.zygote_socket(work_dir)]
     assert proc.poll() is None
@@ -132,13 +145,7 @@ def test_runs_through_the_zygote_with_each_runs_environment(work: Path):
     assert runner.zygote_socket(work).stat().st_ctime_ns == created
     # Proof the runs are the zygote's children: a slow run shows up as one.
     before = set(children_of(pid))
-    slow = subprocess.Popen(
-        [entry(work), "-i", str(work.parent / "inv.json"), str(work.parent / "slow.yml")],
-        env=env_for(work.parent, "slow"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=work.parent,
-    )
+    slow = start_slow(work, "slow")
     child = 0
     try:
         (child,) = wait_for(lambda: set(children_of(pid)) - before)
@@ -203,14 +210,7 @@ def test_killing_the_relay_kills_the_run(work: Path):
     assert run(work, "play.yml").returncode == 0
     pid = zygote_pid(work)
     before = set(children_of(pid))
-    relay = subprocess.Popen(
-        [entry(work), "-i", str(work.parent / "inv.json"), str(work.parent / "slow.yml")],
-        env=env_for(work.parent, "k"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=work.parent,
-        start_new_session=True,
-    )
+    relay = start_slow(work, "k", start_new_session=True)
     (child,) = wait_for(lambda: set(children_of(pid)) - before)
     relay.kill()
     relay.wait(timeout=10)
