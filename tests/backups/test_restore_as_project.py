@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from codeb.executor.worker import Job, JobResult, RunContext
 from codeb.features.projects import service as projects
 from codeb.store.models import (
     Backup,
@@ -100,9 +102,24 @@ def test_the_shape_refuses_what_it_cannot_do(api):
         assert BackupRestore.select().count() == 0
 
 
+class _Held:
+    """A job that waits for `release` before it runs: what the request registered is read
+    before the run's failure retires it (the worker settles within milliseconds here)."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.release = threading.Event()
+
+    def run(self, ctx: RunContext) -> JobResult:
+        assert self.release.wait(60), "the test never released the run"
+        return self.job.run(ctx)
+
+
 def test_it_registers_the_project_then_retires_it_when_the_restore_fails(api):
     backup_id, old_id, old_password = _deleted_shop_with_a_backup(api)
     deps = api.deps
+    held = _Held(deps.worker._jobs["backup_restore"])
+    deps.worker.register("backup_restore", held)
     with api.client() as c:
         r = c.post(f"/api/backups/{backup_id}/restore", json={"into": "project"})
         assert r.status_code == 202 and r.json()["status"] == "executed", r.text
@@ -127,6 +144,7 @@ def test_it_registers_the_project_then_retires_it_when_the_restore_fails(api):
                 (Placement.environment == env.id) & (Placement.component == "db")
             )
             assert placed.server_id == storage.id
+        held.release.set()
         op = wait_operation(c, result["operation"]["id"], timeout=120)
         assert op["status"] == "failed", op
         with deps.db.connection_context():
