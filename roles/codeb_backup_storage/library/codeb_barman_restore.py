@@ -23,8 +23,8 @@ import subprocess
 import time
 
 from ansible.module_utils import codeb_barman_wal as wal
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.codeb_barman_wal import Failed, conninfo_of, run
+from ansible.module_utils.codeb_barman_wal import Failed, conninfo_of
+from ansible.module_utils.codeb_module import Fail, main
 
 DOCUMENTATION = r"""
 module: codeb_barman_restore
@@ -155,8 +155,9 @@ def restore(p, timings):
     taken = step("name_free", lambda: (
         os.path.exists(data)
         or os.path.exists(unit_path)
-        or run(["podman", "volume", "exists", volume], "volume", check=False).returncode == 0
-        or run(["podman", "container", "exists", name], "container", check=False).returncode == 0
+        or wal.run(["podman", "volume", "exists", volume], "volume", check=False).returncode == 0
+        or wal.run(["podman", "container", "exists", name], "container", check=False)
+        .returncode == 0
     ))  # fmt: skip
     if taken:
         raise Failed(f"the name {name} is in use here (volume, container, unit or directory)")
@@ -174,7 +175,7 @@ def restore(p, timings):
         if p["target_time"] else []
     )  # fmt: skip
     recover = [*BARMAN, "recover", *target, p["server"], p["backup_id"], data]
-    step("recover", lambda: run(recover, "barman recover"))
+    step("recover", lambda: wal.run(recover, "barman recover"))
     # A recovered incremental (combined by pg_combinebackup) lacks the empty directories
     # PostgreSQL expects (seen: FATAL could not open directory "pg_tblspc"); create them.
     for empty in EMPTY_DIRS:
@@ -188,33 +189,33 @@ def restore(p, timings):
         with open(os.path.join(data, "pg_hba.conf"), "a") as f:
             f.write(f"host replication {p['replication_user']} all scram-sha-256 "
                     "# codeb-restore-in-place\n")  # fmt: skip
-    step("volume", lambda: run(["podman", "volume", "create", volume], "volume create"))
-    mount = step("mountpoint", lambda: run(
+    step("volume", lambda: wal.run(["podman", "volume", "create", volume], "volume create"))
+    mount = step("mountpoint", lambda: wal.run(
         ["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", volume],
         "volume inspect").stdout.strip())  # fmt: skip
     os.rmdir(mount)
     shutil.move(data, mount)
-    step("chown", lambda: run(
+    step("chown", lambda: wal.run(
         ["podman", "run", "--rm", f"--pull={p['pull']}", "--user", "root", "--network", "none",
          "--entrypoint", "chown", "-v", f"{volume}:/d", p["image"], "-R", "postgres:postgres",
          "/d"], "chown"))  # fmt: skip
     with open(unit_path, "w") as f:
         f.write(p["unit"])
     os.chmod(unit_path, 0o644)
-    step("daemon_reload", lambda: run(["systemctl", "daemon-reload"], "daemon-reload"))
-    step("start", lambda: run(["systemctl", "start", f"{name}.service"], "start"))
+    step("daemon_reload", lambda: wal.run(["systemctl", "daemon-reload"], "daemon-reload"))
+    step("start", lambda: wal.run(["systemctl", "start", f"{name}.service"], "start"))
     ready = ["podman", "exec", name, "psql", "-X", "-tA", "-U", p["superuser"], "-d",
              "postgres", "-c", "SELECT pg_is_in_recovery()"]  # fmt: skip
     t0 = time.monotonic()
     deadline = t0 + p["ready_timeout"]
     while True:
-        out = run(ready, "ready", check=False)
+        out = wal.run(ready, "ready", check=False)
         if out.returncode == 0 and out.stdout.strip() == "f":
             break
         if time.monotonic() > deadline:
             # Stopped, not left restarting; its own last words say why.
-            run(["systemctl", "stop", f"{name}.service"], "stop", check=False)
-            said = run(["journalctl", "-u", f"{name}.service", "-n", "200", "-o", "cat"],
+            wal.run(["systemctl", "stop", f"{name}.service"], "stop", check=False)
+            said = wal.run(["journalctl", "-u", f"{name}.service", "-n", "200", "-o", "cat"],
                        "journal", check=False).stdout  # fmt: skip
             fatal = [line for line in said.splitlines() if "FATAL" in line][-1:]
             raise Failed(f"the restored server did not accept writes within "
@@ -225,33 +226,33 @@ def restore(p, timings):
     return switched is None or switched.endswith(" filed")
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "server": {"type": "str", "required": True},
-            "backup_id": {"type": "str", "required": True},
-            "target_time": {"type": "str", "default": ""},
-            "name": {"type": "str", "required": True},
-            "port": {"type": "int", "required": True},
-            "superuser": {"type": "str", "default": "postgres"},
-            "replication_user": {"type": "str", "default": ""},
-            "image": {"type": "str", "required": True},
-            "pull": {
-                "type": "str",
-                "default": "missing",
-                "choices": ["missing", "never", "always", "newer"],
-            },
-            "unit": {"type": "str", "required": True},
-            "restores_dir": {"type": "path", "default": "/var/lib/barman/restores"},
-            "quadlet_dir": {"type": "path", "default": "/etc/containers/systemd"},
-            "wal_timeout": {"type": "int", "default": 60},
-            "ready_timeout": {"type": "int", "default": 300},
-            "barman_home": {"type": "path", "default": "/var/lib/barman"},
-            "barman_conf_dir": {"type": "path", "default": "/etc/barman.d"},
-            "pg_bindir": {"type": "path", "default": "/usr/lib/postgresql/17/bin"},
-        },
-    )
-    p = module.params
+SPEC = {
+    "server": {"type": "str", "required": True},
+    "backup_id": {"type": "str", "required": True},
+    "target_time": {"type": "str", "default": ""},
+    "name": {"type": "str", "required": True},
+    "port": {"type": "int", "required": True},
+    "superuser": {"type": "str", "default": "postgres"},
+    "replication_user": {"type": "str", "default": ""},
+    "image": {"type": "str", "required": True},
+    "pull": {
+        "type": "str",
+        "default": "missing",
+        "choices": ["missing", "never", "always", "newer"],
+    },
+    "unit": {"type": "str", "required": True},
+    "restores_dir": {"type": "path", "default": "/var/lib/barman/restores"},
+    "quadlet_dir": {"type": "path", "default": "/etc/containers/systemd"},
+    "wal_timeout": {"type": "int", "default": 60},
+    "ready_timeout": {"type": "int", "default": 300},
+    "barman_home": {"type": "path", "default": "/var/lib/barman"},
+    "barman_conf_dir": {"type": "path", "default": "/etc/barman.d"},
+    "pg_bindir": {"type": "path", "default": "/usr/lib/postgresql/17/bin"},
+}
+CHECK_MODE = False
+
+
+def run(p, check, diff):
     bad = [
         field for field, ok in (
             ("server", NAME.fullmatch(p["server"])),
@@ -265,21 +266,21 @@ def main():
         ) if not ok
     ]  # fmt: skip
     if bad:
-        module.fail_json(msg=f"invalid arguments: {', '.join(bad)}")
+        raise Fail(f"invalid arguments: {', '.join(bad)}")
     timings = {}
     try:
         switched = restore(p, timings)
     except (Failed, OSError, subprocess.TimeoutExpired) as exc:
-        module.fail_json(msg=str(exc), timings=timings)
-    module.exit_json(
-        changed=True,
+        raise Fail(str(exc), timings=timings) from exc
+    return {
+        "changed": True,
         # msg is what codeb keeps of a task's result: the steps' seconds, for profiling.
-        msg="restored: "
+        "msg": "restored: "
         + ", ".join(
             f"{k} {v:.1f} s" if isinstance(v, (int, float)) else f"{k}: {v}"
             for k, v in timings.items()
         ),
-        restore={
+        "restore": {
             "container": p["name"],
             "volume": f"{p['name']}-data",
             "port": p["port"],
@@ -287,9 +288,9 @@ def main():
             "target_time": p["target_time"] or None,
             "wal_switched": switched,
         },
-        timings=timings,
-    )
+        "timings": timings,
+    }
 
 
 if __name__ == "__main__":
-    main()
+    main(SPEC, run, CHECK_MODE)

@@ -21,7 +21,7 @@ differs, all in one module call (each call costs ~0.3 s on the host before it do
 With more hosts the probe is its own task, because nothing may change on any host before
 every host passed it. The work is in module_utils/codeb_quadlet.py."""
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.codeb_module import Fail, main
 from ansible.module_utils.codeb_quadlet import (
     CHANGED_SINCE_PREVIEW,
     PROBE_SPEC,
@@ -94,46 +94,44 @@ options:
 """
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "dirs": {"type": "list", "elements": "dict", "default": []},
-            "files": {"type": "list", "elements": "dict", "default": []},
-            "secret_files": {"type": "list", "elements": "dict", "default": []},
-            "secret_contents": {
-                "type": "list",
-                "elements": "str",
-                "default": [],
-                "no_log": True,
-            },
-            "services": {"type": "list", "elements": "str", "default": []},
-            "restart": {"type": "list", "elements": "str", "default": []},
-            "reload": {"type": "bool", "default": False},
-            "inactive": {"type": "list", "elements": "str", "default": []},
-            "not_loaded": {"type": "list", "elements": "str", "default": []},
-            "probe": {"type": "dict", "options": PROBE_SPEC},
-            "pull_first": {"type": "bool", "default": True},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
+SPEC = {
+    "dirs": {"type": "list", "elements": "dict", "default": []},
+    "files": {"type": "list", "elements": "dict", "default": []},
+    "secret_files": {"type": "list", "elements": "dict", "default": []},
+    "secret_contents": {"type": "list", "elements": "str", "default": [], "no_log": True},
+    "services": {"type": "list", "elements": "str", "default": []},
+    "restart": {"type": "list", "elements": "str", "default": []},
+    "reload": {"type": "bool", "default": False},
+    "inactive": {"type": "list", "elements": "str", "default": []},
+    "not_loaded": {"type": "list", "elements": "str", "default": []},
+    "probe": {"type": "dict", "options": PROBE_SPEC},
+    "pull_first": {"type": "bool", "default": True},
+}
+CHECK_MODE = True
+
+
+def _fail(msg, **result):
+    raise Fail(msg, **result)
+
+
+def run(p, check, diff):
     if len(p["secret_files"]) != len(p["secret_contents"]):
-        module.fail_json(msg="secret_files and secret_contents differ in length")
+        raise Fail("secret_files and secret_contents differ in length")
     if p["probe"] is None:
-        module.exit_json(**apply(p, module.check_mode, module._diff, module.fail_json))
-    if module.check_mode:
+        return apply(p, check, diff, _fail)
+    if check:
         # A preview probes and applies in two tasks, as on a play of many hosts.
-        module.fail_json(msg="probe is not for check mode")
+        raise Fail("probe is not for check mode")
     seen = probe(p["probe"])
     if p["probe"]["expected_state"] and p["probe"]["expected_state"] != seen["state_digest"]:
-        module.fail_json(msg=CHANGED_SINCE_PREVIEW, probe=seen, **seen)
+        raise Fail(CHANGED_SINCE_PREVIEW, probe=seen, **seen)
     if seen["missing_images"] and p["pull_first"]:
-        module.exit_json(changed=False, pending=True, probe=seen)
+        return {"changed": False, "pending": True, "probe": seen}
     if not differs(seen):
-        module.exit_json(changed=False, pending=False, probe=seen)
-    result = apply(what_differs(p, seen), False, module._diff, module.fail_json)
-    module.exit_json(pending=False, probe=seen, **result)
+        return {"changed": False, "pending": False, "probe": seen}
+    result = apply(what_differs(p, seen), False, diff, _fail)
+    return {"pending": False, "probe": seen, **result}
 
 
 if __name__ == "__main__":
-    main()
+    main(SPEC, run, CHECK_MODE)

@@ -11,7 +11,7 @@ against its files' last change and systemd's view of its unit (a unit file edite
 reloaded by hand, never restarted, has the right checksum and runs the old version). And it
 digests everything it saw into `state_digest`: a preview's plan hash binds that state."""
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.codeb_module import Fail, main
 from ansible.module_utils.codeb_quadlet import CHANGED_SINCE_PREVIEW, PROBE_SPEC, probe
 
 DOCUMENTATION = r"""
@@ -54,17 +54,16 @@ options:
 """
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=PROBE_SPEC,
-        supports_check_mode=True,
-    )
-    p = module.params
+SPEC = PROBE_SPEC
+CHECK_MODE = True
+
+
+def run(p, check, diff):
     result = probe(p)
     if p["expected_state"] and p["expected_state"] != result["state_digest"]:
-        module.fail_json(msg=CHANGED_SINCE_PREVIEW, **result)
-    module.exit_json(**result)
+        raise Fail(CHANGED_SINCE_PREVIEW, **result)
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    main(SPEC, run, CHECK_MODE)

@@ -1,0 +1,5 @@
+"""codeb_quadlet_apply runs on its host without AnsiballZ: codeb_direct.py says how and why."""
+
+from ansible.plugins.loader import action_loader
+
+ActionModule = action_loader.get("codeb_direct", class_only=True)
