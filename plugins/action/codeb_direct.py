@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible import constants as C
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 
@@ -125,8 +126,13 @@ class ActionModule(ActionBase):
         check = bool(self._task.check_mode)
         if check and not namespace.get("CHECK_MODE", False):
             return {"skipped": True, "msg": f"{name} does not support check mode"}
-        validation, args = self.validate_argument_spec(argument_spec=namespace["SPEC"])
-        args = {k: v for k, v in args.items() if k in namespace["SPEC"]}
+        # As AnsibleModule checks them, and its errors never show a no_log value either.
+        validation = ArgumentSpecValidator(namespace["SPEC"]).validate(dict(self._task.args))
+        no_log = validation._no_log_values
+        if validation.error_messages:
+            msg = f"invalid arguments for {name}: {'; '.join(validation.error_messages)}"
+            return {"failed": True, "msg": remove_values(msg, no_log)}
+        args = validation.validated_parameters
         payload = json.dumps(
             {
                 "utils": utils,
@@ -140,7 +146,6 @@ class ActionModule(ActionBase):
         env = self._compute_environment_string()
         cmd = f"{env} {shlex.quote(python)} -c {shlex.quote(BOOT)}".strip()
         res = self._low_level_execute_command(cmd, sudoable=True, in_data=payload.encode())
-        no_log = validation._no_log_values
         try:
             out = json.loads(res.get("stdout", ""))
             if not isinstance(out, dict):
