@@ -27,6 +27,7 @@ from typing import Any
 from ansible import constants as C
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
+from ansible.module_utils.json_utils import _filter_non_json_lines
 from ansible.plugins.action import ActionBase
 
 # What the host runs. It registers each module_utils source as ansible.module_utils.NAME
@@ -147,7 +148,10 @@ class ActionModule(ActionBase):
         cmd = f"{env} {shlex.quote(python)} -c {shlex.quote(BOOT)}".strip()
         res = self._low_level_execute_command(cmd, sudoable=True, in_data=payload.encode())
         try:
-            out = json.loads(res.get("stdout", ""))
+            # As Ansible reads a module's output: lines around the JSON (a login banner, a
+            # shell's warning) are dropped.
+            text, _ = _filter_non_json_lines(res.get("stdout", ""), objects_only=True)
+            out = json.loads(text)
             if not isinstance(out, dict):
                 raise ValueError("not a JSON object")
         except ValueError:
