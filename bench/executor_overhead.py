@@ -79,24 +79,34 @@ TARGET_EVENTS_SLOWDOWN = 0.05
 # --- codeb's HTTP API ---------------------------------------------------------------------
 
 
+def _stat(path: Path) -> list[str]:
+    """A /proc stat line's fields after the command name (which may hold spaces)."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
 def proc_cpu(pid: int) -> float:
     """CPU seconds of a process plus its waited-for children (ansible-playbook and its forks,
     for codeb's server), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(x) for x in _stat(Path(f"/proc/{pid}/stat"))[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu(pid: int) -> float:
     """proc_cpu of a process and of its live descendants: codeb's zygote (a live child of the
     server) counts the forks it ran each playbook in, which the server never waits for."""
-    total = proc_cpu(pid)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    children: dict[int, list[int]] = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(_stat(path)[1]), []).append(int(path.parent.name))
+        except OSError:
+            continue  # it ended meanwhile
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            total += proc_cpu(current)
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            total += tree_cpu(int(stat.parent.name))
+        todo.extend(children.get(current, []))
     return total
 
 

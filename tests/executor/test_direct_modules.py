@@ -8,6 +8,7 @@ and the direct way never shows a no_log value, in its result or in its errors.""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -194,10 +196,68 @@ def test_a_module_without_check_mode_is_skipped_in_check_mode(tmp_path):
     assert "said" not in direct["checked"]
 
 
-def test_the_host_side_never_imports_ansible():
-    """What the host runs imports no Ansible: the boot code registers stubs, and
-    codeb_module imports AnsibleModule only inside main() (the AnsiballZ way)."""
-    source = (ROOT / "plugins" / "module_utils" / "codeb_module.py").read_text()
-    top = [n for n in ast.parse(source).body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    assert top == []
-    assert "    from ansible.module_utils.basic import AnsibleModule\n" in source
+def _action_plugin():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(
+        "codeb_direct_under_test", ROOT / "plugins" / "action" / "codeb_direct.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_host_side_runs_where_ansible_cannot_be_imported(tmp_path):
+    """The very command a host runs (BOOT, the payload on stdin), by a Python that cannot
+    import Ansible (-I -S: no site-packages): the module, its nested module_utils and
+    codeb_module run, and a Fail comes back as a failed result."""
+    direct = _action_plugin()
+    tree = _tree(tmp_path, check_mode=True)
+    library = tree / "roles" / "t" / "library" / "codeb_t_echo.py"
+    source = library.read_text()
+    utils = direct._utils(source, (library.parent.parent / "module_utils", *direct.UTILS_DIRS))
+    assert [name for name, _ in utils] == ["codeb_module", "codeb_t_inner", "codeb_t_outer"]
+
+    def host(params: dict) -> dict:
+        payload = {"utils": utils, "module": source, "params": params, "check": False,
+                   "diff": False}  # fmt: skip
+        probe = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", "import ansible"], capture_output=True, check=False
+        )
+        assert probe.returncode != 0  # Ansible really is out of reach
+        proc = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", direct.BOOT], input=json.dumps(payload),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    params = {"word": "hi", "times": 2, "secret": "", "fail": False}
+    assert host(params)["said"] == "said hi hi"
+    failed = host({**params, "fail": True})
+    assert failed["failed"] is True and failed["word"] == "hi"
+
+
+def test_every_module_with_the_direct_action_keeps_the_contract():
+    """Each action plugin that is codeb_direct names a module written for it (SPEC,
+    CHECK_MODE, run, main at the end, nothing from `basic` at the top), whose SPEC has
+    exactly the options its DOCUMENTATION lists: the direct way checks arguments against
+    SPEC, the AnsiballZ way and ansible-doc against the same."""
+    direct = _action_plugin()
+    opted = sorted(
+        p.stem for p in (ROOT / "plugins" / "action").glob("*.py")
+        if p.stem != "codeb_direct" and 'action_loader.get("codeb_direct"' in p.read_text()
+    )  # fmt: skip
+    assert {"codeb_quadlet_apply", "codeb_quadlet_probe", "codeb_barman_restore"} <= set(opted)
+    for name in opted:
+        (path,) = ROOT.glob(f"roles/*/library/{name}.py")
+        source = path.read_text()
+        tree = ast.parse(source)
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "ansible.module_utils.basic", name
+        utils = direct._utils(source, (path.parent.parent / "module_utils", *direct.UTILS_DIRS))
+        namespace = direct._namespace(source, utils)
+        assert callable(namespace["run"]) and isinstance(namespace["CHECK_MODE"], bool), name
+        documented = yaml.safe_load(namespace["DOCUMENTATION"])["options"]
+        assert set(documented) == set(namespace["SPEC"]), name
+        assert source.rstrip().endswith("main(SPEC, run, CHECK_MODE)"), name
