@@ -14,13 +14,7 @@ import logging
 import falcon
 
 from codeb.api import errors
-from codeb.api.middleware import (
-    Authentication,
-    DatabaseSession,
-    RequestId,
-    StrictParameters,
-)
-from codeb.api.request_metrics import RequestMetrics
+from codeb.api.middleware import RequestPipeline
 from codeb.clock import Clock, SystemClock
 from codeb.config import SettingError, Settings, load_settings
 from codeb.executor.worker import Worker
@@ -137,13 +131,7 @@ def create_app(deps: Deps) -> falcon.App:
     wiring = deps.wiring
     check_wiring(deps, wiring)
     app = falcon.App(
-        middleware=[
-            RequestMetrics(deps),  # first: its time covers the other middleware too
-            RequestId(),
-            DatabaseSession(deps),
-            Authentication(deps),
-            StrictParameters(wiring.document),
-        ],
+        middleware=[RequestPipeline(deps, wiring.document)],
         cors_enable=False,
     )
     app.req_options.strip_url_path_trailing_slash = True

@@ -2,7 +2,8 @@
 prometheus_client registry with
 
 - the HTTP requests it served, by method, route template and status, and their latency
-  (fed by `observe_request`, which the API's request-timing middleware calls);
+  (fed by `observe_request`, which the API's middleware calls; counted per thread without
+  a lock: codeb.metrics.requests);
 - what the database says at scrape time (`codeb.metrics.state`): operations by kind and
   outcome with a histogram of their durations, operations waiting for or holding a runner,
   protection queue entries pending and the age of the oldest, per server its registry status
@@ -29,14 +30,14 @@ from typing import Any
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+
+from codeb.metrics.requests import RequestTally
 
 log = logging.getLogger("codeb.metrics")
 
@@ -95,20 +96,8 @@ class Metrics:
 
         self.deps = deps
         self.registry = CollectorRegistry(auto_describe=False)
-        self.requests = Counter(
-            "codeb_http_requests",
-            "HTTP requests served, by method, route template and status",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self._series: dict[tuple[str, str | None, int], tuple[Any, Any]] = {}
-        self.latency = Histogram(
-            "codeb_http_request_duration_seconds",
-            "Time to answer an HTTP request, by method and route template",
-            ["method", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self.requests = RequestTally(LATENCY_BUCKETS)
+        self.registry.register(self.requests)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         if collectors is None:
@@ -121,20 +110,7 @@ class Metrics:
     def observe_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
         """One answered request. `route` is the route template (`/api/projects/{project}`),
         never the raw path, so the number of series stays bounded; None: no route matched."""
-        key = (method, route, status)
-        series = self._series.get(key)
-        if series is None:
-            # prometheus_client's labels() sorts and validates on every call (~15 µs, a tenth
-            # of a cached GET /api/projects); the children are looked up once per series. The
-            # dict stays bounded: route templates times methods times statuses.
-            named = route or UNMATCHED_ROUTE
-            series = (
-                self.requests.labels(method, named, str(status)),
-                self.latency.labels(method, named),
-            )
-            self._series[key] = series
-        series[0].inc()
-        series[1].observe(max(0.0, seconds))
+        self.requests.observe(method, route or UNMATCHED_ROUTE, str(status), max(0.0, seconds))
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
