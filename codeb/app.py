@@ -14,7 +14,7 @@ import logging
 import falcon
 
 from codeb.api import errors
-from codeb.api.middleware import RequestPipeline
+from codeb.api.middleware import DatabaseSession, RequestPipeline
 from codeb.clock import Clock, SystemClock
 from codeb.config import SettingError, Settings, load_settings
 from codeb.executor.worker import Worker
@@ -131,7 +131,8 @@ def create_app(deps: Deps) -> falcon.App:
     wiring = deps.wiring
     check_wiring(deps, wiring)
     app = falcon.App(
-        middleware=[RequestPipeline(deps, wiring.document)],
+        # The pipeline first: its time covers the session's opening and closing too.
+        middleware=[RequestPipeline(deps, wiring.document), DatabaseSession(deps)],
         cors_enable=False,
     )
     app.req_options.strip_url_path_trailing_slash = True

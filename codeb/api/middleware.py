@@ -1,9 +1,12 @@
 """Cross-cutting concerns, in the order a request meets them: its timing and id, one
 database connection per request, authentication and role checks, strict parameters.
 
-They are one Falcon component (RequestPipeline) whose parts are plain classes: Falcon calls
-every component's methods on every request, and on a cached `GET /api/projects` five
-components' calls and repeated lookups were a sixth of codeb's own time (issue 15)."""
+Two Falcon components: RequestPipeline (timing, id, authentication, parameters; its parts
+are plain classes) around DatabaseSession. Falcon calls every component's methods on every
+request, and on a cached `GET /api/projects` five components' calls and repeated lookups
+were a sixth of codeb's own time (issue 15). The session stays a component of its own so
+that an error closing it is turned into the answer by Falcon before the pipeline records
+the request's status."""
 
 from __future__ import annotations
 
@@ -20,16 +23,16 @@ from codeb.services.validation import has_control_characters
 from codeb.store.db import begin_request, end_request, is_sqlite
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# "200 OK" (or 200, or falcon.HTTPStatus) -> 200, for the request metrics.
+_STATUS_CODES: dict[object, int] = {}
 
 
 class RequestPipeline:
-    """The one middleware component. process_response runs whatever process_request did or
-    did not get to (Falcon calls it after any failure), so each step there checks its own
-    state."""
+    """The outer middleware component. process_response runs whatever process_request did
+    or did not get to (Falcon calls it after any failure), so it checks what is there."""
 
     def __init__(self, deps: Deps, document: dict) -> None:
         self._metrics = metrics_for(deps)
-        self._session = DatabaseSession(deps)
         self._authentication = Authentication(deps)
         self._parameters = StrictParameters(document)
         # A request id ties an answer to its log lines; it authorises nothing, so it needs
@@ -42,7 +45,6 @@ class RequestPipeline:
         # First: the time covers the rest of the pipeline too.
         context.started = time.perf_counter()
         context.request_id = f"{self._random.getrandbits(64):016x}"
-        self._session.open()
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
@@ -59,15 +61,12 @@ class RequestPipeline:
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
         context = req.context
-        try:
-            self._session.close()
-        finally:
-            request_id = getattr(context, "request_id", None)
-            if request_id is not None:
-                resp.set_header("X-Request-Id", request_id)
-            started = getattr(context, "started", None)
-            if started is not None:
-                self._observe(req, resp, resource, time.perf_counter() - started)
+        request_id = getattr(context, "request_id", None)
+        if request_id is not None:
+            resp.set_header("X-Request-Id", request_id)
+        started = getattr(context, "started", None)
+        if started is not None:
+            self._observe(req, resp, resource, time.perf_counter() - started)
 
     def _observe(
         self, req: falcon.Request, resp: falcon.Response, resource: object, seconds: float
@@ -75,7 +74,11 @@ class RequestPipeline:
         """Counted and timed by method, route template (never the raw path: the number of
         series stays bounded) and status, for GET /api/metrics."""
         status = resp.status
-        code = status if isinstance(status, int) else int(str(status).split(" ", 1)[0])
+        code = _STATUS_CODES.get(status)
+        if code is None:
+            code = status if isinstance(status, int) else int(str(status).split(" ", 1)[0])
+            if len(_STATUS_CODES) < 256:  # the statuses codeb answers with: a few dozen
+                _STATUS_CODES[status] = code
         # uri_template is None when no route matched (a 404 for an unknown path).
         route = req.uri_template if resource is not None else None
         self._metrics.observe_request(req.method, route, code, seconds)
@@ -93,11 +96,13 @@ class DatabaseSession:
         self._db = deps.db
         self._keep_open = is_sqlite(deps.db)
 
-    def open(self) -> None:
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._db.connect(reuse_if_open=True)
         begin_request(self._db)
 
-    def close(self) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
         end_request()
         if self._db.is_closed():
             return
