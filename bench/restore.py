@@ -33,7 +33,12 @@ first backup through the API, then both restores of each round side by side):
 3. **A base backup's WAL close**: Barman's `switch-wal --force --archive` ÷ the shared close
    (module_utils/codeb_barman_wal.py), alternating, 4 each, and a backup through the API.
 
-    sudo .venv/bin/python bench/restore.py [--rounds 2] [--seconds 15] [--tps-rounds 6] [--json]
+   With --split-cpus, the same on ÷ off once more with the db guest on CPU 0 and the storage
+   guest on CPU 1 (a cpuset each): on this machine the two guests share the CPUs, in
+   production the storage server is another machine.
+
+    sudo .venv/bin/python bench/restore.py [--rounds 2] [--seconds 15] [--tps-rounds 6]
+        [--split-cpus] [--json]
 
 Medians over the rounds; prints the load average (the machine is shared)."""
 
@@ -56,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=15, help="each pgbench run")
     parser.add_argument("--tps-rounds", type=int, default=6, help="pgbench on/off pairs")
+    parser.add_argument(
+        "--split-cpus",
+        action="store_true",
+        help="also measure pgbench on / off with the db and the storage server each on a CPU "
+        "of its own (as on separate machines)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             "CODEB_BACKUP_BENCH_SECONDS": str(args.seconds),
             "CODEB_BACKUP_BENCH_TPS_ROUNDS": str(args.tps_rounds),
             "CODEB_BACKUP_FIGURES": str(figures_file),
+            "CODEB_BACKUP_BENCH_SPLIT_CPUS": "1" if args.split_cpus else "0",
         }
         run = subprocess.run(
             [sys.executable, "-m", "pytest", "tests/backups/test_storage_fleet.py", "-x",
@@ -129,6 +141,22 @@ def main(argv: list[str] | None = None) -> int:
                 f"  receiver behind after each {side} run (bytes the walsender had not sent; "
                 f"past the write position pg_receivewal last reported, every 10 s): {lags}"
             )
+    if "split_cpus_pgbench_on_over_off" in figures:
+        split = {k.removeprefix("split_cpus_"): v for k, v in figures.items()
+                 if k.startswith("split_cpus_")}  # fmt: skip
+        print(
+            f"pgbench TPS, db and storage server each on a CPU of its own: on "
+            f"{split['pgbench_tps_wal_on']:.1f}, off {split['pgbench_tps_wal_off']:.1f}, "
+            f"on / off {split['pgbench_on_over_off']:.2f} (pairs' median "
+            f"{split['pgbench_round_ratio_median']:.2f}, {split['pgbench_round_ratios']})"
+        )
+        for side in ("on", "off"):
+            runs = split.get(f"pgbench_cpu_s_{side}_rounds") or []
+            kinds = sorted({k for r in runs for k in r})
+            medians = {k: statistics.median(r.get(k, 0) for r in runs) for k in kinds}
+            if medians:
+                print(f"  CPU s per run, {side:8} (median): "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))  # fmt: skip
     print(f"a backup on request          {figures.get('backup_before_restores_s', 0):7.1f} s")
     print(f"a backup after the restores  {figures.get('backup_after_restores_s', 0):7.1f} s")
     print(

@@ -23,6 +23,7 @@ pgbench TPS with WAL streaming on ÷ off."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -30,6 +31,7 @@ import shlex
 import sqlite3
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -364,6 +366,42 @@ def _cpu_ticks(cfg, hosts: tuple[str, ...] = ("db", "storage")) -> dict[str, int
     return ticks
 
 
+CPUSET_V1 = Path("/sys/fs/cgroup/cpuset")
+
+
+@contextlib.contextmanager
+def guests_on_their_own_cpus(cfg, cpus: dict[str, str]) -> Iterator[None]:
+    """Every thread of each named guest in a cpuset of its own (`{"db": "0", "storage": "1"}`),
+    as in production, where the storage server is another machine with its own CPUs; what
+    the guests start meanwhile inherits it. cgroup v1's cpuset (this hybrid host; the fleet's
+    own cgroups are in the systemd and unified hierarchies). Everything is moved back and
+    the cpusets removed afterwards."""
+    made: list[Path] = []
+    try:
+        for host, cpu_list in cpus.items():
+            cpuset = CPUSET_V1 / f"{cfg.cgroup_name(host)}-bench"
+            cpuset.mkdir(exist_ok=True)
+            made.append(cpuset)
+            (cpuset / "cpuset.mems").write_text((CPUSET_V1 / "cpuset.mems").read_text())
+            (cpuset / "cpuset.cpus").write_text(cpu_list)
+            # Twice: a process forked by one not yet moved during the first pass.
+            for _ in range(2):
+                for pid in fleetlib.cgroup_pids(cfg.cgroup_name(host)):
+                    with contextlib.suppress(OSError):
+                        for tid in os.listdir(f"/proc/{pid}/task"):
+                            with contextlib.suppress(OSError):
+                                (cpuset / "tasks").write_text(tid)
+        yield
+    finally:
+        for cpuset in made:
+            with contextlib.suppress(OSError):
+                for tid in (cpuset / "tasks").read_text().split():
+                    with contextlib.suppress(OSError):
+                        (CPUSET_V1 / "tasks").write_text(tid)
+            with contextlib.suppress(OSError):
+                cpuset.rmdir()
+
+
 def _machine_busy() -> tuple[int, int]:
     """(busy, total) clock ticks of the whole machine (/proc/stat)."""
     cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -372,7 +410,14 @@ def _machine_busy() -> tuple[int, int]:
 
 
 def wal_cost(
-    db, storage, container: str, user: str, dbname: str, receiver: str, cfg=None
+    db,
+    storage,
+    container: str,
+    user: str,
+    dbname: str,
+    receiver: str,
+    cfg=None,
+    compare_plain: bool | None = None,
 ) -> dict[str, Any]:
     """pgbench TPS with WAL streaming on ÷ off, each side once per round in a rotating order,
     each run after a CHECKPOINT, each streaming run once the receiver has caught up; medians
@@ -388,7 +433,8 @@ def wal_cost(
     rounds = int(os.environ.get("CODEB_BACKUP_BENCH_TPS_ROUNDS", "6"))
     seconds = int(os.environ.get("CODEB_BACKUP_BENCH_SECONDS", "15"))
     checkpoint = f"podman exec {container} psql -XtAq -U {user} -d postgres -c CHECKPOINT"
-    compare_plain = os.environ.get("CODEB_BACKUP_BENCH_COMPARE_PLAIN", "1") == "1"
+    if compare_plain is None:
+        compare_plain = os.environ.get("CODEB_BACKUP_BENCH_COMPARE_PLAIN", "1") == "1"
     cpu: dict[str, list[dict[str, float]]] = {"on": [], "off": [], "on_plain": []}
     lag_query = (
         "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), sent_lsn)), -1)::bigint, "
@@ -655,6 +701,13 @@ def test_bench_restore_breakdown_and_wal_cost(stack, fleet):  # noqa: F811
         db.ssh(f"podman exec {container} pgbench -i -q -s 5 -U {user} {dbname}", check=True)
         receiver = "codeb-barman-receive-wal@shop-staging-db"
         figures.update(wal_cost(db, storage, container, user, dbname, receiver, fleet.config))
+        if os.environ.get("CODEB_BACKUP_BENCH_SPLIT_CPUS") == "1" and CPUSET_V1.is_dir():
+            # The same on ÷ off with the db and the storage server each on a CPU of its own.
+            with guests_on_their_own_cpus(fleet.config, {"db": "0", "storage": "1"}):
+                split = wal_cost(
+                    db, storage, container, user, dbname, receiver, fleet.config, False
+                )
+            figures.update({f"split_cpus_{k}": v for k, v in split.items()})
         figures["loadavg_1m"] = os.getloadavg()[0]
         figures["measured_at"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print("restore bench:", json.dumps(figures, sort_keys=True, default=str))
