@@ -44,7 +44,7 @@ class RequestPipeline:
         context = req.context
         # First: the time covers the rest of the pipeline too.
         context.started = time.perf_counter()
-        context.request_id = f"{self._random.getrandbits(64):016x}"
+        context.request_id = self._random.getrandbits(64).to_bytes(8, "big").hex()
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
