@@ -45,6 +45,12 @@ log = logging.getLogger("codeb.metrics")
 # prometheus_client metric families out: GaugeMetricFamily, CounterMetricFamily, ...).
 CollectFn = Callable[[Any], Iterable[Metric]]
 UNMATCHED_ROUTE = "(unmatched)"
+# The methods HTTP and WebDAV define (falcon.COMBINED_METHODS, without importing Falcon here).
+KNOWN_METHODS = frozenset(
+    ("CONNECT DELETE GET HEAD OPTIONS PATCH POST PUT TRACE QUERY CHECKIN CHECKOUT COPY LOCK "
+     "MKCOL MOVE PROPFIND PROPPATCH REPORT UNCHECKIN UNLOCK UPDATE VERSION-CONTROL").split()
+)  # fmt: skip
+OTHER_METHOD = "(other)"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -108,8 +114,13 @@ class Metrics:
         self.registry.register(_Features(deps, chosen))
 
     def observe_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
-        """One answered request. `route` is the route template (`/api/projects/{project}`),
-        never the raw path, so the number of series stays bounded; None: no route matched."""
+        """One answered request. Every label has a bounded set of values, whatever a client
+        sends: `route` is the route template (`/api/projects/{project}`), never the raw path
+        (None: no route matched), and a method HTTP does not define counts as OTHER_METHOD
+        (any token is a method on the wire: one series per invented name would grow the
+        server's memory and every scrape without bound)."""
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
         self.requests.observe(method, route or UNMATCHED_ROUTE, str(status), max(0.0, seconds))
 
     def exposition(self) -> tuple[bytes, str]:

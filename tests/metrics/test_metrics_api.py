@@ -114,3 +114,27 @@ def test_codeb_metrics_command(api, capsys, monkeypatch):
     assert "codeb_runner_operations" in capsys.readouterr().out
     monkeypatch.setenv("CODEB_API_KEY", "cb_wrong")
     assert main(["metrics"]) == 4
+
+
+def test_no_client_can_grow_the_series_without_bound(api):
+    """Every label of the request metrics has a bounded set of values whatever is sent: 50
+    invented methods and 50 invented paths, unauthenticated, add at most two series each
+    (route template or "(unmatched)"), with the methods counted as "(other)"."""
+    reader = api.new_key("prometheus", "readonly")
+    with httpx.Client(base_url=api.base_url, timeout=30) as c:
+        for n in range(50):
+            for path in ("/api/projects", f"/api/invented-{n}"):
+                r = c.request(f"X-INVENTED-{n}", path)
+                assert r.status_code in (400, 404, 405), (n, path, r.status_code)
+    got = parse(
+        httpx.get(f"{api.base_url}/api/metrics", headers={"X-API-Key": reader}, timeout=30).text
+    )
+    methods = {dict(labels)["method"] for (name, labels) in got
+               if name == "codeb_http_requests_total"}  # fmt: skip
+    assert not any("INVENTED" in m for m in methods), methods
+    counted = [(dict(labels), value) for (name, labels), value in got.items()
+               if name == "codeb_http_requests_total"]  # fmt: skip
+    other = {(lab["route"], lab["status"]): v for lab, v in counted if lab["method"] == "(other)"}
+    assert sum(other.values()) == 100, other
+    assert {route for route, _ in other} <= {"/api/projects", "(unmatched)"}, other
+    assert not any("invented" in str(labels) for (_, labels) in got)
