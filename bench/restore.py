@@ -29,13 +29,12 @@ first backup through the API, then both restores of each round side by side):
    units as before templates/backup_priority.j2). Prints the ratio of the medians, the
    median of each round's own ratio, the CPU seconds each kind of process used per run
    (walsender, pg_receivewal, Barman, postgres, pgbench) and how far the receiver was
-   behind after each streaming run.
+   behind after each streaming run. With --split-cpus, the same on ÷ off once more with the
+   db guest on CPU 0 and the storage guest on CPU 1 (a cpuset each): on this machine the two
+   guests share the CPUs, in production the storage server is another machine.
 3. **A base backup's WAL close**: Barman's `switch-wal --force --archive` ÷ the shared close
    (module_utils/codeb_barman_wal.py), alternating, 4 each, and a backup through the API.
 
-   With --split-cpus, the same on ÷ off once more with the db guest on CPU 0 and the storage
-   guest on CPU 1 (a cpuset each): on this machine the two guests share the CPUs, in
-   production the storage server is another machine.
 
     sudo .venv/bin/python bench/restore.py [--rounds 2] [--seconds 15] [--tps-rounds 6]
         [--split-cpus] [--json]
@@ -54,6 +53,17 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def print_cpu(figures: dict, sides: tuple[str, ...]) -> None:
+    """The median CPU seconds per pgbench run of each kind of process, per side."""
+    for side in sides:
+        runs = figures.get(f"pgbench_cpu_s_{side}_rounds") or []
+        kinds = sorted({k for r in runs for k in r})
+        medians = {k: statistics.median(r.get(k, 0) for r in runs) for k in kinds}
+        if medians:
+            print(f"  CPU s per run, {side:8} (median): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,13 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  walsenders after each off run {figures.get('pgbench_walsenders_after_off_runs')}")
     print(f"  db: {figures.get('pgbench_db_settings')}; {figures.get('pgbench_replication')}")
     print(f"  receiver: {figures.get('pgbench_receiver_args')}")
-    for side in ("on", "on_plain", "off"):
-        runs = figures.get(f"pgbench_cpu_s_{side}_rounds") or []
-        kinds = sorted({k for r in runs for k in r})
-        medians = {k: statistics.median(r.get(k, 0) for r in runs) for k in kinds}
-        if medians:
-            print(f"  CPU s per run, {side:8} (median): "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))  # fmt: skip
+    print_cpu(figures, ("on", "on_plain", "off"))
     for side in ("on", "on_plain"):
         shares = figures.get(f"pgbench_shipping_cpu_share_{side}_rounds")
         if shares:
@@ -150,13 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             f"on / off {split['pgbench_on_over_off']:.2f} (pairs' median "
             f"{split['pgbench_round_ratio_median']:.2f}, {split['pgbench_round_ratios']})"
         )
-        for side in ("on", "off"):
-            runs = split.get(f"pgbench_cpu_s_{side}_rounds") or []
-            kinds = sorted({k for r in runs for k in r})
-            medians = {k: statistics.median(r.get(k, 0) for r in runs) for k in kinds}
-            if medians:
-                print(f"  CPU s per run, {side:8} (median): "
-                      + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))  # fmt: skip
+        print_cpu(split, ("on", "off"))
     print(f"a backup on request          {figures.get('backup_before_restores_s', 0):7.1f} s")
     print(f"a backup after the restores  {figures.get('backup_after_restores_s', 0):7.1f} s")
     print(
