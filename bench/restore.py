@@ -35,7 +35,6 @@ first backup through the API, then both restores of each round side by side):
 3. **A base backup's WAL close**: Barman's `switch-wal --force --archive` ÷ the shared close
    (module_utils/codeb_barman_wal.py), alternating, 4 each, and a backup through the API.
 
-
     sudo .venv/bin/python bench/restore.py [--rounds 2] [--seconds 15] [--tps-rounds 6]
         [--split-cpus] [--json]
 
