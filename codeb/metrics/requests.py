@@ -4,8 +4,9 @@ tally and a scrape adds the tallies up.
 prometheus_client's Counter and Histogram take a lock for each of the three updates a request
 made (count, sum, bucket); with waitress's threads queueing for the GIL that was a seventh of
 codeb's own time on a cached `GET /api/projects` (issue 15). A thread's tally is written by
-that thread only, so nothing is lost; a scrape copies each tally with C-level calls that the
-GIL keeps whole, so it sees every series either before or after a request's update.
+that thread only, so no update is lost. A scrape copies each record with one C-level call,
+which the GIL keeps whole: it never sees a half-written number, though between a request's
+two updates (its latency, then its bucket) it may see the one without the other.
 
 One record per (method, route, status): the latency sum and the count in each bucket. The
 request count is the sum of the buckets, so `codeb_http_requests_total` and the histogram's
