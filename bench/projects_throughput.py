@@ -6,9 +6,11 @@ the projects through the HTTP API, then measures both with wrk (16 connections b
 alternating bare/codeb for a few rounds, and quotes the median of the rounds.
 
 Targets (issue 15): codeb serves at least 60 % of the bare app's requests per second, with a
-p99 latency of at most 20 ms.
+p99 latency of at most 20 ms on a loaded machine: `--busy N` runs N CPU-bound processes beside
+the servers during the rounds (each stops by itself after the run's length), so the loaded
+p99 of codeb and of both bare apps is measured under the same load.
 
-    .venv/bin/python bench/projects_throughput.py [--rounds 3] [--duration 5] [--json]
+    .venv/bin/python bench/projects_throughput.py [--rounds 3] [--duration 5] [--busy N] [--json]
 
 Every process it starts is stopped by its PID, also on errors and Ctrl-C. See bench/README.md.
 """
@@ -341,6 +343,18 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+BUSY_LOOP = (
+    "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+)
+
+
+def start_busy(count: int, seconds: float) -> list[subprocess.Popen]:
+    """`count` processes that keep a CPU busy for at most `seconds` (other work on the
+    machine, as when fleet runs or deploys share it); stopped by PID with the servers."""
+    code = BUSY_LOOP.format(seconds=float(seconds))
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
+
+
 def default_threads() -> int:
     from codeb.config import Settings
 
@@ -379,6 +393,12 @@ def measure(args: argparse.Namespace) -> dict:
             run_wrk(wrk, same_url, None, args.warmup, args.connections, args.wrk_threads)
             run_wrk(wrk, codeb_url, key, args.warmup, args.connections, args.wrk_threads)
 
+        if args.busy:
+            # Three servers per round, plus a margin: they stop by themselves even if this
+            # process dies before its `finally`.
+            seconds = 3 * args.rounds * (args.duration + 2) + 30
+            log(args, f"starting {args.busy} CPU-bound processes (the machine under load)")
+            procs.extend(start_busy(args.busy, seconds))
         bare_samples: list[Sample] = []
         same_samples: list[Sample] = []
         codeb_samples: list[Sample] = []
@@ -423,6 +443,7 @@ def measure(args: argparse.Namespace) -> dict:
             "server_threads": threads,
             "cpus": os.cpu_count(),
             "loadavg_1min_before": round(load_before, 2),
+            "busy_processes": args.busy,
             "codeb_url_path": f"/api/projects?limit={args.projects}",
             "codeb_body_bytes": body_bytes,
         },
@@ -455,7 +476,12 @@ def report(result: dict) -> str:
         f"bytes) vs bare waitress hello; {cfg['server_threads']} server threads, "
         f"wrk -c{cfg['connections']} -t{cfg['wrk_threads']}, median of {cfg['rounds']} x "
         f"{cfg['duration_s']} s, {cfg['cpus']} CPUs (load average before: "
-        f"{cfg['loadavg_1min_before']:.2f})",
+        f"{cfg['loadavg_1min_before']:.2f})"
+        + (
+            f"; {cfg['busy_processes']} CPU-bound processes running"
+            if cfg["busy_processes"]
+            else ""
+        ),
         f"  {'':<6} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}",
     ]
     same = result["bare_same_size"]
@@ -484,6 +510,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="warm-up seconds per app (1)")
     parser.add_argument(
         "--threads", type=int, default=0, help="waitress threads (default: codeb's setting)"
+    )
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        help="CPU-bound processes to run beside the servers during the rounds (a loaded "
+        "machine; 0: none)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument(
