@@ -45,10 +45,12 @@ log = logging.getLogger("codeb.metrics")
 # prometheus_client metric families out: GaugeMetricFamily, CounterMetricFamily, ...).
 CollectFn = Callable[[Any], Iterable[Metric]]
 UNMATCHED_ROUTE = "(unmatched)"
-# The methods HTTP and WebDAV define (falcon.COMBINED_METHODS, without importing Falcon here).
+# The methods HTTP and WebDAV define, and Falcon's WEBSOCKET: falcon.COMBINED_METHODS,
+# written out because nothing below the HTTP layer imports Falcon (a test compares them).
 KNOWN_METHODS = frozenset(
     ("CONNECT DELETE GET HEAD OPTIONS PATCH POST PUT TRACE QUERY CHECKIN CHECKOUT COPY LOCK "
-     "MKCOL MOVE PROPFIND PROPPATCH REPORT UNCHECKIN UNLOCK UPDATE VERSION-CONTROL").split()
+     "MKCOL MOVE PROPFIND PROPPATCH REPORT UNCHECKIN UNLOCK UPDATE VERSION-CONTROL "
+     "WEBSOCKET").split()
 )  # fmt: skip
 OTHER_METHOD = "(other)"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

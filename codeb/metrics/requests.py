@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 
 REQUESTS = "codeb_http_requests"
 LATENCY = "codeb_http_request_duration_seconds"
@@ -61,12 +62,7 @@ class RequestTally:
         merged: dict[Series, list[float]] = {}
         for tally in tallies:
             for series, record in list(tally.items()):
-                copy = list(record)
-                into = merged.get(series)
-                if into is None:
-                    merged[series] = copy
-                else:
-                    merged[series] = [a + b for a, b in zip(into, copy, strict=True)]
+                merged[series] = _added(merged.get(series), list(record))
         return merged
 
     def describe(self) -> list[Metric]:
@@ -86,22 +82,18 @@ class RequestTally:
         by_route: dict[tuple[str, str], list[float]] = {}
         for (method, route, status), record in sorted(self.totals().items()):
             requests.add_metric([method, route, status], sum(record[1:]), created=self._created)
-            into = by_route.get((method, route))
-            by_route[(method, route)] = (
-                record if into is None else [a + b for a, b in zip(into, record, strict=True)]
-            )
+            by_route[(method, route)] = _added(by_route.get((method, route)), record)
         for (method, route), record in by_route.items():
             cumulative, buckets = 0.0, []
             for bound, count in zip((*self._bounds, float("inf")), record[1:], strict=True):
                 cumulative += count
-                buckets.append((_le(bound), cumulative))
+                # `le` as prometheus_client writes it: 0.005, 1.0, +Inf.
+                buckets.append((floatToGoString(bound), cumulative))
             latency.add_metric([method, route], buckets, record[0])
         yield requests
         yield latency
 
 
-def _le(bound: float) -> str:
-    """The `le` label as prometheus_client writes it (floatToGoString: 0.005, 1.0, +Inf)."""
-    from prometheus_client.utils import floatToGoString
-
-    return floatToGoString(bound)
+def _added(into: list[float] | None, record: list[float]) -> list[float]:
+    """Two records of one series added up (`into` absent: the record itself)."""
+    return record if into is None else [a + b for a, b in zip(into, record, strict=True)]
