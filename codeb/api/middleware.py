@@ -84,7 +84,10 @@ class DatabaseSession:
         self._keep_open = is_sqlite(deps.db)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self._db.connect(reuse_if_open=True)
+        # Asked first: Database.connect takes a lock shared by every thread even when this
+        # thread's connection is open (the state it checks is per thread, so nothing races).
+        if self._db.is_closed():
+            self._db.connect()
         begin_request(self._db)
 
     def process_response(
