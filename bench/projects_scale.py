@@ -38,10 +38,10 @@ from projects_throughput import (
     create_projects,
     default_threads,
     ensure_wrk,
+    measured,
     run_wrk,
     start_bare,
     start_codeb,
-    terminate_as_interrupt,
 )
 
 API_CREATED = 100
@@ -221,12 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sizes must be ascending, from {PAGE} to 100000")
     if not 1 <= args.duration <= 60:
         parser.error("--duration must be between 1 and 60 seconds")
-    try:
-        with terminate_as_interrupt():
-            result = measure(args)
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 2
+    result = measured(measure, args)
+    if isinstance(result, int):
+        return result
     print(json.dumps(result, indent=2) if args.json else report(result))
     return 0
 

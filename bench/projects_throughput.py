@@ -33,7 +33,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -343,6 +343,21 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def measured(measure: Callable[[argparse.Namespace], dict], args: argparse.Namespace) -> dict | int:
+    """measure(args) with SIGTERM unwinding as Ctrl-C does (so its `finally` stops the
+    servers): the result, or the exit code after saying why (2: the run failed, 130:
+    interrupted)."""
+    try:
+        with terminate_as_interrupt():
+            return measure(args)
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        return 130
+
+
 BUSY_LOOP = (
     "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 )
@@ -543,15 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_bare:
         return serve_bare(args.port, args.threads or 8, args.body_bytes)
-    try:
-        with terminate_as_interrupt():
-            result = measure(args)
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        return 130
+    result = measured(measure, args)
+    if isinstance(result, int):
+        return result
     if args.json:
         print(json.dumps(result, indent=2))
     else:

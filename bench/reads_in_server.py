@@ -44,9 +44,9 @@ from projects_throughput import (
     create_projects,
     default_threads,
     ensure_wrk,
+    measured,
     run_wrk,
     start,
-    terminate_as_interrupt,
     wait_listening,
 )
 
@@ -302,15 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
         return serve(args.serve, args.port, args.page)
-    try:
-        with terminate_as_interrupt():
-            result = measure(args)
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        return 130
+    result = measured(measure, args)
+    if isinstance(result, int):
+        return result
     print(json.dumps(result, indent=2) if args.json else report(result))
     return 0
 
