@@ -60,9 +60,10 @@ TIMED = "timed "
 
 
 def timed(inner):  # type: ignore[no-untyped-def]
-    """`inner` adding up its calls' thread CPU time; SIGUSR1 prints and resets the sums,
-    SIGUSR2 replays the last environ REPLAYS times in five batches (run while no load is
-    applied) and prints the best batch's mean."""
+    """`inner` adding up its calls' thread CPU time. SIGUSR1 prints and resets the sums
+    (the measuring side sends it between wrk runs, when no thread is adding); SIGUSR2
+    replays the last environ REPLAYS times in five batches (with no load applied) and
+    prints the best batch's mean."""
     lock = threading.Lock()
     sums: list[list[int]] = []  # one [calls, cpu_ns] per thread, added up on a signal
     local = threading.local()
