@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import shutil
 import sqlite3
@@ -38,7 +37,7 @@ from projects_throughput import (
     create_projects,
     default_threads,
     ensure_wrk,
-    measured,
+    measured_and_printed,
     run_wrk,
     start_bare,
     start_codeb,
@@ -221,11 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sizes must be ascending, from {PAGE} to 100000")
     if not 1 <= args.duration <= 60:
         parser.error("--duration must be between 1 and 60 seconds")
-    result = measured(measure, args)
-    if isinstance(result, int):
-        return result
-    print(json.dumps(result, indent=2) if args.json else report(result))
-    return 0
+    return measured_and_printed(measure, report, args)
 
 
 if __name__ == "__main__":

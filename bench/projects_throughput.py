@@ -358,6 +358,19 @@ def measured(measure: Callable[[argparse.Namespace], dict], args: argparse.Names
         return 130
 
 
+def measured_and_printed(
+    measure: Callable[[argparse.Namespace], dict],
+    report: Callable[[dict], str],
+    args: argparse.Namespace,
+) -> int:
+    """`measured`, then the result printed (one JSON document with --json): the exit code."""
+    result = measured(measure, args)
+    if isinstance(result, int):
+        return result
+    print(json.dumps(result, indent=2) if args.json else report(result))
+    return 0
+
+
 BUSY_LOOP = (
     "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 )

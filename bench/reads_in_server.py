@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import signal
 import statistics
@@ -44,7 +43,7 @@ from projects_throughput import (
     create_projects,
     default_threads,
     ensure_wrk,
-    measured,
+    measured_and_printed,
     run_wrk,
     start,
     wait_listening,
@@ -128,7 +127,8 @@ def serve(mode: str, port: int, page: Path | None) -> int:
         app = real_create_app(deps)
         if mode == "codeb":
             return timed(app)
-        body = page.read_bytes() if page else b"{}"
+        assert page is not None  # parse_args requires --page for these modes
+        body = page.read_bytes()
         if mode == "falcon":
 
             class Page:
@@ -292,6 +292,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--page", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve and (args.port is None or (args.serve != "codeb" and args.page is None)):
+        # Checked before `codeb serve` runs: it would start on the default data dir.
+        parser.error("--serve needs --port, and --page except for codeb")
     if not 1 <= args.rounds <= 20:
         parser.error("--rounds must be between 1 and 20")
     if not 1 <= args.duration <= 120:
@@ -303,11 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
         return serve(args.serve, args.port, args.page)
-    result = measured(measure, args)
-    if isinstance(result, int):
-        return result
-    print(json.dumps(result, indent=2) if args.json else report(result))
-    return 0
+    return measured_and_printed(measure, report, args)
 
 
 if __name__ == "__main__":
