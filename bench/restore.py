@@ -1,5 +1,5 @@
 """PostgreSQL backups (issue 10): what a point-in-time restore through codeb costs against the
-same restore by hand, and what WAL streaming costs the database.
+same restore by hand, and what WAL shipping costs the database.
 
 On the real test fleet (app, db, cache, plus a storage server added and bootstrapped through
 codeb, its Barman installed through the fleet's package proxy), in one run of
@@ -19,18 +19,20 @@ first backup through the API, then both restores of each round side by side):
    client's last poll), so what codeb adds beyond the restore itself shows.
    Which side goes first alternates each round (as bench/redeploy.py does): the second may
    find the archiver or the caches warm from the first.
-2. **pgbench TPS with WAL streaming on ÷ off** (target >= 0.95): `pgbench -c 4 -j 2 -T N`
-   inside the db container with the storage server's WAL receiver running, then stopped
-   (off: the receiver's unit and Barman's minute timer stopped, since barman cron starts a
-   receiver itself when none runs; checked: no walsender on the db); `--tps-rounds` rounds
-   in a rotating order, each run after a CHECKPOINT, each streaming run once the restarted
-   receiver has caught up (its catch-up is a restart's cost, not streaming's), after one
-   uncounted warm-up run. A third side streams with the receiver at normal priority (the
-   units as before templates/backup_priority.j2). Prints the ratio of the medians, the
-   median of each round's own ratio, the CPU seconds each kind of process used per run
-   (walsender, pg_receivewal, Barman, postgres, pgbench) and how far the receiver was
-   behind after each streaming run. With --split-cpus, the same on ÷ off once more with the
-   db guest on CPU 0 and the storage guest on CPU 1 (a cpuset each): on this machine the two
+2. **pgbench TPS with WAL shipping on ÷ off** (target >= 0.95): `pgbench -c 4 -j 2 -T N`
+   inside the db container with the storage server's WAL receiver running as deployed
+   (pg_receivewal in bursts every 5 s on the slot: module_utils/codeb_barman_receiver.py),
+   then stopped (off: the receiver's unit and Barman's minute timer stopped, since barman
+   cron starts a receiver itself when none runs; checked: no walsender on the db);
+   `--tps-rounds` rounds in a rotating order, each run after a CHECKPOINT, each shipping
+   run once a burst begun after the receiver's restart has succeeded (its catch-up is a
+   restart's cost, not shipping's), after one uncounted warm-up run. A third side streams
+   every commit at once (the receiver with interval 0: a walsender woken by each commit,
+   what codeb did before the bursts). Prints the ratio of the medians, the median of each
+   round's own ratio, the CPU seconds each kind of process used per run (walsender,
+   pg_receivewal, the receiver, Barman, postgres, pgbench) and how far the slot was behind
+   after each shipping run. With --split-cpus, the same on ÷ off once more with the db
+   guest on CPU 0 and the storage guest on CPU 1 (a cpuset each): on this machine the two
    guests share the CPUs, in production the storage server is another machine.
 3. **A base backup's WAL close**: Barman's `switch-wal --force --archive` ÷ the shared close
    (module_utils/codeb_barman_wal.py), alternating, 4 each, and a backup through the API.
@@ -114,35 +116,36 @@ def main(argv: list[str] | None = None) -> int:
             f"PITR to round 0's target     {figures['pitr_api_covered_s']:7.1f} s  (covered by "
             f"the archive: {figures.get('pitr_api_covered_steps')})"
         )
-    print(f"pgbench TPS, WAL streaming   {figures['pgbench_tps_wal_on']:7.1f}")
+    print(f"pgbench TPS, WAL shipping    {figures['pgbench_tps_wal_on']:7.1f}  (bursts)")
     print(f"pgbench TPS, receiver off    {figures['pgbench_tps_wal_off']:7.1f}")
     print(f"  on / off                   {figures['pgbench_on_over_off']:7.2f}  (target >= 0.95)")
     print(
         f"  median of the pairs' ratio {figures.get('pgbench_round_ratio_median', 0):7.2f}  "
         f"({len(figures.get('pgbench_round_ratios') or [])} pairs, alternating order)"
     )
-    if "pgbench_tps_wal_on_plain" in figures:
+    if "pgbench_tps_wal_per_commit" in figures:
         print(
-            f"pgbench TPS, receiver at normal priority {figures['pgbench_tps_wal_on_plain']:.1f}"
-            f" (÷ off {figures['pgbench_on_plain_over_off']:.2f}; rounds "
-            f"{[round(x) for x in figures['pgbench_tps_on_plain_rounds']]})"
+            "pgbench TPS, every commit streamed at once "
+            f"{figures['pgbench_tps_wal_per_commit']:.1f}"
+            f" (÷ off {figures['pgbench_per_commit_over_off']:.2f}; rounds "
+            f"{[round(x) for x in figures['pgbench_tps_per_commit_rounds']]})"
         )
     print(f"  order {figures.get('pgbench_order')}")
     print(f"  walsenders after each off run {figures.get('pgbench_walsenders_after_off_runs')}")
     print(f"  db: {figures.get('pgbench_db_settings')}; {figures.get('pgbench_replication')}")
     print(f"  receiver: {figures.get('pgbench_receiver_args')}")
-    print_cpu(figures, ("on", "on_plain", "off"))
-    for side in ("on", "on_plain"):
+    print_cpu(figures, ("on", "per_commit", "off"))
+    for side in ("on", "per_commit"):
         shares = figures.get(f"pgbench_shipping_cpu_share_{side}_rounds")
         if shares:
-            print(f"  streaming's CPU ÷ the db's and streaming's, {side}: median "
+            print(f"  shipping's CPU ÷ the db's and shipping's, {side}: median "
                   f"{statistics.median(shares):.3f} (runs {shares})")  # fmt: skip
-    for side in ("on", "on_plain"):
+    for side in ("on", "per_commit"):
         lags = figures.get(f"pgbench_receiver_lag_after_{side}_runs")
         if lags:
             print(
-                f"  receiver behind after each {side} run (bytes the walsender had not sent; "
-                f"past the write position pg_receivewal last reported, every 10 s): {lags}"
+                f"  slot behind after each {side} run (bytes written on the db the receiver "
+                f"had not confirmed as flushed): {lags}"
             )
     if "split_cpus_pgbench_on_over_off" in figures:
         split = {k.removeprefix("split_cpus_"): v for k, v in figures.items()

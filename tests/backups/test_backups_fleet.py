@@ -28,9 +28,17 @@ import pytest
 
 from codeb.clock import SystemClock
 from codeb.features.backups import service as backups
+from codeb.features.backups import status as backup_status
 from codeb.protection import predicates
 from codeb.protection.tokens import Target
-from codeb.store.models import Backup, BackupTarget, Environment, OperationEvent, Project
+from codeb.store.models import (
+    Backup,
+    BackupTarget,
+    Environment,
+    OperationEvent,
+    Project,
+    WalCheck,
+)
 from tests.executor.helpers import wait_operation
 from tests.fleet import fleet as fleetlib
 from tests.support import live_api
@@ -290,16 +298,75 @@ def test_wal_catches_up_after_a_receiver_outage(stack, fleet):
         assert psql(restored_url, "SELECT count(*) FROM outage") == "77"
 
 
+def test_wal_ships_in_bursts_and_a_backup_holds_the_stream(stack, fleet):
+    """The storage server fetches WAL in bursts (pg_receivewal --endpos every 5 s on the
+    slot): no walsender stays connected between them, so the db's commits wake none, and a
+    commit is on the storage server within the interval and one burst (the RPO). The
+    receiver holds Barman's receive-wal lock: barman cron starts no receiver of its own and
+    barman check fails on nothing but the idle slot, which the WAL check does not count. A
+    base backup (barman backup needs the slot active) streams while it runs; the bursts
+    resume after it, no hold left."""
+    api, deps, created, storage, _deployed = stack
+    url = env_var(created["env_files"]["staging"], "DATABASE_URL")
+    server = "shop-staging-db"
+    report = f"/var/lib/barman/{server}/codeb-receiver.json"
+
+    def receiver() -> dict:
+        return json.loads(storage.ssh(f"cat {report}", check=True).stdout)
+
+    with api.client() as c:  # the first backup configures the storage server too
+        r = c.post("/api/backups", json={"project": "shop", "environment": "staging"})
+        op = wait_operation(c, start(r), timeout=900)
+    assert op["status"] == "succeeded", op.get("error")
+    holds = storage.ssh(f"ls /var/lib/barman/{server} | grep -c codeb-stream-hold").stdout
+    assert holds.strip() == "0"
+    time.sleep(2)
+    assert receiver()["mode"] == "bursts" and receiver()["interval_s"] == 5, receiver()
+
+    senders = []
+    for _ in range(12):
+        senders.append(int(psql(url, "SELECT count(*) FROM pg_stat_replication")))
+        time.sleep(0.5)
+    # A burst lasts a fraction of a second; a per-commit stream would show one every time.
+    assert senders.count(0) >= 8, senders
+
+    psql(url, "CREATE TABLE IF NOT EXISTS bursts (id int); INSERT INTO bursts VALUES (1)")
+    committed = time.time()  # the guests share this machine's clock
+    while (receiver().get("last_ok") or 0) <= committed:
+        assert time.time() - committed < 5 + 10, receiver()
+        time.sleep(0.2)
+    assert not receiver()["last_error"]
+
+    storage.ssh("runuser -u barman -- barman -q cron", check=True)
+    time.sleep(2)
+    lock_pid = storage.ssh(f"head -n1 /var/lib/barman/.{server}-receive-wal.lock").stdout
+    assert lock_pid.strip() == str(receiver()["pid"])
+    assert storage.ssh("pgrep -fc 'barman receive-wal'").stdout.strip() == "0"
+    checked = storage.ssh(f"runuser -u barman -- barman -f json check {server}").stdout
+    failing = {k for k, v in json.loads(checked)[server].items()
+               if isinstance(v, dict) and v.get("status") == "FAILED"}  # fmt: skip
+    assert failing <= {"replication_slot", "replication slot"}, checked
+    with deps.db.connection_context():
+        backup_status.check_wal(deps)
+        target = BackupTarget.get(BackupTarget.name == server)
+        row = WalCheck.get(WalCheck.target_id == target.id)
+        assert (row.receiver, row.detail) == ("streaming", None)
+
+
 BY_HAND_RESTORE = r"""set -eu
 name="$1"; port="$2"; when="$3"; backup="$4"; server="$5"; image="$6"
 b() {{ runuser -u barman -- barman "$@"; }}
 ci="$(sed -n 's/^conninfo = //p' "/etc/barman.d/$server.conf")"
 s0="$(date +%s.%N)"
 # A commit past the target, the WAL switch, a second commit (so pg_receivewal opens the next
-# segment and Barman files the closed one), then archive-wal until it is filed: what codeb's
-# restore module does (`barman switch-wal --archive` waited for the next WAL record).
+# segment and Barman files the closed one), a burst, then archive-wal until it is filed:
+# what codeb's restore module does (`barman switch-wal --archive` waited for the next WAL
+# record).
 wal="$(runuser -u barman -- psql "$ci" -XtAq -c 'SELECT txid_current()' \
       -c 'SELECT pg_walfile_name(pg_switch_wal())' -c 'SELECT txid_current()' | sed -n 2p)"
+# A burst of the WAL receiver now (as codeb's restore asks), not at its interval.
+pid="$(head -n1 "/var/lib/barman/.$server-receive-wal.lock")"
+grep -qs codeb_barman_receiver "/proc/$pid/cmdline" && kill -USR1 "$pid"
 for _ in $(seq 300); do
     [ -e "/var/lib/barman/$server/wals/${{wal:0:16}}/$wal" ] && break
     b -q archive-wal "$server"

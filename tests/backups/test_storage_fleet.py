@@ -307,6 +307,29 @@ def breakdown(op_id: str, posted: float, answered: float, observed: float) -> di
     }
 
 
+def _burst_caught_up(storage, server: str, timeout: float = 90) -> float:
+    """Wakes the WAL receiver (SIGUSR1 to the PID in Barman's receive-wal lock, which the
+    receiver writes once its handlers are in place) until a burst that began after this call
+    has succeeded: it fetched everything the source had flushed before it (a restarted
+    receiver's catch-up is a restart's cost, not the bursts'); the seconds it took."""
+    t0 = time.monotonic()
+    since = float(storage.ssh("date +%s.%N", check=True).stdout)
+    lock = f"/var/lib/barman/.{server}-receive-wal.lock"
+    report = f"/var/lib/barman/{server}/codeb-receiver.json"
+    state: dict[str, Any] = {}
+    while time.monotonic() - t0 < timeout:
+        storage.ssh(
+            f"pid=$(head -n1 {lock} 2>/dev/null); "
+            "grep -qs codeb_barman_receiver /proc/$pid/cmdline && kill -USR1 $pid"
+        )
+        with contextlib.suppress(ValueError):
+            state = json.loads(storage.ssh(f"cat {report}").stdout or "{}")
+        if (state.get("last_ok") or 0) > since and not state.get("last_error"):
+            return time.monotonic() - t0
+        time.sleep(0.5)
+    raise AssertionError(f"no WAL burst succeeded in {timeout} s: {state}")
+
+
 def _streaming_caught_up(db, container: str, user: str, timeout: float = 90) -> float:
     """Waits until the WAL receiver streams and has been sent everything written so far (a
     restarted receiver first fetches what the slot kept while it was stopped: that catch-up
@@ -346,6 +369,8 @@ def _cpu_ticks(cfg, hosts: tuple[str, ...] = ("db", "storage")) -> dict[str, int
                 kind = "pgbench"
             elif "pg_receivewal" in cmd:
                 kind = "pg_receivewal"
+            elif "codeb_barman_receiver" in cmd:
+                kind = "receiver"
             elif "barman" in cmd:
                 kind = "barman"
             elif cmd.startswith("postgres"):
@@ -417,31 +442,31 @@ def wal_cost(
     dbname: str,
     receiver: str,
     cfg=None,
-    compare_plain: bool | None = None,
+    compare_per_commit: bool | None = None,
 ) -> dict[str, Any]:
-    """pgbench TPS with WAL streaming on ÷ off, each side once per round in a rotating order,
-    each run after a CHECKPOINT, each streaming run once the receiver has caught up; medians
-    of the rounds and the median of each round's own ratio. "Off" stops the receiver and
+    """pgbench TPS with WAL shipping on ÷ off, each side once per round in a rotating order,
+    each run after a CHECKPOINT, each shipping run once the receiver has caught up; medians
+    of the rounds and the median of each round's own ratio. "On" is codeb's receiver as
+    deployed (bursts every codeb_backup_storage_wal_interval s). "Off" stops the receiver and
     Barman's minute timer (barman cron starts a receiver itself when none runs) and is
-    checked to have no walsender. With CODEB_BACKUP_BENCH_COMPARE_PLAIN (default on), a
-    third side streams with the receiver and Barman's maintenance at normal priority (a
-    runtime drop-in: the units as they were before backup_priority.j2), so one run shows
-    what the priorities change. With the fleet's config, also the CPU seconds each kind of
-    process used during each run (the walsender, the receiver, Barman, the db, pgbench) and
-    the machine's busy share, and after each streaming run how far the receiver was behind
-    (bytes not yet sent, not yet written on the storage server)."""
+    checked to have no walsender. With CODEB_BACKUP_BENCH_COMPARE_PER_COMMIT (default on), a
+    third side streams every commit at once (the receiver with interval 0, a runtime
+    drop-in: a walsender connected all the time, woken by each commit), so one run shows what
+    the bursts save. With the fleet's config, also the CPU seconds each kind of process used
+    during each run (the walsender, pg_receivewal, the receiver, Barman, the db, pgbench) and
+    the machine's busy share, and after each shipping run how far the slot was behind (bytes
+    written on the db the receiver had not confirmed)."""
     rounds = int(os.environ.get("CODEB_BACKUP_BENCH_TPS_ROUNDS", "6"))
     seconds = int(os.environ.get("CODEB_BACKUP_BENCH_SECONDS", "15"))
     checkpoint = f"podman exec {container} psql -XtAq -U {user} -d postgres -c CHECKPOINT"
-    if compare_plain is None:
-        compare_plain = os.environ.get("CODEB_BACKUP_BENCH_COMPARE_PLAIN", "1") == "1"
-    cpu: dict[str, list[dict[str, float]]] = {"on": [], "off": [], "on_plain": []}
+    if compare_per_commit is None:
+        compare_per_commit = os.environ.get("CODEB_BACKUP_BENCH_COMPARE_PER_COMMIT", "1") == "1"
+    cpu: dict[str, list[dict[str, float]]] = {"on": [], "off": [], "per_commit": []}
     lag_query = (
-        "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), sent_lsn)), -1)::bigint, "
-        "coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), write_lsn)), -1)::bigint "
-        "FROM pg_stat_replication"
+        "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), -1)::bigint "
+        "FROM pg_replication_slots WHERE slot_name = 'codeb_barman'"
     )
-    lags: dict[str, list[list[int]]] = {"on": [], "on_plain": []}
+    lags: dict[str, list[list[int]]] = {"on": [], "per_commit": []}
     streaming_in_off_runs: list[int] = []
     sql = f"podman exec {container} psql -XtAq -U {user} -d postgres -F ' ' -c "
 
@@ -458,15 +483,14 @@ def wal_cost(
     replication = db.ssh(sql + shlex.quote(
         "SELECT application_name, sync_state FROM pg_stat_replication"
     )).stdout.strip()  # fmt: skip
-    receiver_args = storage.ssh("ps -eo args | grep '[p]g_receivewal'").stdout.strip()
+    receiver_args = storage.ssh("ps -eo args | grep '[c]odeb_barman_receiver'").stdout.strip()
 
-    plain = ("[Service]\nCPUSchedulingPolicy=other\nNice=0\nIOSchedulingClass=best-effort\n"
-             "IOSchedulingPriority=4\n")  # fmt: skip
-    dropins = " ".join(
-        f"/run/systemd/system/{u}.d/bench-plain.conf"
-        for u in ("codeb-barman-receive-wal@.service", "codeb-barman-cron.service")
-    )
     server = receiver.split("@", 1)[1]
+    per_commit = (
+        "[Service]\nExecStart=\nExecStart=/usr/bin/python3 "
+        f"/usr/local/lib/codeb/codeb_barman_receiver.py receive {server} 0\n"
+    )
+    dropins = f"/run/systemd/system/{receiver}.service.d/bench-per-commit.conf"
 
     def run(side: str) -> float:
         # Off is off: the receiver's unit stopped, and Barman's minute timer too (barman cron
@@ -477,8 +501,8 @@ def wal_cost(
             f"runuser -u barman -- barman -q receive-wal --stop {server} || true; "
             + (
                 f"for f in {dropins}; do mkdir -p $(dirname $f); "
-                f"printf {shlex.quote(plain)} > $f; done; "
-                if side == "on_plain"
+                f"printf {shlex.quote(per_commit)} > $f; done; "
+                if side == "per_commit"
                 else f"rm -f {dropins}; "
             )
             + "systemctl daemon-reload",
@@ -486,7 +510,10 @@ def wal_cost(
         )
         if side != "off":
             storage.ssh(f"systemctl start codeb-barman-cron.timer {receiver}", check=True)
-            _streaming_caught_up(db, container, user)
+            if side == "per_commit":
+                _streaming_caught_up(db, container, user)
+            else:
+                _burst_caught_up(storage, server)
         else:
             deadline = time.monotonic() + 30
             while senders() != 0 and time.monotonic() < deadline:
@@ -510,9 +537,9 @@ def wal_cost(
             lags[side].append([int(x) for x in out if x.lstrip("-").isdigit()])
         return tps
 
-    tps: dict[str, list[float]] = {"on": [], "off": [], "on_plain": []}
+    tps: dict[str, list[float]] = {"on": [], "off": [], "per_commit": []}
     order = []
-    sides = ["on", "off", "on_plain"] if compare_plain else ["on", "off"]
+    sides = ["on", "off", "per_commit"] if compare_per_commit else ["on", "off"]
     try:
         run("on")  # a warm-up run, not counted (caches, the table's first vacuum)
         for i in range(rounds):
@@ -533,13 +560,13 @@ def wal_cost(
     on, off = tps["on"], tps["off"]
 
     def shipping_share(runs: list[dict[str, float]]) -> list[float]:
-        """Per streaming run: the CPU the streaming took (the db's walsender, the storage
-        server's pg_receivewal and Barman) ÷ the CPU of the db guest (its walsender
-        included) and of the streaming's storage-side processes: what it took from the work
-        pgbench measures when the two compete for the same CPUs."""
+        """Per shipping run: the CPU the shipping took (the db's walsender, the storage
+        server's pg_receivewal, receiver and Barman) ÷ the CPU of the db guest (its
+        walsender included) and of the shipping's storage-side processes: what it took from
+        the work pgbench measures when the two compete for the same CPUs."""
         out = []
         for r in runs:
-            storage_side = r.get("pg_receivewal", 0) + r.get("barman", 0)
+            storage_side = r.get("pg_receivewal", 0) + r.get("barman", 0) + r.get("receiver", 0)
             total = r.get("db_guest", 0) + storage_side
             if total > 0:
                 out.append(round((r.get("walsender", 0) + storage_side) / total, 4))
@@ -567,15 +594,15 @@ def wal_cost(
         "pgbench_replication": replication,
         "pgbench_receiver_args": receiver_args,
     }
-    if compare_plain:
-        plain_tps = tps["on_plain"]
+    if compare_per_commit:
+        each = tps["per_commit"]
         figures.update({
-            "pgbench_tps_wal_on_plain": statistics.median(plain_tps),
-            "pgbench_on_plain_over_off": statistics.median(plain_tps) / statistics.median(off),
-            "pgbench_tps_on_plain_rounds": plain_tps,
-            "pgbench_cpu_s_on_plain_rounds": cpu["on_plain"],
-            "pgbench_shipping_cpu_share_on_plain_rounds": shipping_share(cpu["on_plain"]),
-            "pgbench_receiver_lag_after_on_plain_runs": lags["on_plain"],
+            "pgbench_tps_wal_per_commit": statistics.median(each),
+            "pgbench_per_commit_over_off": statistics.median(each) / statistics.median(off),
+            "pgbench_tps_per_commit_rounds": each,
+            "pgbench_cpu_s_per_commit_rounds": cpu["per_commit"],
+            "pgbench_shipping_cpu_share_per_commit_rounds": shipping_share(cpu["per_commit"]),
+            "pgbench_receiver_lag_after_per_commit_runs": lags["per_commit"],
         })  # fmt: skip
     return figures
 

@@ -90,11 +90,24 @@ def test_scheduled_backups_close_their_wal_with_the_shared_script(unit):
     closing = keys["ExecStartPost"][0]
     assert closing == "/usr/bin/python3 /usr/local/lib/codeb/codeb_barman_wal.py close %i 60"
     assert not any("switch-wal" in v for v in keys["ExecStartPost"])
-    # The role installs that script from module_utils (the file the modules import).
+    # The role installs that script from module_utils (the file the modules import), and the
+    # WAL receiver beside it (it imports the script's lock and wake-up code).
     tasks = yaml.safe_load((ROLE / "tasks" / "configure.yml").read_text())
-    (copy,) = [t for t in tasks if t.get("ansible.builtin.copy", {}).get("src", "").endswith(
-        "module_utils/codeb_barman_wal.py")]  # fmt: skip
-    assert copy["ansible.builtin.copy"]["dest"] == "{{ __codeb_backup_storage_wal_script }}"
+    (copy,) = [t for t in tasks if "module_utils/" in t.get("ansible.builtin.copy", {}).get(
+        "src", "")]  # fmt: skip
+    assert copy["ansible.builtin.copy"]["src"].endswith("module_utils/{{ item | basename }}")
+    assert copy["loop"] == [
+        "{{ __codeb_backup_storage_wal_script }}",
+        "{{ __codeb_backup_storage_receiver_script }}",
+    ]
+    names = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+    for var in ("__codeb_backup_storage_wal_script", "__codeb_backup_storage_receiver_script"):
+        assert (ROLE / "module_utils" / Path(names[var]).name).is_file()
+    # The scheduled backup streams while barman backup runs (it needs the slot active).
+    assert keys["ExecStart"][0].startswith(
+        "/usr/bin/python3 /usr/local/lib/codeb/codeb_barman_receiver.py stream %i -- "
+        "/usr/bin/barman -q backup "
+    )
 
 
 def test_both_modules_use_the_shared_wal_closing_code():

@@ -292,6 +292,9 @@ def backup_status(deps: Deps, project: str | None = None) -> dict[str, Any]:
 # barman check's name for "is pg_receivewal running" (the JSON output says
 # receive_wal_running, the text output "receive-wal running").
 RECEIVER_CHECK = "receive_wal_running"
+# What the storage server's WAL state module reports when the receiver's bursts keep failing
+# (roles/codeb_backup_drill/library/codeb_wal_state.py).
+BURSTS_CHECK = "wal_bursts"
 
 
 def _check_name(name: str) -> str:
@@ -312,6 +315,10 @@ def receiver_of(state: dict[str, Any]) -> tuple[str, str | None]:
         return receiver, (
             f"pg_receivewal is not running (codeb-barman-receive-wal is {unit}){others}"
         )
+    bursts = failing.pop(BURSTS_CHECK, None)
+    if bursts:
+        # The receiver runs but cannot fetch: no WAL arrives, as with a stopped one.
+        return "failed", f"the WAL receiver's bursts fail: {bursts}"
     problems = [f"barman check fails: {k} ({v})" for k, v in sorted(failing.items())]
     if gaps:
         problems.append(f"WAL segments missing: {', '.join(gaps[:5])}")

@@ -2,13 +2,20 @@
 """The live state of WAL shipping for some Barman servers (read-only): whether the
 supervised receiver (codeb-barman-receive-wal@NAME) is active and how often systemd restarted
 it, what `barman check` says is failing, and when WAL last arrived (the newest archived
-segment or the streaming `.partial` file, whichever is newer)."""
+segment or the streaming `.partial` file, whichever is newer).
+
+The receiver fetches in bursts (roles/codeb_backup_storage/module_utils/
+codeb_barman_receiver.py): between two, the slot is idle and `barman check` says "replication
+slot: slot not active". That failure is dropped while the receiver's own report
+(codeb-receiver.json) shows a burst succeeded recently; bursts that keep failing are
+reported as `wal_bursts` with the receiver's last error."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -62,6 +69,32 @@ def gaps(path: str) -> list[str]:
     return missing
 
 
+def bursts_ok(report_path: str, failing: dict[str, str], now: float | None = None) -> bool:
+    """Apply the burst receiver's report to barman check's failures (see the module's doc):
+    a recent success means an idle slot is expected; a lasting error is a failure. True when
+    a failure was dropped."""
+    try:
+        with open(report_path) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(report, dict) or report.get("mode") not in ("bursts", "held"):
+        return False
+    now = time.time() if now is None else now
+    interval = float(report.get("interval_s") or 5)
+    last_ok = report.get("last_ok")
+    fresh = isinstance(last_ok, (int, float)) and now - last_ok <= max(3 * interval, 30)
+    dropped = False
+    if fresh:
+        for check in [c for c in failing if c.replace(" ", "_").lower() == "replication_slot"]:
+            if "not active" in failing[check]:
+                del failing[check]
+                dropped = True
+    elif report.get("last_error"):
+        failing["wal_bursts"] = str(report["last_error"])[-500:]
+    return dropped
+
+
 def state(home: str, name: str) -> dict:
     unit = f"codeb-barman-receive-wal@{name}.service"
     _, active = run(["systemctl", "is-active", unit])
@@ -74,6 +107,8 @@ def state(home: str, name: str) -> dict:
                 failing[check] = str(value.get("hint") or "FAILED")
     except ValueError:
         failing["barman check"] = out[-500:]
+    if bursts_ok(os.path.join(home, name, "codeb-receiver.json"), failing) and not failing:
+        rc = 0  # what barman check failed on is the idle slot between bursts, and only that
     segments, _ = newest(os.path.join(home, name, "wals"), is_segment)
     partial, partial_size = newest(
         os.path.join(home, name, "streaming"), lambda f: f.endswith(".partial")

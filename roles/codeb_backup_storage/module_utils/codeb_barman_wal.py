@@ -20,6 +20,7 @@ Standard library only (it also runs as a plain script: `codeb_barman_wal.py clos
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -67,6 +68,38 @@ def conninfo_of(server, conf_dir="/etc/barman.d"):
         return None
 
 
+def lock_path(server, home="/var/lib/barman"):
+    """Barman's receive-wal lock (barman.lockfile.ServerWalReceiveLock, lock directory =
+    barman_home)."""
+    return os.path.join(home, f".{server}-receive-wal.lock")
+
+
+def receiver_pid(server, home="/var/lib/barman"):
+    """The PID the lock file names (the running receiver's), if any."""
+    try:
+        with open(lock_path(server, home)) as f:
+            first = f.readline().strip()
+    except OSError:
+        return None
+    return int(first) if first.isdigit() else None
+
+
+def wake(server, home="/var/lib/barman"):
+    """Ask the server's receiver for a burst now; False when none runs (or Barman's own
+    receive-wal holds the lock: it streams continuously anyway)."""
+    pid = receiver_pid(server, home)
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"codeb_barman_receiver" not in f.read():
+                return False
+        os.kill(pid, signal.SIGUSR1)
+    except OSError:
+        return False
+    return True
+
+
 def close_and_file_wal(server, conninfo, wal_timeout=60, barman_home="/var/lib/barman"):
     """Commit, pg_switch_wal(), commit (see the module's doc), then `barman archive-wal`
     until the closed segment is in the server's wals directory. Returns what happened:
@@ -82,6 +115,8 @@ def close_and_file_wal(server, conninfo, wal_timeout=60, barman_home="/var/lib/b
     if out.returncode != 0 or len(lines) < 2 or not SEGMENT.fullmatch(lines[1]):
         return "source did not answer"
     closed = lines[1]
+    # The receiver fetches in bursts (codeb_barman_receiver.py): one now, not at the interval.
+    wake(server, barman_home)
     filed = os.path.join(barman_home, server, "wals", closed[:16], closed)
     deadline = time.monotonic() + wal_timeout
     while not os.path.exists(filed):
