@@ -247,6 +247,11 @@ class Receiver:
                         self.record(None)
                 except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                     self.record(str(exc))
+                    # Held or woken, a failing source is not asked again at once (held or
+                    # streaming: in a second; in bursts: at the interval).
+                    continuous = self.interval <= 0 or held(self.server_dir)
+                    self.stopping.wait(1 if continuous else max(self.interval, 1))
+                    continue
                 if not self.woken.is_set() and not held(self.server_dir):
                     # Wait for the interval, a wake, a hold or a stop (a hold is seen
                     # within a second).
