@@ -359,11 +359,15 @@ b() {{ runuser -u barman -- barman "$@"; }}
 ci="$(sed -n 's/^conninfo = //p' "/etc/barman.d/$server.conf")"
 s0="$(date +%s.%N)"
 # A commit past the target, the WAL switch, a second commit (so pg_receivewal opens the next
-# segment and Barman files the closed one), a burst, then archive-wal until it is filed:
+# segment and Barman files the closed one) waited for until flushed (it is committed
+# asynchronously), a burst, then archive-wal until it is filed:
 # what codeb's restore module does (`barman switch-wal --archive` waited for the next WAL
 # record).
 wal="$(runuser -u barman -- psql "$ci" -XtAq -c 'SELECT txid_current()' \
-      -c 'SELECT pg_walfile_name(pg_switch_wal())' -c 'SELECT txid_current()' | sed -n 2p)"
+      -c 'SELECT pg_walfile_name(pg_switch_wal())' -c 'SELECT txid_current()' \
+      -c 'DO $$DECLARE t pg_lsn := pg_current_wal_insert_lsn(); BEGIN FOR i IN 1..500 LOOP
+          EXIT WHEN pg_current_wal_flush_lsn() >= t; PERFORM pg_sleep(0.01); END LOOP; END$$' \
+      | sed -n 2p)"
 # A burst of the WAL receiver now (as codeb's restore asks), not at its interval.
 pid="$(head -n1 "/var/lib/barman/.$server-receive-wal.lock")"
 grep -qs codeb_barman_receiver "/proc/$pid/cmdline" && kill -USR1 "$pid"

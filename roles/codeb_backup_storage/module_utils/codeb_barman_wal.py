@@ -12,7 +12,9 @@ the source writes WAL again: the bgwriter's snapshot every 15 s on an idle db. S
 Barman's own connection, in three transactions: a commit (a restore's target: recovery
 stops at the first commit past it, and fails without one), pg_switch_wal() (no CHECKPOINT:
 that commit is WAL activity, so the switch happens), and a second commit, which opens the
-next segment; then `barman archive-wal` until the closed segment is filed.
+next segment, waited for until flushed; then a burst of the receiver (SIGUSR1: it fetches in
+bursts, module_utils/codeb_barman_receiver.py) and `barman archive-wal` until the closed
+segment is filed.
 
 Standard library only (it also runs as a plain script: `codeb_barman_wal.py close SERVER
 [TIMEOUT]`, exit 0 once filed, 1 with the reason otherwise)."""
@@ -26,6 +28,13 @@ import sys
 import time
 
 SEGMENT = re.compile(r"[0-9A-F]{24}")
+# The second commit wrote no WAL of its own before committing, so PostgreSQL commits it
+# asynchronously (the WAL writer flushes it within wal_writer_delay): wait until it is
+# flushed, since the receiver's burst fetches only flushed WAL (at most 5 s, then go on).
+FLUSHED = (
+    "DO $$DECLARE t pg_lsn := pg_current_wal_insert_lsn(); BEGIN FOR i IN 1..500 LOOP "
+    "EXIT WHEN pg_current_wal_flush_lsn() >= t; PERFORM pg_sleep(0.01); END LOOP; END$$"
+)
 
 
 class Failed(Exception):
@@ -109,7 +118,7 @@ def close_and_file_wal(server, conninfo, wal_timeout=60, barman_home="/var/lib/b
         return "no conninfo"
     out = run(as_barman(["psql", conninfo, "-XtAq", "-c", "SELECT txid_current()",
                          "-c", "SELECT pg_walfile_name(pg_switch_wal())",
-                         "-c", "SELECT txid_current()"]),
+                         "-c", "SELECT txid_current()", "-c", FLUSHED]),
               "switch", timeout=30, check=False)  # fmt: skip
     lines = out.stdout.split()
     if out.returncode != 0 or len(lines) < 2 or not SEGMENT.fullmatch(lines[1]):
