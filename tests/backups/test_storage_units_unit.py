@@ -136,3 +136,22 @@ def test_no_connection_string_is_reported_not_guessed(tmp_path):
     assert wal.conninfo_of("shop-staging-db", str(tmp_path)) == (
         "host=10.0.0.2 port=5432 user=codeb_backup dbname=postgres"
     )
+
+
+def test_every_barman_backup_runs_while_the_receiver_streams():
+    """barman backup starts only with the slot active, and between bursts it is not: every
+    route that takes a base backup (the on-request task, the scheduled full and incremental
+    units) runs it under `codeb_barman_receiver.py stream`."""
+    routes = 0
+    for path in sorted((ROLE / "tasks").glob("*.yml")):
+        for task in yaml.safe_load(path.read_text()) or []:
+            argv = str((task.get("ansible.builtin.command") or {}).get("argv", ""))
+            if "['backup'" in argv:
+                routes += 1
+                assert argv.lstrip("{ ").startswith("__codeb_backup_storage_streaming"), path
+    for path in sorted((ROLE / "templates").glob("*.service.j2")):
+        for start in _render(path.name.removesuffix(".j2")).get("ExecStart", []):
+            if " backup " in f"{start} ":
+                routes += 1
+                assert " stream %i -- /usr/bin/barman -q backup " in start, path
+    assert routes == 3

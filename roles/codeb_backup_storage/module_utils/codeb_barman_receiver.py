@@ -45,7 +45,7 @@ import threading
 import time
 
 # Installed side by side in /usr/local/lib/codeb/ (the WAL closing code wakes this receiver).
-from codeb_barman_wal import lock_path, wake
+from codeb_barman_wal import as_barman, lock_path, wake
 
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,120}")
 LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
@@ -272,10 +272,6 @@ class Receiver:
             os.ftruncate(fd, 0)
             os.close(fd)
         return 0
-
-
-def as_barman(argv: list[str]) -> list[str]:
-    return list(argv) if os.geteuid() != 0 else ["runuser", "-u", "barman", "--", *argv]
 
 
 def slot_active(server: str, conf_dir: str = CONF_DIR) -> bool:
