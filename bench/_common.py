@@ -47,6 +47,48 @@ def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def machine_busy_s() -> float:
+    """CPU-seconds the whole machine has spent busy since boot (every CPU, every process and
+    guest: /proc/stat's first line without idle and iowait). The difference over a span,
+    divided by the span and the CPU count, says how saturated the machine was."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice: inside user already]
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(path: Path) -> list[str]:
+    """A /proc stat line's fields after the command name (which may hold spaces)."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds of a process plus its waited-for children (ansible-playbook and its forks,
+    for codeb's server), from /proc."""
+    return sum(int(x) for x in _stat(Path(f"/proc/{pid}/stat"))[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> float:
+    """proc_cpu of a process and of its live descendants: codeb's zygote (a live child of the
+    server) counts the forks it ran each playbook in, which the server never waits for."""
+    children: dict[int, list[int]] = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            children.setdefault(int(_stat(path)[1]), []).append(int(path.parent.name))
+        except OSError:
+            continue  # it ended meanwhile
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            total += proc_cpu(current)
+        except OSError:
+            continue
+        todo.extend(children.get(current, []))
+    return total
+
+
 def stop(proc: subprocess.Popen | None) -> None:
     """Stop one process we started, by its PID: SIGTERM, then SIGKILL."""
     if proc is None or proc.poll() is not None:

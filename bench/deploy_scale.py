@@ -15,6 +15,9 @@ The anchor is the 1-server deploy of the same run: each count's medians are prin
 ratio to it (target: near flat). Counts are measured in alternating order per round, so load
 changes on this shared machine hit both. 10 app servers are 12 guests: too many for a 2-CPU
 machine shared with other runs; `--apps 1,3` is what fits (say `--apps 1,3,10` on a larger one).
+Beside each time it prints the whole machine's busy CPU-seconds during that deploy and their
+share of all its CPUs: a share near 1 says the deploy waited for CPUs (the guests share this
+machine's), not for the other hosts, as on a real fleet where each host has its own.
 
     sudo .venv/bin/python bench/deploy_scale.py [--apps 1,3] [--runs 3] [--json]
 
@@ -40,17 +43,20 @@ from _common import (
     base_env,
     close_masters,
     loadavg,
+    machine_busy_s,
     median,
     say,
     sigterm_as_interrupt,
     start_codeb,
     stop,
+    tree_cpu,
     wait_operation,
 )
 
 APP_IMAGE = "localhost/codeb-test-app"
 IMAGES = (f"{APP_IMAGE}:v1", f"{APP_IMAGE}:v2")
 ENVIRONMENT = "staging"
+CPUS = os.cpu_count() or 1
 
 
 def deploy(api: Api, project: str, image: str, apps: list[str], poll_s: float) -> dict:
@@ -60,17 +66,24 @@ def deploy(api: Api, project: str, image: str, apps: list[str], poll_s: float) -
         "image": image,
         "servers": {"app": apps, "db": "db", "redis": "cache"},
     }
-    t0 = time.perf_counter()
+    busy0, own0, t0 = machine_busy_s(), tree_cpu(api.pid), time.perf_counter()
     status, answer = api.call("POST", "/api/containers/deploy", body)
     if status != 202 or answer.get("status") != "executed":
         raise BenchError(f"POST /api/containers/deploy answered {status}: {answer}")
     op = wait_operation(api, answer["result"]["operation"]["id"], poll_s)
     seconds = time.perf_counter() - t0
+    busy, own = machine_busy_s() - busy0, tree_cpu(api.pid) - own0
     if op["status"] != "succeeded":
         raise BenchError(f"deploy of {image} to {project} ended {op['status']}: {op['error']}")
     recap = op["result"].get("recap") or {}
     return {
         "seconds": seconds,
+        # The machine's busy CPU-seconds during the deploy (codeb, Ansible, every guest, and
+        # whatever else runs here) and that as a share of what its CPUs could give.
+        "busy_cpu_s": busy,
+        "saturation": busy / (seconds * CPUS),
+        # Of it, codeb's processes: the server, its zygote and the Ansible runs it forked.
+        "codeb_cpu_s": own,
         "changed": {h: r.get("changed", 0) for h, r in recap.items()},
         "servers": op["result"].get("servers"),
     }
@@ -158,6 +171,9 @@ def bench(args: argparse.Namespace, workdir: Path, procs: list[subprocess.Popen]
                 "seconds": secs,
                 "median_s": median(secs),
                 "vs_anchor": median(secs) / base if base else None,
+                "busy_cpu_s": median([r["busy_cpu_s"] for r in results[n][kind]]),
+                "saturation": median([r["saturation"] for r in results[n][kind]]),
+                "codeb_cpu_s": median([r["codeb_cpu_s"] for r in results[n][kind]]),
             }
         row["noop_unchanged"] = all(not any(r["changed"].values()) for r in results[n]["noop"])
         out["by_count"][str(n)] = row
@@ -179,6 +195,21 @@ def report(r: dict) -> str:
             for k in ("first", "changed", "noop")
         ]
         lines.append(f"{n:>12} " + " ".join(f"{c:>14}" for c in cells))
+    lines += [
+        "",
+        f"the machine's busy CPU-seconds during each deploy (median), of them codeb's own "
+        f"(server, zygote, Ansible), and their share of its {CPUS} CPUs (near 1.00: the "
+        "deploy waited for CPUs, not for other hosts)",
+        f"{'app servers':>12} {'first':>19} {'changed':>19} {'no-op':>19}",
+    ]
+    for n, row in b["by_count"].items():
+        cells = []
+        for k in ("first", "changed", "noop"):
+            cell = row[k]
+            cells.append(
+                f"{cell['busy_cpu_s']:4.1f}/{cell['codeb_cpu_s']:4.1f} s {cell['saturation']:4.2f}"
+            )
+        lines.append(f"{n:>12} " + " ".join(f"{c:>19}" for c in cells))
     return "\n".join(lines)
 
 

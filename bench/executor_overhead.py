@@ -56,6 +56,7 @@ from _common import (
     sigterm_as_interrupt,
     start_codeb,
     stop,
+    tree_cpu,
     wait_operation,
 )
 
@@ -77,37 +78,6 @@ TARGET_EVENTS_SLOWDOWN = 0.05
 
 
 # --- codeb's HTTP API ---------------------------------------------------------------------
-
-
-def _stat(path: Path) -> list[str]:
-    """A /proc stat line's fields after the command name (which may hold spaces)."""
-    return path.read_text().rsplit(")", 1)[1].split()
-
-
-def proc_cpu(pid: int) -> float:
-    """CPU seconds of a process plus its waited-for children (ansible-playbook and its forks,
-    for codeb's server), from /proc."""
-    return sum(int(x) for x in _stat(Path(f"/proc/{pid}/stat"))[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(pid: int) -> float:
-    """proc_cpu of a process and of its live descendants: codeb's zygote (a live child of the
-    server) counts the forks it ran each playbook in, which the server never waits for."""
-    children: dict[int, list[int]] = {}
-    for path in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            children.setdefault(int(_stat(path)[1]), []).append(int(path.parent.name))
-        except OSError:
-            continue  # it ended meanwhile
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            total += proc_cpu(current)
-        except OSError:
-            continue
-        todo.extend(children.get(current, []))
-    return total
 
 
 def children_cpu() -> float:
