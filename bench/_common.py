@@ -49,12 +49,13 @@ def loadavg() -> str:
 
 def machine_busy_s() -> float:
     """CPU-seconds the whole machine has spent busy since boot (every CPU, every process and
-    guest: /proc/stat's first line without idle and iowait). The difference over a span,
-    divided by the span and the CPU count, says how saturated the machine was."""
+    guest: /proc/stat's first line, user + nice + system + irq + softirq). The difference
+    over a span, divided by the span and the CPU count, says how saturated the machine was."""
     with open("/proc/stat") as stat:
         fields = [int(x) for x in stat.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal [guest guest_nice: inside user already]
-    busy = sum(fields[:8]) - fields[3] - fields[4]
+    # user nice system idle iowait irq softirq [steal: the hypervisor's, not ours; guest and
+    # guest_nice: inside user already]
+    busy = sum(fields[:7]) - fields[3] - fields[4]
     return busy / os.sysconf("SC_CLK_TCK")
 
 
