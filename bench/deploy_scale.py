@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,8 @@ def deploy(api: Api, project: str, image: str, apps: list[str], poll_s: float) -
         # whatever else runs here) and that as a share of what its CPUs could give.
         "busy_cpu_s": busy,
         "saturation": busy / (seconds * CPUS),
-        # Of it, codeb's processes: the server, its zygote and the Ansible runs it forked.
+        # Of it, codeb's processes: the server, its zygote and the Ansible runs it forked (the
+        # SSH masters detach from them: their share is only in the machine's figure).
         "codeb_cpu_s": own,
         "changed": {h: r.get("changed", 0) for h, r in recap.items()},
         "servers": op["result"].get("servers"),
@@ -180,37 +182,37 @@ def bench(args: argparse.Namespace, workdir: Path, procs: list[subprocess.Popen]
     return out
 
 
+KINDS = (("first", "first"), ("changed", "changed"), ("noop", "no-op"))
+
+
+def table(by_count: dict, width: int, cell: Callable[[dict], str]) -> list[str]:
+    """One line per app server count, one column per kind of deploy."""
+    lines = [f"{'app servers':>12} " + " ".join(f"{title:>{width}}" for _, title in KINDS)]
+    for n, row in by_count.items():
+        lines.append(f"{n:>12} " + " ".join(f"{cell(row[k]):>{width}}" for k, _ in KINDS))
+    return lines
+
+
+def cpu_cell(c: dict) -> str:
+    return f"{c['busy_cpu_s']:4.1f}/{c['codeb_cpu_s']:4.1f} s {c['saturation']:4.2f}"
+
+
 def report(r: dict) -> str:
     b = r["bench"]
-    lines = [
-        f"load average at start: {r['load_start']}, at end: {r['load_end']}",
-        f"deploys through the API with 1..N app servers (db and Redis on their own hosts), "
-        f"{b['runs']} runs each; ratios are against {b['anchor']} app server(s) in this run",
-        "",
-        f"{'app servers':>12} {'first':>14} {'changed':>14} {'no-op':>14}",
-    ]
-    for n, row in b["by_count"].items():
-        cells = [
-            f"{row[k]['median_s']:6.2f} s x{row[k]['vs_anchor']:.2f}"
-            for k in ("first", "changed", "noop")
+    return "\n".join(
+        [
+            f"load average at start: {r['load_start']}, at end: {r['load_end']}",
+            f"deploys through the API with 1..N app servers (db and Redis on their own hosts), "
+            f"{b['runs']} runs each; ratios are against {b['anchor']} app server(s) in this run",
+            "",
+            *table(b["by_count"], 14, lambda c: f"{c['median_s']:6.2f} s x{c['vs_anchor']:.2f}"),
+            "",
+            f"the machine's busy CPU-seconds during each deploy (median), of them codeb's own "
+            f"(server, zygote, Ansible), and their share of its {CPUS} CPUs (near 1.00: the "
+            "deploy waited for CPUs, not for other hosts)",
+            *table(b["by_count"], 19, cpu_cell),
         ]
-        lines.append(f"{n:>12} " + " ".join(f"{c:>14}" for c in cells))
-    lines += [
-        "",
-        f"the machine's busy CPU-seconds during each deploy (median), of them codeb's own "
-        f"(server, zygote, Ansible), and their share of its {CPUS} CPUs (near 1.00: the "
-        "deploy waited for CPUs, not for other hosts)",
-        f"{'app servers':>12} {'first':>19} {'changed':>19} {'no-op':>19}",
-    ]
-    for n, row in b["by_count"].items():
-        cells = []
-        for k in ("first", "changed", "noop"):
-            cell = row[k]
-            cells.append(
-                f"{cell['busy_cpu_s']:4.1f}/{cell['codeb_cpu_s']:4.1f} s {cell['saturation']:4.2f}"
-            )
-        lines.append(f"{n:>12} " + " ".join(f"{c:>19}" for c in cells))
-    return "\n".join(lines)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
